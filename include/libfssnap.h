@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libfssnap: the copy-on-write snapshot engine of fssnap.
+ *
+ * One struct fssnap_origin is one live volume (image file or block device).
+ * Every write to it goes through fssnap_origin_write/_zero/_trim, which first
+ * copies aside the old contents of each chunk that some snapshot still needs
+ * (copy-on-write), then lets the new data reach the origin.  Snapshots are
+ * numbered from 0; a number is reused only after the snapshot that held it
+ * is deleted and closed, so each snapshot also carries a UUID.
+ *
+ * Conventions:
+ *  - Every function returning int returns 0 (or a count) on success and a
+ *    negative errno on failure.  Nothing is changed on failure.
+ *  - Offsets and lengths are bytes; requests may be unaligned and may span
+ *    chunks.  A request outside the device returns -EINVAL.
+ *  - All calls are thread-safe: frontends call them from many threads.
+ *
+ * This header compiles on its own (tests/unit/test-header.c checks it).
+ */
+#ifndef LIBFSSNAP_H
+#define LIBFSSNAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FSSNAP_CHUNKSIZE_MIN     512u
+#define FSSNAP_CHUNKSIZE_MAX     (1u << 20)
+#define FSSNAP_CHUNKSIZE_DEFAULT (64u << 10)
+#define FSSNAP_MEM_DEFAULT       (64u << 20)  /* max_mem_chunks * chunksize */
+#define FSSNAP_MAX_SNAPSHOTS     256
+#define FSSNAP_UUID_STRLEN       37           /* with the terminating NUL */
+
+struct fssnap_origin;
+struct fssnap_snapshot;      /* an open snapshot: a reader's handle */
+struct fssnap_candidates;    /* the candidate bitmap while it is built */
+
+/* ---- Logging ---------------------------------------------------------- */
+
+enum fssnap_log_level { FSSNAP_LOG_ERR, FSSNAP_LOG_WARN, FSSNAP_LOG_INFO,
+                        FSSNAP_LOG_DEBUG };
+typedef void (*fssnap_log_fn) (void *opaque, enum fssnap_log_level level,
+                               const char *msg);
+
+/* ---- I/O layer -------------------------------------------------------- */
+
+/* Every file the engine touches (origin, backing stores) is reached through
+ * these calls, so that a test can inject faults, slow a store down or record
+ * writes and syncs to simulate a power loss.  fssnap_io_posix() is the real
+ * one.  Each call returns what the system call returns, except that errors
+ * are returned as negative errno values instead of -1 + errno.
+ */
+struct fssnap_io {
+  void *opaque;
+  int (*open) (void *opaque, const char *path, int flags, mode_t mode);
+  int (*close) (void *opaque, int fd);
+  ssize_t (*pread) (void *opaque, int fd, void *buf, size_t len, off_t off);
+  ssize_t (*pwrite) (void *opaque, int fd, const void *buf, size_t len,
+                     off_t off);
+  int (*fsync) (void *opaque, int fd);
+  int (*ftruncate) (void *opaque, int fd, off_t len);
+  /* Size in bytes of a regular file or block device. */
+  int (*getsize) (void *opaque, int fd, uint64_t *size);
+  /* Make [off, off+len) read back as zeros (must succeed or fail cleanly). */
+  int (*zero) (void *opaque, int fd, off_t off, off_t len);
+  /* Tell the device [off, off+len) is unused; may return -EOPNOTSUPP. */
+  int (*discard) (void *opaque, int fd, off_t off, off_t len);
+  int (*unlink) (void *opaque, const char *path);
+};
+
+const struct fssnap_io *fssnap_io_posix (void);
+
+/* ---- Origin ----------------------------------------------------------- */
+
+struct fssnap_origin_opts {
+  const char *path;             /* image file or block device (required) */
+  const char *state_dir;        /* default place for backing stores */
+  uint32_t chunksize;           /* 0: set by the first snapshot */
+  uint64_t max_mem;             /* bytes of copies held in memory; 0: default */
+  unsigned writer_threads;      /* store writers; 0: default (4) */
+  const struct fssnap_io *io;   /* NULL: fssnap_io_posix() */
+  fssnap_log_fn log;            /* NULL: stderr */
+  void *log_opaque;
+};
+
+int fssnap_origin_open (const struct fssnap_origin_opts *opts,
+                        struct fssnap_origin **originp);
+/* Waits for every queued store write, then frees everything.  Snapshot
+ * handles must have been closed.
+ */
+void fssnap_origin_close (struct fssnap_origin *origin);
+
+uint64_t fssnap_origin_size (const struct fssnap_origin *origin);
+uint32_t fssnap_origin_chunksize (const struct fssnap_origin *origin);
+const char *fssnap_origin_path (const struct fssnap_origin *origin);
+
+int fssnap_origin_read (struct fssnap_origin *origin, void *buf, size_t len,
+                        uint64_t off);
+
+#define FSSNAP_FUA 1u   /* write: make this request durable before returning */
+int fssnap_origin_write (struct fssnap_origin *origin, const void *buf,
+                         size_t len, uint64_t off, unsigned flags);
+/* Write zeros.  FSSNAP_ZERO_NO_HOLE: the range must stay allocated. */
+#define FSSNAP_ZERO_NO_HOLE 2u
+int fssnap_origin_zero (struct fssnap_origin *origin, size_t len,
+                        uint64_t off, unsigned flags);
+/* Discard: afterwards the range reads as zeros on image files and as
+ * unspecified data on devices without deterministic discard; snapshots are
+ * preserved exactly as for a write.
+ */
+int fssnap_origin_trim (struct fssnap_origin *origin, size_t len,
+                        uint64_t off, unsigned flags);
+/* Make every acknowledged write durable on the origin. */
+int fssnap_origin_flush (struct fssnap_origin *origin);
+
+/* ---- Snapshot creation ------------------------------------------------ */
+
+/* Called during creation while origin writes are quiesced: mark every byte
+ * range that holds data (file system allocation maps).  Chunks never marked
+ * read as zeros from the snapshot and are never copied.
+ */
+typedef int (*fssnap_candidate_fn) (void *opaque,
+                                    struct fssnap_candidates *cands);
+
+/* What the candidate callback may use. */
+const char *fssnap_candidates_origin_path (const struct fssnap_candidates *);
+uint64_t fssnap_candidates_origin_size (const struct fssnap_candidates *);
+uint32_t fssnap_candidates_chunksize (const struct fssnap_candidates *);
+/* Mark the chunks covering [off, off+len); ranges past the end are clipped. */
+void fssnap_candidates_mark (struct fssnap_candidates *, uint64_t off,
+                             uint64_t len);
+void fssnap_candidates_mark_all (struct fssnap_candidates *);
+
+struct fssnap_create_opts {
+  const char *backing_store;    /* directory or file; NULL: state_dir */
+  uint64_t maxsize;             /* bytes of backing store; 0: unlimited */
+  uint32_t chunksize;           /* 0: the origin's (or the default) */
+  uint64_t max_backfile_size;   /* split the store; 0: one file */
+  bool unlink;                  /* unlink the store files once open */
+  bool transient;               /* gone at restart, no syncs */
+  const char *mountpoint;       /* recorded for info; may be NULL */
+  fssnap_candidate_fn candidates;  /* NULL: every chunk is a candidate */
+  void *candidates_opaque;
+};
+
+/* Parse fssnap's -o option string ("backing-store=DIR,maxsize=1g,unlink")
+ * into opts.  String fields point into *storage, which the caller frees.
+ * On error returns -EINVAL and, if errmsg is non-NULL, a message there.
+ */
+int fssnap_create_opts_parse (const char *optstr,
+                              struct fssnap_create_opts *opts,
+                              char **storage, char *errmsg, size_t errlen);
+
+/* Create a snapshot; its number is returned in *nump.  On failure an
+ * explanation is put in errmsg (if non-NULL).
+ */
+int fssnap_snapshot_create (struct fssnap_origin *origin,
+                            const struct fssnap_create_opts *opts,
+                            unsigned *nump, char *errmsg, size_t errlen);
+
+/* Delete a snapshot.  It stops taking copies at once; if it is open, the
+ * number is released when the last handle closes (reads then fail with
+ * -EIO).  Data that older snapshots still read is kept until they go.
+ */
+int fssnap_snapshot_delete (struct fssnap_origin *origin, unsigned num);
+
+/* ---- Reading a snapshot ---------------------------------------------- */
+
+int fssnap_snapshot_open (struct fssnap_origin *origin, unsigned num,
+                          struct fssnap_snapshot **snapp);
+void fssnap_snapshot_close (struct fssnap_snapshot *snap);
+unsigned fssnap_snapshot_number (const struct fssnap_snapshot *snap);
+uint64_t fssnap_snapshot_size (const struct fssnap_snapshot *snap);
+
+/* -EIO once the snapshot is disabled or deleted. */
+int fssnap_snapshot_read (struct fssnap_snapshot *snap, void *buf,
+                          size_t len, uint64_t off);
+
+/* Report the extents of [off, off+len) in order: data (a candidate chunk)
+ * or hole (reads as zeros).  The callback returns 0 to go on, non-zero to
+ * stop (returned as is).
+ */
+typedef int (*fssnap_extent_fn) (void *opaque, uint64_t off, uint64_t len,
+                                 bool hole);
+int fssnap_snapshot_extents (struct fssnap_snapshot *snap, uint64_t off,
+                             uint64_t len, fssnap_extent_fn fn, void *opaque);
+
+/* ---- Information and statistics -------------------------------------- */
+
+enum fssnap_state {
+  FSSNAP_STATE_CREATING,
+  FSSNAP_STATE_IDLE,            /* valid, no open handle */
+  FSSNAP_STATE_ACTIVE,          /* valid, open */
+  FSSNAP_STATE_DISABLED,        /* a copy failed: never served */
+  FSSNAP_STATE_DELETING,        /* deleted, waiting for the last close */
+};
+const char *fssnap_state_name (enum fssnap_state state);
+
+struct fssnap_snapshot_info {
+  unsigned number;
+  uint64_t seq;                 /* creation sequence, never repeats */
+  char uuid[FSSNAP_UUID_STRLEN];
+  enum fssnap_state state;
+  char reason[256];             /* why disabled; empty otherwise */
+  uint32_t chunksize;
+  uint64_t chunks;              /* chunks in the device */
+  uint64_t candidate_chunks;
+  uint64_t preserved_chunks;    /* copied aside for this snapshot */
+  uint64_t owned_chunks;        /* copies held in this snapshot's store */
+  uint64_t backing_bytes;       /* bytes in the backing store */
+  uint64_t maxsize;             /* 0: unlimited */
+  uint64_t max_backfile_size;   /* 0: one file */
+  int64_t create_time;          /* seconds since the epoch */
+  unsigned open_count;
+  bool transient;
+  bool unlinked;
+  char backing_path[4096];      /* the first store file */
+  unsigned backing_files;
+  char mountpoint[4096];
+};
+
+/* Fill *info for the snapshot with this number. */
+int fssnap_snapshot_info (struct fssnap_origin *origin, unsigned num,
+                          struct fssnap_snapshot_info *info);
+
+/* Fill nums[] with the numbers in use, ascending; returns how many there
+ * are (possibly more than max).
+ */
+int fssnap_snapshot_list (struct fssnap_origin *origin, unsigned *nums,
+                          size_t max);
+
+struct fssnap_stats {
+  uint64_t size;
+  uint32_t chunksize;
+  unsigned snapshots;           /* numbers in use */
+  unsigned retained;            /* deleted, kept for older snapshots */
+  int highest_number;           /* -1: none */
+  uint64_t chunks_copied;
+  uint64_t bytes_copied;
+  uint64_t throttle_waits;
+  uint64_t mem_chunks;          /* copies in memory now */
+  uint64_t mem_chunks_peak;
+  uint64_t max_mem_chunks;
+  uint64_t store_errors;
+};
+void fssnap_origin_stats (struct fssnap_origin *origin,
+                          struct fssnap_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIBFSSNAP_H */

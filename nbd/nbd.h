@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * NBD frontend of fssnapd: a thin translation of the NBD protocol (fixed
+ * newstyle, structured replies, base:allocation) into libfssnap calls.
+ * Export "volume" (and the default, empty name) is the origin, read-write;
+ * export "snap/<N>" is snapshot N, read-only.  The export list is read from
+ * the engine on every request, so snapshots appear and vanish by themselves.
+ *
+ * Threads: one acceptor thread per listening socket; per client, one thread
+ * reads requests and a small pool runs them, so several requests are in
+ * flight per client.  All state shared between clients is the engine's.
+ */
+#ifndef FSSNAP_NBD_H
+#define FSSNAP_NBD_H
+
+#include "libfssnap.h"
+
+struct nbd_server;
+
+struct nbd_server_opts {
+  struct fssnap_origin *origin;
+  fssnap_log_fn log;            /* NULL: stderr */
+  void *log_opaque;
+  unsigned max_clients;         /* 0: default (64) */
+};
+
+int nbd_server_new (const struct nbd_server_opts *opts,
+                    struct nbd_server **serverp);
+/* Serve clients arriving on listen_fd (a bound, listening socket, unix or
+ * TCP), from a thread of the server's own.  The server owns the fd.
+ */
+int nbd_server_add_listener (struct nbd_server *server, int listen_fd);
+/* Stop accepting, let in-flight requests finish and their replies go out,
+ * disconnect every client, join every thread.
+ */
+void nbd_server_stop (struct nbd_server *server);
+void nbd_server_free (struct nbd_server *server);
+
+#endif /* FSSNAP_NBD_H */
