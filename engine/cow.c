@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The copy-on-write path: many snapshots, one copy.
+ *
+ * Before a write may change chunk c of the origin, every valid snapshot S
+ * with C_S[c] (c held data when S was taken) and not H_S[c] (c not copied
+ * for S yet) still sees c as it is now.  Call that set N.  We read c once,
+ * put the copy in the translation table of the newest member of N, which
+ * becomes its owner (O[c]), set H[c] for every member of N, and queue the
+ * copy for the store writers.  Only then does the write reach the origin.
+ * Whatever the number of snapshots, a chunk is copied at most once per
+ * write that finds N non-empty, and N is empty for every later write until
+ * a new snapshot is taken.
+ *
+ * Which copy does snapshot S read for a chunk c with H_S[c]?  The owner of
+ * c nearest to S in creation order, S itself included (cow_owner_of).
+ * Proof.  Let w be the copy that set H_S[c] (H only goes 0 -> 1, and only
+ * here), and S* the owner chosen at w: S* is the newest member of N at w,
+ * so S* >= S, and the copy holds c as it was from S's creation up to w,
+ * which is what S must read.  Suppose some S' with S <= S' < S* also owns
+ * c, by a copy w'.
+ *  - If w' came before w: S existed at w' (S <= S' and S' existed), C_S[c]
+ *    holds and H_S[c] was still clear (w is the first copy for S), so S was
+ *    in N at w' and w' would have set H_S[c]: contradiction.
+ *  - If w' came after w: S' is valid at w' and C_S'[c] holds.  If S'
+ *    existed at w, it was in N at w (H_S'[c] clear until w'), so w set
+ *    H_S'[c] and S' was not in N at w': contradiction.  If S' did not exist
+ *    at w, it was created after S*, so S' > S*: contradiction.
+ * So the nearest owner at or after S is S*.  Deleted snapshots that own
+ * copies older ones read are kept (retained) until no older snapshot needs
+ * them, so the owner is always there to be found; snapshots that are not
+ * valid (disabled, deleted, creating) never join N and never become owners.
+ *
+ * A copy charges the owner's maxsize; an owner that would exceed it is
+ * deleted on the spot (logged) and the next newest member of N takes the
+ * copy instead, so no other snapshot loses anything.
+ *
+ * Locks: io_lock is held shared by the caller (origin.c); this file takes
+ * the chunk lock, then snap_lock shared; it waits for a throttle slot
+ * holding neither.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/internal.h"
+
+/* Caller holds snap_lock (shared is enough). */
+struct snap *
+cow_owner_of (struct fssnap_origin *o, struct snap *s, uint64_t c)
+{
+  for (size_t i = 0; i < o->nsnaps; i++) {
+    struct snap *t = o->snaps[i];
+    if (t->seq >= s->seq && bitmap_test (&t->owner, c))
+      return t;
+  }
+  return NULL;
+}
+
+/* Fill set[] with N for chunk c, newest first; returns its size.
+ * Caller holds chunk lock c and snap_lock shared.
+ */
+static size_t
+cow_needing (struct fssnap_origin *o, uint64_t c, struct snap **set)
+{
+  size_t n = 0;
+  for (size_t i = o->nsnaps; i-- > 0;) {
+    struct snap *s = o->snaps[i];
+    if (snap_is_valid (s) && bitmap_test (&s->cand, c)
+        && !bitmap_test (&s->pres, c))
+      set[n++] = s;
+  }
+  return n;
+}
+
+/* Charge one chunk to s's maxsize; false if it would exceed it. */
+static bool
+cow_charge (struct snap *s)
+{
+  uint64_t n = atomic_fetch_add (&s->owned_count, 1) + 1;
+  if (s->maxsize && n * s->chunksize > s->maxsize) {
+    atomic_fetch_sub (&s->owned_count, 1);
+    return false;
+  }
+  return true;
+}
+
+/* Pick the owner among set[] (newest first), deleting those whose maxsize
+ * the copy would exceed.  Caller holds chunk lock and snap_lock shared.
+ */
+static struct snap *
+cow_pick_owner (struct snap **set, size_t n, bool *reap)
+{
+  for (size_t i = 0; i < n; i++) {
+    if (cow_charge (set[i]))
+      return set[i];
+    char why[128];
+    snprintf (why, sizeof why, "backing store would exceed maxsize %llu",
+              (unsigned long long) set[i]->maxsize);
+    snap_mark_deleted (set[i], why);
+    *reap = true;
+  }
+  return NULL;
+}
+
+/* Copy chunk c for the members of set[].  Returns 1 if the copy took the
+ * caller's throttle slot, 0 if no copy was needed after all, or a negative
+ * errno (the origin could not be read: the write must not go ahead).
+ * Caller holds chunk lock c and snap_lock shared.
+ */
+static int
+cow_copy_locked (struct fssnap_origin *o, uint64_t c, struct snap **set,
+                 size_t n, bool *reap)
+{
+  size_t len = chunk_bytes (o, c);
+  struct xentry *e = calloc (1, sizeof *e);
+  void *data = malloc (len);
+  if (!e || !data) {
+    free (e);
+    free (data);
+    return -ENOMEM;
+  }
+  int r = io_pread_full (o->io, o->fd, data, len, c << o->chunk_shift);
+  if (r < 0) {
+    engine_log (o, FSSNAP_LOG_ERR, "reading chunk %llu of %s to copy it: %s",
+                (unsigned long long) c, o->path, strerror (-r));
+    free (e);
+    free (data);
+    return r;
+  }
+  struct snap *owner = cow_pick_owner (set, n, reap);
+  if (!owner) {
+    free (e);
+    free (data);
+    return 0;
+  }
+  *e = (struct xentry) { .chunk = c, .len = len, .data = data, .owner = owner };
+  xtable_insert (&owner->table, e);
+  bitmap_set (&owner->owner, c);
+  for (size_t i = 0; i < n; i++)
+    if (!bitmap_set (&set[i]->pres, c))
+      atomic_fetch_add (&set[i]->pres_count, 1);
+  snap_ref (owner);
+  writer_queue (o, e);
+  atomic_fetch_add (&o->chunks_copied, 1);
+  atomic_fetch_add (&o->bytes_copied, len);
+  return 1;
+}
+
+/* Make sure chunk c may be overwritten.  Caller holds io_lock shared. */
+static int
+cow_chunk (struct fssnap_origin *o, uint64_t c)
+{
+  struct snap *set[FSSNAP_MAX_SNAPSHOTS];
+  pthread_mutex_t *lock = chunk_lock (o, c);
+  bool slot = false, reap = false;
+  size_t n;
+  int r = 0;
+
+  for (;;) {
+    pthread_mutex_lock (lock);
+    pthread_rwlock_rdlock (&o->snap_lock);
+    n = cow_needing (o, c, set);
+    if (n == 0 || slot || (slot = throttle_try_acquire (o)))
+      break;
+    pthread_rwlock_unlock (&o->snap_lock);
+    pthread_mutex_unlock (lock);
+    throttle_acquire (o);       /* holding only io_lock */
+    slot = true;
+  }
+  if (n > 0)
+    r = cow_copy_locked (o, c, set, n, &reap);
+  pthread_rwlock_unlock (&o->snap_lock);
+  pthread_mutex_unlock (lock);
+
+  if (slot && r != 1)
+    throttle_release (o);
+  if (reap)
+    snap_reap (o);
+  return r < 0 ? r : 0;
+}
+
+int
+cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len)
+{
+  if (len == 0 || atomic_load (&o->valid_snaps) == 0)
+    return 0;
+  uint64_t first = off >> o->chunk_shift;
+  uint64_t last = (off + len - 1) >> o->chunk_shift;
+  for (uint64_t c = first; c <= last; c++) {
+    int r = cow_chunk (o, c);
+    if (r < 0)
+      return r;
+  }
+  return 0;
+}

@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Engine internals shared by the engine's files.
+ *
+ * Objects.  An origin holds a list of snapshot objects ("snaps") ordered by
+ * creation sequence, oldest first.  A snap is either visible (it holds a
+ * user-visible number) or retained: deleted, but kept because an older
+ * snapshot still reads copies it owns (see cow.c for the owner rule).
+ *
+ * Locks, in the order they may be taken (never take an earlier one while
+ * holding a later one):
+ *
+ *   1. origin->create_lock   serialises create against create.
+ *   2. origin->io_lock       rwlock.  Origin writes (and trims, zeroes) hold
+ *                            it shared for their whole duration; create
+ *                            holds it exclusive to quiesce them while the
+ *                            candidate map is built and the snapshot is
+ *                            published.
+ *   3. chunk lock            one of origin->chunk_locks[], by hash of the
+ *                            chunk number.  Held while deciding and making a
+ *                            copy of that chunk, and while a snapshot reads
+ *                            that chunk from the origin.  Never two at once.
+ *   4. origin->snap_lock     rwlock over the list of snaps, the numbers in
+ *                            use, open counts and reasons.  Shared by the
+ *                            copy path and snapshot reads; exclusive for
+ *                            create's publish, delete, open, close, reap.
+ *   5. origin->state_lock    snapshot state transitions and reasons.
+ *   6. xtable.lock, the store's file_lock, origin->throttle_lock,
+ *      origin->queue_lock:   leaves; nothing is taken while holding them.
+ *
+ * Waiting: the copy path waits for a throttle slot holding only io_lock
+ * (shared).  Store writers take snap_lock shared (to disable snapshots after
+ * a failed write) and the leaves, never io_lock or a chunk lock, and nobody
+ * waits for a writer while holding snap_lock, so a full throttle always
+ * drains and delete never waits for it.
+ */
+#ifndef FSSNAP_ENGINE_INTERNAL_H
+#define FSSNAP_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "libfssnap.h"
+#include "common/bitmap.h"
+#include "engine/store.h"
+#include "engine/xtable.h"
+
+#define CHUNK_LOCKS 1024
+
+enum snap_state {               /* internal; see fssnap_state for users */
+  SNAP_CREATING,
+  SNAP_VALID,
+  SNAP_DISABLED,
+  SNAP_DELETED,
+};
+
+struct snap {
+  struct fssnap_origin *origin;
+  uint64_t seq;                 /* creation order, never repeats */
+  unsigned number;
+  char uuid[FSSNAP_UUID_STRLEN];
+  uint32_t chunksize;
+  uint64_t nchunks;
+  uint64_t maxsize;
+  bool transient;
+  int64_t create_time;
+  char *mountpoint;
+
+  _Atomic int state;            /* enum snap_state; changes under state_lock */
+  bool number_held;             /* snap_lock */
+  unsigned open_count;          /* snap_lock */
+  char reason[256];             /* state_lock; why disabled or deleted */
+  _Atomic bool removed;         /* out of the list: writers skip its I/O */
+  _Atomic unsigned refs;        /* list membership + queued copies + handles */
+
+  struct bitmap cand;           /* C: immutable once published */
+  struct bitmap pres;           /* H: bit c changes under chunk lock c */
+  struct bitmap owner;          /* O: bit c changes under chunk lock c */
+  uint64_t cand_count;          /* immutable once published */
+  _Atomic uint64_t pres_count;
+  _Atomic uint64_t owned_count;
+
+  struct store *store;
+  struct xtable table;          /* copies owned here, not yet in the store */
+};
+
+struct fssnap_origin {
+  char *path;
+  int fd;
+  uint64_t size;
+  const struct fssnap_io *io;
+  fssnap_log_fn log;
+  void *log_opaque;
+  char *state_dir;
+
+  /* Chunk geometry: changes only under io_lock (exclusive) and snap_lock
+   * (exclusive) while no snap exists.
+   */
+  uint32_t chunksize;
+  unsigned chunk_shift;
+  uint64_t nchunks;
+
+  pthread_mutex_t create_lock;
+  pthread_rwlock_t io_lock;
+  pthread_mutex_t chunk_locks[CHUNK_LOCKS];
+  pthread_rwlock_t snap_lock;
+  pthread_mutex_t state_lock;
+
+  /* snap_lock */
+  struct snap **snaps;          /* oldest first */
+  size_t nsnaps, snaps_alloc;
+  uint64_t next_seq;
+  bool number_used[FSSNAP_MAX_SNAPSHOTS];
+  _Atomic unsigned valid_snaps; /* fast path: zero means nothing to copy */
+
+  /* Throttle on copies held in memory (throttle_lock). */
+  pthread_mutex_t throttle_lock;
+  pthread_cond_t throttle_cond;
+  uint64_t mem_chunks, mem_chunks_peak, max_mem_chunks;
+  uint64_t max_mem;
+
+  /* Store writers (queue_lock). */
+  pthread_mutex_t queue_lock;
+  pthread_cond_t queue_cond;    /* work arrived, or stop */
+  pthread_cond_t idle_cond;     /* queue drained */
+  struct xentry *queue_head, *queue_tail;
+  uint64_t queued;              /* queued or being written */
+  bool stopping;
+  pthread_t *writers;
+  unsigned nwriters;
+
+  _Atomic uint64_t chunks_copied, bytes_copied, throttle_waits, store_errors;
+};
+
+/* log.c */
+void engine_log (struct fssnap_origin *o, enum fssnap_log_level level,
+                 const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
+
+/* io.c: full reads and writes through the I/O layer. */
+int io_pread_full (const struct fssnap_io *io, int fd, void *buf, size_t len,
+                   uint64_t off);
+int io_pwrite_full (const struct fssnap_io *io, int fd, const void *buf,
+                    size_t len, uint64_t off);
+
+/* Bytes of chunk c that lie inside the device (the last may be short). */
+static inline size_t
+chunk_bytes (const struct fssnap_origin *o, uint64_t c)
+{
+  uint64_t start = c << o->chunk_shift;
+  return o->size - start < o->chunksize ? o->size - start : o->chunksize;
+}
+
+static inline pthread_mutex_t *
+chunk_lock (struct fssnap_origin *o, uint64_t c)
+{
+  return &o->chunk_locks[(c * UINT64_C (0x9E3779B97F4A7C15)) >> 54];
+}
+
+static inline bool
+chunksize_valid (uint64_t cs)
+{
+  return cs >= FSSNAP_CHUNKSIZE_MIN && cs <= FSSNAP_CHUNKSIZE_MAX
+    && (cs & (cs - 1)) == 0;
+}
+
+/* origin.c: set the chunk geometry (and the throttle bound that depends on
+ * it).  Caller holds io_lock exclusive, or owns the origin alone, and no
+ * snap exists but the one being created.
+ */
+void origin_set_chunksize (struct fssnap_origin *o, uint32_t cs);
+
+/* cow.c: the copy-on-write path and the owner rule. */
+int cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len);
+struct snap *cow_owner_of (struct fssnap_origin *o, struct snap *s,
+                           uint64_t c);
+
+/* throttle.c */
+void throttle_acquire (struct fssnap_origin *o);
+bool throttle_try_acquire (struct fssnap_origin *o);
+void throttle_release (struct fssnap_origin *o);
+
+/* writer.c: the pool that moves copies from memory to the stores. */
+int writer_start (struct fssnap_origin *o, unsigned nthreads);
+void writer_queue (struct fssnap_origin *o, struct xentry *e);
+void writer_drain (struct fssnap_origin *o);
+void writer_stop (struct fssnap_origin *o);
+
+/* snapshot.c */
+void snap_ref (struct snap *s);
+void snap_unref (struct snap *s);
+bool snap_is_valid (const struct snap *s);
+/* Disable s with a logged reason (no-op unless valid).  Takes state_lock. */
+void snap_disable (struct snap *s, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+/* Mark s deleted (it stops taking copies) with a logged reason; the number
+ * and the data go when snap_reap finds them unused.  Takes state_lock.
+ */
+void snap_mark_deleted (struct snap *s, const char *why);
+/* Release numbers of deleted unopened snaps and free what nothing older
+ * needs.  Takes snap_lock exclusive.
+ */
+void snap_reap (struct fssnap_origin *o);
+
+#endif /* FSSNAP_ENGINE_INTERNAL_H */

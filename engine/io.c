@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The I/O layer: every file access of the engine goes through a struct
+ * fssnap_io, so tests can replace it (faults, slow stores, power loss).
+ * This file holds the real, POSIX one and the full-transfer helpers.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/internal.h"
+
+static int
+posix_open (void *opaque, const char *path, int flags, mode_t mode)
+{
+  (void) opaque;
+  int fd = open (path, flags | O_CLOEXEC, mode);
+  return fd < 0 ? -errno : fd;
+}
+
+static int
+posix_close (void *opaque, int fd)
+{
+  (void) opaque;
+  return close (fd) < 0 ? -errno : 0;
+}
+
+static ssize_t
+posix_pread (void *opaque, int fd, void *buf, size_t len, off_t off)
+{
+  (void) opaque;
+  ssize_t r = pread (fd, buf, len, off);
+  return r < 0 ? -errno : r;
+}
+
+static ssize_t
+posix_pwrite (void *opaque, int fd, const void *buf, size_t len, off_t off)
+{
+  (void) opaque;
+  ssize_t r = pwrite (fd, buf, len, off);
+  return r < 0 ? -errno : r;
+}
+
+static int
+posix_fsync (void *opaque, int fd)
+{
+  (void) opaque;
+  return fdatasync (fd) < 0 ? -errno : 0;
+}
+
+static int
+posix_ftruncate (void *opaque, int fd, off_t len)
+{
+  (void) opaque;
+  return ftruncate (fd, len) < 0 ? -errno : 0;
+}
+
+static int
+posix_getsize (void *opaque, int fd, uint64_t *size)
+{
+  (void) opaque;
+  struct stat st;
+  if (fstat (fd, &st) < 0)
+    return -errno;
+  if (S_ISBLK (st.st_mode))
+    return ioctl (fd, BLKGETSIZE64, size) < 0 ? -errno : 0;
+  if (!S_ISREG (st.st_mode))
+    return -ENOTBLK;
+  *size = st.st_size;
+  return 0;
+}
+
+static bool
+posix_is_blockdev (int fd)
+{
+  struct stat st;
+  return fstat (fd, &st) == 0 && S_ISBLK (st.st_mode);
+}
+
+static int
+posix_zero (void *opaque, int fd, off_t off, off_t len)
+{
+  (void) opaque;
+  if (posix_is_blockdev (fd)) {
+    uint64_t range[2] = { off, len };
+    return ioctl (fd, BLKZEROOUT, range) < 0 ? -errno : 0;
+  }
+  if (fallocate (fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len) < 0)
+    return errno == EINVAL ? -EOPNOTSUPP : -errno;
+  return 0;
+}
+
+static int
+posix_discard (void *opaque, int fd, off_t off, off_t len)
+{
+  (void) opaque;
+  if (posix_is_blockdev (fd)) {
+    uint64_t range[2] = { off, len };
+    return ioctl (fd, BLKDISCARD, range) < 0 ? -errno : 0;
+  }
+  if (fallocate (fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) < 0)
+    return errno == EINVAL ? -EOPNOTSUPP : -errno;
+  return 0;
+}
+
+static int
+posix_unlink (void *opaque, const char *path)
+{
+  (void) opaque;
+  return unlink (path) < 0 ? -errno : 0;
+}
+
+static const struct fssnap_io io_posix = {
+  .open = posix_open,
+  .close = posix_close,
+  .pread = posix_pread,
+  .pwrite = posix_pwrite,
+  .fsync = posix_fsync,
+  .ftruncate = posix_ftruncate,
+  .getsize = posix_getsize,
+  .zero = posix_zero,
+  .discard = posix_discard,
+  .unlink = posix_unlink,
+};
+
+const struct fssnap_io *
+fssnap_io_posix (void)
+{
+  return &io_posix;
+}
+
+int
+io_pread_full (const struct fssnap_io *io, int fd, void *buf, size_t len,
+               uint64_t off)
+{
+  while (len > 0) {
+    ssize_t r = io->pread (io->opaque, fd, buf, len, off);
+    if (r == -EINTR)
+      continue;
+    if (r < 0)
+      return r;
+    if (r == 0)                 /* past the end of a sparse file: zeros */
+      return memset (buf, 0, len), 0;
+    buf = (char *) buf + r;
+    len -= r;
+    off += r;
+  }
+  return 0;
+}
+
+int
+io_pwrite_full (const struct fssnap_io *io, int fd, const void *buf,
+                size_t len, uint64_t off)
+{
+  while (len > 0) {
+    ssize_t r = io->pwrite (io->opaque, fd, buf, len, off);
+    if (r == -EINTR)
+      continue;
+    if (r < 0)
+      return r;
+    if (r == 0)
+      return -EIO;
+    buf = (const char *) buf + r;
+    len -= r;
+    off += r;
+  }
+  return 0;
+}

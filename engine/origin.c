@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The origin: the live volume.  Reads pass straight through.  Writes, write
+ * zeroes and trims hold io_lock shared (create quiesces them by taking it
+ * exclusive), run the copy-on-write path over the chunks they touch
+ * (cow.c), and only then change the origin.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/internal.h"
+
+#define WRITER_THREADS_DEFAULT 4
+#define ZERO_BUF_SIZE (1u << 20)
+
+static bool
+origin_range_ok (const struct fssnap_origin *o, uint64_t off, uint64_t len)
+{
+  return off <= o->size && len <= o->size - off;
+}
+
+static void
+origin_init_locks (struct fssnap_origin *o)
+{
+  pthread_mutex_init (&o->create_lock, NULL);
+  pthread_rwlock_init (&o->io_lock, NULL);
+  for (unsigned i = 0; i < CHUNK_LOCKS; i++)
+    pthread_mutex_init (&o->chunk_locks[i], NULL);
+  pthread_rwlock_init (&o->snap_lock, NULL);
+  pthread_mutex_init (&o->state_lock, NULL);
+  pthread_mutex_init (&o->throttle_lock, NULL);
+  pthread_cond_init (&o->throttle_cond, NULL);
+  pthread_mutex_init (&o->queue_lock, NULL);
+  pthread_cond_init (&o->queue_cond, NULL);
+  pthread_cond_init (&o->idle_cond, NULL);
+}
+
+static void
+origin_destroy_locks (struct fssnap_origin *o)
+{
+  pthread_mutex_destroy (&o->create_lock);
+  pthread_rwlock_destroy (&o->io_lock);
+  for (unsigned i = 0; i < CHUNK_LOCKS; i++)
+    pthread_mutex_destroy (&o->chunk_locks[i]);
+  pthread_rwlock_destroy (&o->snap_lock);
+  pthread_mutex_destroy (&o->state_lock);
+  pthread_mutex_destroy (&o->throttle_lock);
+  pthread_cond_destroy (&o->throttle_cond);
+  pthread_mutex_destroy (&o->queue_lock);
+  pthread_cond_destroy (&o->queue_cond);
+  pthread_cond_destroy (&o->idle_cond);
+}
+
+static void
+origin_free (struct fssnap_origin *o)
+{
+  if (o->fd >= 0)
+    o->io->close (o->io->opaque, o->fd);
+  origin_destroy_locks (o);
+  free (o->snaps);
+  free (o->path);
+  free (o->state_dir);
+  free (o);
+}
+
+void
+origin_set_chunksize (struct fssnap_origin *o, uint32_t cs)
+{
+  o->chunksize = cs;
+  o->chunk_shift = __builtin_ctz (cs);
+  o->nchunks = (o->size + cs - 1) / cs;
+  o->max_mem_chunks = o->max_mem / cs ? o->max_mem / cs : 1;
+}
+
+int
+fssnap_origin_open (const struct fssnap_origin_opts *opts,
+                    struct fssnap_origin **originp)
+{
+  if (!opts->path || (opts->chunksize && !chunksize_valid (opts->chunksize)))
+    return -EINVAL;
+  struct fssnap_origin *o = calloc (1, sizeof *o);
+  if (!o)
+    return -ENOMEM;
+  o->fd = -1;
+  o->io = opts->io ? opts->io : fssnap_io_posix ();
+  o->log = opts->log;
+  o->log_opaque = opts->log_opaque;
+  o->max_mem = opts->max_mem ? opts->max_mem : FSSNAP_MEM_DEFAULT;
+  origin_init_locks (o);
+  o->path = strdup (opts->path);
+  o->state_dir = opts->state_dir ? strdup (opts->state_dir) : NULL;
+  int r = -ENOMEM;
+  if (!o->path || (opts->state_dir && !o->state_dir))
+    goto fail;
+
+  r = o->fd = o->io->open (o->io->opaque, o->path, O_RDWR, 0);
+  if (r < 0)
+    goto fail;
+  r = o->io->getsize (o->io->opaque, o->fd, &o->size);
+  if (r == 0 && o->size == 0)
+    r = -EINVAL;
+  if (r < 0)
+    goto fail;
+
+  origin_set_chunksize (o, opts->chunksize ? opts->chunksize
+                                            : FSSNAP_CHUNKSIZE_DEFAULT);
+
+  r = writer_start (o, opts->writer_threads ? opts->writer_threads
+                                            : WRITER_THREADS_DEFAULT);
+  if (r < 0)
+    goto fail;
+  *originp = o;
+  return 0;
+
+fail:
+  origin_free (o);
+  return r;
+}
+
+void
+fssnap_origin_close (struct fssnap_origin *o)
+{
+  writer_drain (o);
+  writer_stop (o);
+  for (size_t i = 0; i < o->nsnaps; i++)
+    snap_unref (o->snaps[i]);
+  o->nsnaps = 0;
+  origin_free (o);
+}
+
+uint64_t
+fssnap_origin_size (const struct fssnap_origin *o)
+{
+  return o->size;
+}
+
+uint32_t
+fssnap_origin_chunksize (const struct fssnap_origin *o)
+{
+  return o->chunksize;
+}
+
+const char *
+fssnap_origin_path (const struct fssnap_origin *o)
+{
+  return o->path;
+}
+
+int
+fssnap_origin_read (struct fssnap_origin *o, void *buf, size_t len,
+                    uint64_t off)
+{
+  if (!origin_range_ok (o, off, len))
+    return -EINVAL;
+  return io_pread_full (o->io, o->fd, buf, len, off);
+}
+
+int
+fssnap_origin_write (struct fssnap_origin *o, const void *buf, size_t len,
+                     uint64_t off, unsigned flags)
+{
+  if (!origin_range_ok (o, off, len))
+    return -EINVAL;
+  pthread_rwlock_rdlock (&o->io_lock);
+  int r = cow_range (o, off, len);
+  if (r == 0)
+    r = io_pwrite_full (o->io, o->fd, buf, len, off);
+  if (r == 0 && (flags & FSSNAP_FUA))
+    r = o->io->fsync (o->io->opaque, o->fd);
+  pthread_rwlock_unlock (&o->io_lock);
+  return r;
+}
+
+/* Write zeros the slow way, where the device cannot zero a range. */
+static int
+origin_write_zeros (struct fssnap_origin *o, size_t len, uint64_t off)
+{
+  size_t n = len < ZERO_BUF_SIZE ? len : ZERO_BUF_SIZE;
+  void *zeros = calloc (1, n ? n : 1);
+  if (!zeros)
+    return -ENOMEM;
+  int r = 0;
+  while (r == 0 && len > 0) {
+    size_t k = len < n ? len : n;
+    r = io_pwrite_full (o->io, o->fd, zeros, k, off);
+    off += k;
+    len -= k;
+  }
+  free (zeros);
+  return r;
+}
+
+int
+fssnap_origin_zero (struct fssnap_origin *o, size_t len, uint64_t off,
+                    unsigned flags)
+{
+  if (!origin_range_ok (o, off, len))
+    return -EINVAL;
+  pthread_rwlock_rdlock (&o->io_lock);
+  int r = cow_range (o, off, len);
+  if (r == 0 && len > 0) {
+    r = o->io->zero (o->io->opaque, o->fd, off, len);
+    if (r == -EOPNOTSUPP || r == -ENOTTY)
+      r = origin_write_zeros (o, len, off);
+  }
+  if (r == 0 && (flags & FSSNAP_FUA))
+    r = o->io->fsync (o->io->opaque, o->fd);
+  pthread_rwlock_unlock (&o->io_lock);
+  return r;
+}
+
+int
+fssnap_origin_trim (struct fssnap_origin *o, size_t len, uint64_t off,
+                    unsigned flags)
+{
+  if (!origin_range_ok (o, off, len))
+    return -EINVAL;
+  pthread_rwlock_rdlock (&o->io_lock);
+  int r = cow_range (o, off, len);
+  if (r == 0 && len > 0) {
+    r = o->io->discard (o->io->opaque, o->fd, off, len);
+    if (r == -EOPNOTSUPP || r == -ENOTTY)
+      r = 0;                    /* a discard is only advice */
+  }
+  if (r == 0 && (flags & FSSNAP_FUA))
+    r = o->io->fsync (o->io->opaque, o->fd);
+  pthread_rwlock_unlock (&o->io_lock);
+  return r;
+}
+
+int
+fssnap_origin_flush (struct fssnap_origin *o)
+{
+  return o->io->fsync (o->io->opaque, o->fd);
+}
+
+/* Takes snap_lock shared, then throttle_lock. */
+void
+fssnap_origin_stats (struct fssnap_origin *o, struct fssnap_stats *st)
+{
+  memset (st, 0, sizeof *st);
+  st->size = o->size;
+  st->highest_number = -1;
+  pthread_rwlock_rdlock (&o->snap_lock);
+  st->chunksize = o->chunksize;
+  for (size_t i = 0; i < o->nsnaps; i++) {
+    struct snap *s = o->snaps[i];
+    if (!s->number_held) {
+      st->retained++;
+      continue;
+    }
+    st->snapshots++;
+    if ((int) s->number > st->highest_number)
+      st->highest_number = s->number;
+  }
+  pthread_rwlock_unlock (&o->snap_lock);
+  pthread_mutex_lock (&o->throttle_lock);
+  st->mem_chunks = o->mem_chunks;
+  st->mem_chunks_peak = o->mem_chunks_peak;
+  st->max_mem_chunks = o->max_mem_chunks;
+  pthread_mutex_unlock (&o->throttle_lock);
+  st->chunks_copied = atomic_load (&o->chunks_copied);
+  st->bytes_copied = atomic_load (&o->bytes_copied);
+  st->throttle_waits = atomic_load (&o->throttle_waits);
+  st->store_errors = atomic_load (&o->store_errors);
+}

@@ -1,0 +1,739 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Snapshot lifecycle and the snapshot read path.
+ *
+ * Create: pick the lowest free number and a new sequence number, make the
+ * bitmaps and the store, then quiesce origin writes (io_lock exclusive),
+ * let the caller's callback fill the candidate map and publish the
+ * snapshot as valid.  Everything that can be slow happens before the
+ * quiesce, except the callback itself.
+ *
+ * Delete: the snapshot is marked deleted at once, so it takes no more
+ * copies and reads of it fail.  Its number is released when no handle is
+ * open; its data when no older valid snapshot may read a copy it owns
+ * (snap_reap).  A snapshot is freed when its last reference goes: list
+ * membership, open handles and copies queued for its store each hold one.
+ *
+ * Read of chunk c of snapshot S:
+ *   not a candidate         -> zeros;
+ *   candidate, not copied   -> the origin, read under chunk lock c so that
+ *                              no copy-and-overwrite of c can run meanwhile;
+ *   copied                  -> the copy of the owner (cow.c), from its
+ *                              translation table if still there, else from
+ *                              its store (a copy leaves the table only once
+ *                              it is in the store).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "common/size.h"
+#include "engine/internal.h"
+
+struct fssnap_snapshot {
+  struct fssnap_origin *origin;
+  struct snap *snap;
+};
+
+struct fssnap_candidates {
+  struct fssnap_origin *origin;
+  struct bitmap *map;
+};
+
+/* ---- References and states ------------------------------------------ */
+
+void
+snap_ref (struct snap *s)
+{
+  atomic_fetch_add (&s->refs, 1);
+}
+
+static void
+snap_destroy (struct snap *s)
+{
+  xtable_destroy (&s->table);
+  store_destroy (s->store);
+  bitmap_free (&s->cand);
+  bitmap_free (&s->pres);
+  bitmap_free (&s->owner);
+  free (s->mountpoint);
+  free (s);
+}
+
+void
+snap_unref (struct snap *s)
+{
+  if (atomic_fetch_sub (&s->refs, 1) == 1)
+    snap_destroy (s);
+}
+
+bool
+snap_is_valid (const struct snap *s)
+{
+  return atomic_load (&s->state) == SNAP_VALID;
+}
+
+/* Move s from valid to 'state' with a reason.  Takes state_lock. */
+static bool
+snap_leave_valid (struct snap *s, enum snap_state state, const char *why)
+{
+  struct fssnap_origin *o = s->origin;
+  bool was_valid;
+  pthread_mutex_lock (&o->state_lock);
+  was_valid = atomic_load (&s->state) == SNAP_VALID;
+  if (was_valid || (state == SNAP_DELETED
+                    && atomic_load (&s->state) == SNAP_DISABLED)) {
+    atomic_store (&s->state, state);
+    if (why)
+      snprintf (s->reason, sizeof s->reason, "%s", why);
+  }
+  pthread_mutex_unlock (&o->state_lock);
+  if (was_valid)
+    atomic_fetch_sub (&o->valid_snaps, 1);
+  return was_valid;
+}
+
+void
+snap_disable (struct snap *s, const char *fmt, ...)
+{
+  char why[256];
+  va_list ap;
+  va_start (ap, fmt);
+  vsnprintf (why, sizeof why, fmt, ap);
+  va_end (ap);
+  if (snap_leave_valid (s, SNAP_DISABLED, why))
+    engine_log (s->origin, FSSNAP_LOG_ERR, "snapshot %u disabled: %s",
+                s->number, why);
+}
+
+void
+snap_mark_deleted (struct snap *s, const char *why)
+{
+  snap_leave_valid (s, SNAP_DELETED, NULL);
+  engine_log (s->origin, FSSNAP_LOG_INFO, "snapshot %u (%s) deleted: %s",
+              s->number, s->uuid, why);
+}
+
+/* Whether a valid snapshot older than snaps[i] exists.
+ * Caller holds snap_lock.
+ */
+static bool
+snap_has_older_valid (struct fssnap_origin *o, size_t i)
+{
+  while (i-- > 0)
+    if (snap_is_valid (o->snaps[i]))
+      return true;
+  return false;
+}
+
+static void
+snap_list_remove_locked (struct fssnap_origin *o, size_t i)
+{
+  memmove (&o->snaps[i], &o->snaps[i + 1],
+           (o->nsnaps - i - 1) * sizeof *o->snaps);
+  o->nsnaps--;
+}
+
+/* Remove from the list the first deleted snap nothing needs; NULL if none.
+ * Caller holds snap_lock exclusive.
+ */
+static struct snap *
+snap_reap_one_locked (struct fssnap_origin *o)
+{
+  for (size_t i = 0; i < o->nsnaps; i++) {
+    struct snap *s = o->snaps[i];
+    if (atomic_load (&s->state) != SNAP_DELETED)
+      continue;
+    if (s->number_held && s->open_count == 0) {
+      s->number_held = false;
+      o->number_used[s->number] = false;
+    }
+    if (s->number_held)
+      continue;
+    if (atomic_load (&s->owned_count) > 0 && snap_has_older_valid (o, i))
+      continue;                 /* retained: older snapshots read its copies */
+    snap_list_remove_locked (o, i);
+    atomic_store (&s->removed, true);
+    return s;
+  }
+  return NULL;
+}
+
+void
+snap_reap (struct fssnap_origin *o)
+{
+  struct snap *s;
+  for (;;) {
+    pthread_rwlock_wrlock (&o->snap_lock);
+    s = snap_reap_one_locked (o);
+    pthread_rwlock_unlock (&o->snap_lock);
+    if (!s)
+      break;
+    snap_unref (s);             /* the store goes with the last reference */
+  }
+}
+
+/* The visible snap with this number.  Caller holds snap_lock. */
+static struct snap *
+snap_find_locked (struct fssnap_origin *o, unsigned num)
+{
+  for (size_t i = 0; i < o->nsnaps; i++) {
+    struct snap *s = o->snaps[i];
+    if (s->number_held && s->number == num)
+      return s;
+  }
+  return NULL;
+}
+
+/* ---- Creation -------------------------------------------------------- */
+
+static void
+snap_make_uuid (char *out)
+{
+  unsigned char b[16];
+  if (getrandom (b, sizeof b, 0) != sizeof b) {
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    for (size_t i = 0; i < sizeof b; i++)
+      b[i] = (unsigned char) ((ts.tv_nsec >> (i % 4 * 8)) ^ (i * 37) ^ rand ());
+  }
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  snprintf (out, FSSNAP_UUID_STRLEN,
+            "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+            "%02x%02x%02x%02x%02x%02x",
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
+            b[11], b[12], b[13], b[14], b[15]);
+}
+
+/* Reserve a number and a sequence for a new snapshot of chunk size cs.
+ * Takes snap_lock exclusive.
+ */
+static int
+snap_reserve (struct fssnap_origin *o, uint32_t cs, unsigned *nump,
+              uint64_t *seqp, char *err, size_t errlen)
+{
+  int r = -ENOSPC;
+  pthread_rwlock_wrlock (&o->snap_lock);
+  if (o->nsnaps > 0 && cs != o->chunksize) {
+    char want[32], have[32];
+    size_format (cs, want, sizeof want);
+    size_format (o->chunksize, have, sizeof have);
+    snprintf (err, errlen, "chunk size %s differs from %s, the chunk size "
+              "of the existing snapshots of %s", want, have, o->path);
+    r = -EINVAL;
+    goto out;
+  }
+  for (unsigned n = 0; n < FSSNAP_MAX_SNAPSHOTS; n++) {
+    if (o->number_used[n])
+      continue;
+    o->number_used[n] = true;
+    *nump = n;
+    *seqp = o->next_seq++;
+    r = 0;
+    goto out;
+  }
+  snprintf (err, errlen, "all %d snapshot numbers are in use",
+            FSSNAP_MAX_SNAPSHOTS);
+out:
+  pthread_rwlock_unlock (&o->snap_lock);
+  return r;
+}
+
+static struct snap *
+snap_new (struct fssnap_origin *o, const struct fssnap_create_opts *opts,
+          uint32_t cs, unsigned num, uint64_t seq)
+{
+  struct snap *s = calloc (1, sizeof *s);
+  if (!s)
+    return NULL;
+  s->origin = o;
+  s->seq = seq;
+  s->number = num;
+  s->chunksize = cs;
+  s->nchunks = (o->size + cs - 1) / cs;
+  s->maxsize = opts->maxsize;
+  s->transient = opts->transient;
+  s->create_time = time (NULL);
+  s->number_held = true;
+  atomic_init (&s->state, SNAP_CREATING);
+  atomic_init (&s->refs, 1);
+  snap_make_uuid (s->uuid);
+  if ((opts->mountpoint && !(s->mountpoint = strdup (opts->mountpoint)))
+      || bitmap_init (&s->cand, s->nchunks) < 0
+      || bitmap_init (&s->pres, s->nchunks) < 0
+      || bitmap_init (&s->owner, s->nchunks) < 0
+      || xtable_init (&s->table, o->max_mem_chunks) < 0) {
+    bitmap_free (&s->cand);
+    bitmap_free (&s->pres);
+    bitmap_free (&s->owner);
+    free (s->mountpoint);
+    free (s);
+    return NULL;
+  }
+  return s;
+}
+
+static int
+snap_open_store (struct fssnap_origin *o, struct snap *s,
+                 const struct fssnap_create_opts *opts, char *err,
+                 size_t errlen)
+{
+  const char *location = opts->backing_store ? opts->backing_store
+                                             : o->state_dir;
+  if (!location) {
+    snprintf (err, errlen, "no backing store given (-o backing-store=PATH)");
+    return -EINVAL;
+  }
+  const char *base = strrchr (o->path, '/') ? strrchr (o->path, '/') + 1
+                                            : o->path;
+  char name[512];
+  snprintf (name, sizeof name, "%s.snap%u.%llu.cow", base, s->number,
+            (unsigned long long) s->seq);
+  struct store_file_params p = {
+    .io = o->io, .location = location, .name = name,
+    .chunksize = s->chunksize, .nchunks = s->nchunks,
+    .max_file_size = opts->max_backfile_size, .unlink = opts->unlink,
+  };
+  return store_file_create (&p, &s->store, err, errlen);
+}
+
+/* Takes snap_lock exclusive. */
+static void
+snap_release_number (struct fssnap_origin *o, unsigned num)
+{
+  pthread_rwlock_wrlock (&o->snap_lock);
+  o->number_used[num] = false;
+  pthread_rwlock_unlock (&o->snap_lock);
+}
+
+/* Give up a snap that was never published.  Takes snap_lock exclusive. */
+static void
+snap_abandon (struct fssnap_origin *o, struct snap *s, bool listed)
+{
+  pthread_rwlock_wrlock (&o->snap_lock);
+  if (listed)
+    for (size_t i = 0; i < o->nsnaps; i++)
+      if (o->snaps[i] == s)
+        snap_list_remove_locked (o, i);
+  pthread_rwlock_unlock (&o->snap_lock);
+  snap_release_number (o, s->number);
+  snap_unref (s);
+}
+
+/* Append s to the list.  Takes snap_lock exclusive. */
+static int
+snap_list_add (struct fssnap_origin *o, struct snap *s)
+{
+  int r = 0;
+  pthread_rwlock_wrlock (&o->snap_lock);
+  if (o->nsnaps == o->snaps_alloc) {
+    size_t n = o->snaps_alloc ? 2 * o->snaps_alloc : 16;
+    struct snap **p = realloc (o->snaps, n * sizeof *p);
+    if (!p)
+      r = -ENOMEM;
+    else {
+      o->snaps = p;
+      o->snaps_alloc = n;
+    }
+  }
+  if (r == 0)
+    o->snaps[o->nsnaps++] = s;
+  pthread_rwlock_unlock (&o->snap_lock);
+  return r;
+}
+
+/* With origin writes quiesced: build C and publish s.
+ * Caller holds io_lock exclusive.
+ */
+static int
+snap_fill_and_publish (struct fssnap_origin *o, struct snap *s,
+                       const struct fssnap_create_opts *opts, char *err,
+                       size_t errlen)
+{
+  if (s->chunksize != o->chunksize)
+    origin_set_chunksize (o, s->chunksize);
+
+  struct fssnap_candidates cands = { .origin = o, .map = &s->cand };
+  if (opts->candidates) {
+    int r = opts->candidates (opts->candidates_opaque, &cands);
+    if (r < 0) {
+      snprintf (err, errlen, "building the candidate map failed: %s",
+                strerror (-r));
+      return r;
+    }
+  }
+  else
+    fssnap_candidates_mark_all (&cands);
+  s->cand_count = bitmap_count (&s->cand);
+
+  pthread_rwlock_wrlock (&o->snap_lock);
+  atomic_store (&s->state, SNAP_VALID);
+  atomic_fetch_add (&o->valid_snaps, 1);
+  pthread_rwlock_unlock (&o->snap_lock);
+  return 0;
+}
+
+int
+fssnap_snapshot_create (struct fssnap_origin *o,
+                        const struct fssnap_create_opts *opts,
+                        unsigned *nump, char *errmsg, size_t errlen)
+{
+  char errbuf[256];
+  if (!errmsg || errlen == 0) {
+    errmsg = errbuf;
+    errlen = sizeof errbuf;
+  }
+  *errmsg = '\0';
+  uint32_t cs = opts->chunksize ? opts->chunksize : o->chunksize;
+  if (!chunksize_valid (cs)) {
+    snprintf (errmsg, errlen, "chunk size %u is not a power of two from "
+              "512 bytes to 1 MiB", cs);
+    return -EINVAL;
+  }
+
+  unsigned num;
+  uint64_t seq;
+  pthread_mutex_lock (&o->create_lock);
+  int r = snap_reserve (o, cs, &num, &seq, errmsg, errlen);
+  if (r < 0)
+    goto out;
+  struct snap *s = snap_new (o, opts, cs, num, seq);
+  if (!s) {
+    snap_release_number (o, num);
+    snprintf (errmsg, errlen, "out of memory for the snapshot's maps");
+    r = -ENOMEM;
+    goto out;
+  }
+  r = snap_open_store (o, s, opts, errmsg, errlen);
+  if (r == 0)
+    r = snap_list_add (o, s);
+  if (r < 0) {
+    snap_abandon (o, s, false);
+    goto out;
+  }
+
+  pthread_rwlock_wrlock (&o->io_lock);
+  r = snap_fill_and_publish (o, s, opts, errmsg, errlen);
+  pthread_rwlock_unlock (&o->io_lock);
+  if (r < 0) {
+    snap_abandon (o, s, true);
+    goto out;
+  }
+  *nump = num;
+  engine_log (o, FSSNAP_LOG_INFO,
+              "snapshot %u (%s) created: %llu of %llu chunks are candidates, "
+              "backing store %s", num, s->uuid,
+              (unsigned long long) s->cand_count,
+              (unsigned long long) s->nchunks, s->store->path);
+out:
+  pthread_mutex_unlock (&o->create_lock);
+  return r;
+}
+
+const char *
+fssnap_candidates_origin_path (const struct fssnap_candidates *c)
+{
+  return c->origin->path;
+}
+
+uint64_t
+fssnap_candidates_origin_size (const struct fssnap_candidates *c)
+{
+  return c->origin->size;
+}
+
+uint32_t
+fssnap_candidates_chunksize (const struct fssnap_candidates *c)
+{
+  return c->origin->chunksize;
+}
+
+void
+fssnap_candidates_mark (struct fssnap_candidates *c, uint64_t off,
+                        uint64_t len)
+{
+  struct fssnap_origin *o = c->origin;
+  if (len == 0 || off >= o->size)
+    return;
+  if (len > o->size - off)
+    len = o->size - off;
+  uint64_t first = off >> o->chunk_shift;
+  uint64_t last = (off + len - 1) >> o->chunk_shift;
+  bitmap_set_range (c->map, first, last - first + 1);
+}
+
+void
+fssnap_candidates_mark_all (struct fssnap_candidates *c)
+{
+  bitmap_set_range (c->map, 0, c->map->nbits);
+}
+
+/* ---- Delete, open, close --------------------------------------------- */
+
+int
+fssnap_snapshot_delete (struct fssnap_origin *o, unsigned num)
+{
+  int r = 0;
+  pthread_rwlock_wrlock (&o->snap_lock);
+  struct snap *s = snap_find_locked (o, num);
+  if (!s || atomic_load (&s->state) == SNAP_DELETED)
+    r = -ENOENT;
+  else if (atomic_load (&s->state) == SNAP_CREATING)
+    r = -EBUSY;
+  else
+    snap_mark_deleted (s, s->open_count ? "by request (still open: the "
+                       "number is released on the last close)"
+                       : "by request");
+  pthread_rwlock_unlock (&o->snap_lock);
+  if (r == 0)
+    snap_reap (o);
+  return r;
+}
+
+int
+fssnap_snapshot_open (struct fssnap_origin *o, unsigned num,
+                      struct fssnap_snapshot **snapp)
+{
+  struct fssnap_snapshot *h = malloc (sizeof *h);
+  if (!h)
+    return -ENOMEM;
+  int r = 0;
+  pthread_rwlock_wrlock (&o->snap_lock);
+  struct snap *s = snap_find_locked (o, num);
+  if (!s || atomic_load (&s->state) == SNAP_DELETED
+      || atomic_load (&s->state) == SNAP_CREATING)
+    r = -ENOENT;
+  else if (atomic_load (&s->state) == SNAP_DISABLED)
+    r = -EIO;
+  else {
+    s->open_count++;
+    snap_ref (s);
+  }
+  pthread_rwlock_unlock (&o->snap_lock);
+  if (r < 0) {
+    free (h);
+    return r;
+  }
+  h->origin = o;
+  h->snap = s;
+  *snapp = h;
+  return 0;
+}
+
+void
+fssnap_snapshot_close (struct fssnap_snapshot *h)
+{
+  struct fssnap_origin *o = h->origin;
+  struct snap *s = h->snap;
+  pthread_rwlock_wrlock (&o->snap_lock);
+  s->open_count--;
+  bool deleted = atomic_load (&s->state) == SNAP_DELETED;
+  pthread_rwlock_unlock (&o->snap_lock);
+  if (deleted)
+    snap_reap (o);
+  snap_unref (s);
+  free (h);
+}
+
+unsigned
+fssnap_snapshot_number (const struct fssnap_snapshot *h)
+{
+  return h->snap->number;
+}
+
+uint64_t
+fssnap_snapshot_size (const struct fssnap_snapshot *h)
+{
+  return h->origin->size;
+}
+
+/* ---- Reading ---------------------------------------------------------- */
+
+/* Read [skip, skip+len) of copied chunk c of s.  Takes snap_lock shared. */
+static int
+snap_read_copy (struct fssnap_origin *o, struct snap *s, uint64_t c,
+                void *buf, size_t skip, size_t len)
+{
+  int r;
+  pthread_rwlock_rdlock (&o->snap_lock);
+  struct snap *owner = cow_owner_of (o, s, c);
+  if (!owner) {
+    engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: chunk %llu was copied but "
+                "no snapshot owns the copy", s->number, (unsigned long long) c);
+    r = -EIO;
+  }
+  else {
+    switch (xtable_read (&owner->table, c, buf, skip, len)) {
+    case XTABLE_HIT: r = 0; break;
+    case XTABLE_FAILED: r = -EIO; break;
+    default: r = store_read_chunk (owner->store, c, buf, skip, len); break;
+    }
+  }
+  pthread_rwlock_unlock (&o->snap_lock);
+  return r;
+}
+
+/* Read part of chunk c of s.  Takes chunk lock c, then snap_lock shared. */
+static int
+snap_read_chunk (struct fssnap_origin *o, struct snap *s, uint64_t c,
+                 void *buf, size_t skip, size_t len)
+{
+  if (!bitmap_test (&s->cand, c)) {
+    memset (buf, 0, len);
+    return 0;
+  }
+  pthread_mutex_t *lock = chunk_lock (o, c);
+  pthread_mutex_lock (lock);
+  if (!bitmap_test (&s->pres, c)) {
+    int r = io_pread_full (o->io, o->fd, buf, len,
+                           (c << o->chunk_shift) + skip);
+    pthread_mutex_unlock (lock);
+    return r;
+  }
+  pthread_mutex_unlock (lock);
+  return snap_read_copy (o, s, c, buf, skip, len);
+}
+
+int
+fssnap_snapshot_read (struct fssnap_snapshot *h, void *buf, size_t len,
+                      uint64_t off)
+{
+  struct fssnap_origin *o = h->origin;
+  struct snap *s = h->snap;
+  if (off > o->size || len > o->size - off)
+    return -EINVAL;
+  while (len > 0) {
+    if (!snap_is_valid (s))
+      return -EIO;
+    uint64_t c = off >> o->chunk_shift;
+    size_t skip = off & (o->chunksize - 1);
+    size_t n = o->chunksize - skip < len ? o->chunksize - skip : len;
+    int r = snap_read_chunk (o, s, c, buf, skip, n);
+    if (r < 0)
+      return r;
+    buf = (char *) buf + n;
+    off += n;
+    len -= n;
+  }
+  return 0;
+}
+
+int
+fssnap_snapshot_extents (struct fssnap_snapshot *h, uint64_t off,
+                         uint64_t len, fssnap_extent_fn fn, void *opaque)
+{
+  struct fssnap_origin *o = h->origin;
+  struct snap *s = h->snap;
+  if (off > o->size || len > o->size - off)
+    return -EINVAL;
+  if (!snap_is_valid (s))
+    return -EIO;
+  uint64_t end = off + len;
+  while (off < end) {
+    uint64_t c = off >> o->chunk_shift;
+    bool hole = !bitmap_test (&s->cand, c);
+    uint64_t next = bitmap_find (&s->cand, c, hole);
+    uint64_t stop = next >= s->nchunks ? end : next << o->chunk_shift;
+    if (stop > end)
+      stop = end;
+    int r = fn (opaque, off, stop - off, hole);
+    if (r)
+      return r;
+    off = stop;
+  }
+  return 0;
+}
+
+/* ---- Information ------------------------------------------------------ */
+
+const char *
+fssnap_state_name (enum fssnap_state state)
+{
+  switch (state) {
+  case FSSNAP_STATE_CREATING: return "creating";
+  case FSSNAP_STATE_IDLE: return "idle";
+  case FSSNAP_STATE_ACTIVE: return "active";
+  case FSSNAP_STATE_DISABLED: return "disabled";
+  case FSSNAP_STATE_DELETING: return "deleting";
+  }
+  return "unknown";
+}
+
+/* Caller holds snap_lock. */
+static enum fssnap_state
+snap_public_state (const struct snap *s)
+{
+  switch (atomic_load (&s->state)) {
+  case SNAP_CREATING: return FSSNAP_STATE_CREATING;
+  case SNAP_DISABLED: return FSSNAP_STATE_DISABLED;
+  case SNAP_DELETED: return FSSNAP_STATE_DELETING;
+  default: return s->open_count ? FSSNAP_STATE_ACTIVE : FSSNAP_STATE_IDLE;
+  }
+}
+
+/* Caller holds snap_lock; takes state_lock. */
+static void
+snap_fill_info (struct fssnap_origin *o, struct snap *s,
+                struct fssnap_snapshot_info *info)
+{
+  memset (info, 0, sizeof *info);
+  info->number = s->number;
+  info->seq = s->seq;
+  memcpy (info->uuid, s->uuid, sizeof info->uuid);
+  info->state = snap_public_state (s);
+  pthread_mutex_lock (&o->state_lock);
+  snprintf (info->reason, sizeof info->reason, "%s", s->reason);
+  pthread_mutex_unlock (&o->state_lock);
+  info->chunksize = s->chunksize;
+  info->chunks = s->nchunks;
+  info->candidate_chunks = s->cand_count;
+  info->preserved_chunks = atomic_load (&s->pres_count);
+  info->owned_chunks = atomic_load (&s->owned_count);
+  info->backing_bytes = info->owned_chunks * s->chunksize;
+  info->maxsize = s->maxsize;
+  info->create_time = s->create_time;
+  info->open_count = s->open_count;
+  info->transient = s->transient;
+  info->unlinked = s->store->unlinked;
+  info->backing_files = s->store->nfiles;
+  snprintf (info->backing_path, sizeof info->backing_path, "%s",
+            s->store->path);
+  snprintf (info->mountpoint, sizeof info->mountpoint, "%s",
+            s->mountpoint ? s->mountpoint : "");
+}
+
+int
+fssnap_snapshot_info (struct fssnap_origin *o, unsigned num,
+                      struct fssnap_snapshot_info *info)
+{
+  int r = -ENOENT;
+  pthread_rwlock_rdlock (&o->snap_lock);
+  struct snap *s = snap_find_locked (o, num);
+  if (s) {
+    snap_fill_info (o, s, info);
+    r = 0;
+  }
+  pthread_rwlock_unlock (&o->snap_lock);
+  return r;
+}
+
+int
+fssnap_snapshot_list (struct fssnap_origin *o, unsigned *nums, size_t max)
+{
+  int n = 0;
+  pthread_rwlock_rdlock (&o->snap_lock);
+  for (unsigned num = 0; num < FSSNAP_MAX_SNAPSHOTS; num++) {
+    if (!o->number_used[num] || !snap_find_locked (o, num))
+      continue;
+    if ((size_t) n < max)
+      nums[n] = num;
+    n++;
+  }
+  pthread_rwlock_unlock (&o->snap_lock);
+  return n;
+}

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The sparse-file backing store.
+ *
+ * The old copy of chunk c lives at byte c * chunksize of the store, so the
+ * store needs no index: whether a chunk is there is the owner bitmap's
+ * business.  With max_file_size set, the store is split into files of at
+ * most that many bytes (rounded down to whole chunks, at least one):
+ * chunk c lives in file c / chunks_per_file at offset
+ * (c % chunks_per_file) * chunksize.  File 0 is PATH, file i is PATH.i; the
+ * files after the first are created on their first write, so a store never
+ * holds more files than it has data for.  All files are sparse.
+ *
+ * Locks: file_lock (a leaf) guards the lazily opened descriptors.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "engine/internal.h"
+#include "engine/store.h"
+
+struct store_file {
+  struct store base;
+  const struct fssnap_io *io;
+  uint32_t chunksize;
+  uint64_t chunks_per_file;
+  pthread_mutex_t file_lock;
+  int *fds;                     /* -1: not created yet */
+  bool unlink;
+};
+
+static struct store_file *
+sf (struct store *st)
+{
+  return (struct store_file *) st;
+}
+
+void
+store_file_locate (const struct store *st, uint64_t chunk, unsigned *filep,
+                   uint64_t *offp)
+{
+  const struct store_file *f = (const struct store_file *) st;
+  *filep = chunk / f->chunks_per_file;
+  *offp = (chunk % f->chunks_per_file) * f->chunksize;
+}
+
+static char *
+store_file_name (const struct store_file *f, unsigned i)
+{
+  char *name;
+  int r = i == 0 ? asprintf (&name, "%s", f->base.path)
+                 : asprintf (&name, "%s.%u", f->base.path, i);
+  return r < 0 ? NULL : name;
+}
+
+/* Open (creating it) file i.  Caller holds file_lock. */
+static int
+store_file_open_locked (struct store_file *f, unsigned i)
+{
+  char *name = store_file_name (f, i);
+  if (!name)
+    return -ENOMEM;
+  int fd = f->io->open (f->io->opaque, name,
+                        O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0 && f->unlink)
+    f->io->unlink (f->io->opaque, name);
+  free (name);
+  if (fd < 0)
+    return fd;
+  f->fds[i] = fd;
+  return 0;
+}
+
+/* The descriptor of file i, created if 'create'.  Takes file_lock. */
+static int
+store_file_fd (struct store_file *f, unsigned i, bool create)
+{
+  pthread_mutex_lock (&f->file_lock);
+  int r = f->fds[i];
+  if (r < 0 && create) {
+    r = store_file_open_locked (f, i);
+    if (r == 0)
+      r = f->fds[i];
+  }
+  else if (r < 0)
+    r = -EIO;                   /* read of a chunk never written */
+  pthread_mutex_unlock (&f->file_lock);
+  return r;
+}
+
+static int
+store_file_write_chunk (struct store *st, uint64_t chunk, const void *buf,
+                        size_t len)
+{
+  struct store_file *f = sf (st);
+  unsigned i;
+  uint64_t off;
+  store_file_locate (st, chunk, &i, &off);
+  int fd = store_file_fd (f, i, true);
+  if (fd < 0)
+    return fd;
+  return io_pwrite_full (f->io, fd, buf, len, off);
+}
+
+static int
+store_file_read_chunk (struct store *st, uint64_t chunk, void *buf,
+                       size_t skip, size_t len)
+{
+  struct store_file *f = sf (st);
+  unsigned i;
+  uint64_t off;
+  store_file_locate (st, chunk, &i, &off);
+  int fd = store_file_fd (f, i, false);
+  if (fd < 0)
+    return fd;
+  return io_pread_full (f->io, fd, buf, len, off + skip);
+}
+
+static void
+store_file_destroy (struct store *st)
+{
+  struct store_file *f = sf (st);
+  for (unsigned i = 0; i < st->nfiles; i++) {
+    if (f->fds[i] < 0)
+      continue;
+    f->io->close (f->io->opaque, f->fds[i]);
+    if (!f->unlink) {
+      char *name = store_file_name (f, i);
+      if (name)
+        f->io->unlink (f->io->opaque, name);
+      free (name);
+    }
+  }
+  pthread_mutex_destroy (&f->file_lock);
+  free (f->fds);
+  free (st->path);
+  free (f);
+}
+
+static const struct store_ops store_file_ops = {
+  .write_chunk = store_file_write_chunk,
+  .read_chunk = store_file_read_chunk,
+  .destroy = store_file_destroy,
+};
+
+static char *
+store_file_path (const struct store_file_params *p)
+{
+  struct stat st;
+  char *path;
+  if (stat (p->location, &st) == 0 && S_ISDIR (st.st_mode)) {
+    if (asprintf (&path, "%s/%s", p->location, p->name) < 0)
+      return NULL;
+    return path;
+  }
+  return strdup (p->location);
+}
+
+int
+store_file_create (const struct store_file_params *p, struct store **stp,
+                   char *errmsg, size_t errlen)
+{
+  struct store_file *f = calloc (1, sizeof *f);
+  if (!f)
+    return -ENOMEM;
+  f->base.ops = &store_file_ops;
+  f->io = p->io;
+  f->chunksize = p->chunksize;
+  f->unlink = p->unlink;
+  f->base.unlinked = p->unlink;
+  f->chunks_per_file = p->nchunks ? p->nchunks : 1;
+  if (p->max_file_size) {
+    uint64_t per = p->max_file_size / p->chunksize;
+    if (per == 0)
+      per = 1;
+    if (per < f->chunks_per_file)
+      f->chunks_per_file = per;
+  }
+  f->base.nfiles = p->nchunks ? (p->nchunks + f->chunks_per_file - 1)
+                                / f->chunks_per_file : 1;
+  f->base.path = store_file_path (p);
+  f->fds = malloc (f->base.nfiles * sizeof *f->fds);
+  if (!f->base.path || !f->fds) {
+    free (f->base.path);
+    free (f->fds);
+    free (f);
+    return -ENOMEM;
+  }
+  for (unsigned i = 0; i < f->base.nfiles; i++)
+    f->fds[i] = -1;
+  pthread_mutex_init (&f->file_lock, NULL);
+
+  int r = store_file_open_locked (f, 0);
+  if (r < 0) {
+    snprintf (errmsg, errlen, "cannot create backing store %s: %s",
+              f->base.path, strerror (-r));
+    f->base.nfiles = 0;         /* nothing of ours to remove */
+    store_file_destroy (&f->base);
+    return r;
+  }
+  *stp = &f->base;
+  return 0;
+}

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Store writers: a small pool of threads that moves copies from the
+ * translation tables to the backing stores, in the order they were made.
+ * A copy leaves its table only once it is in the store, so a reader that
+ * misses in the table finds it in the store.
+ *
+ * A failed store write (ENOSPC, EIO...) disables the owner and every older
+ * snapshot that reads this copy; the copy stays in the table as a tombstone
+ * so that nobody reads the store's stale bytes in its place.  The origin is
+ * not touched: its write went ahead when the copy was made.
+ *
+ * Locks: queue_lock around the queue; writer_fail takes snap_lock shared.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/internal.h"
+
+/* Caller holds no lock.  Takes snap_lock (shared). */
+static void
+writer_fail (struct fssnap_origin *o, struct xentry *e, int err)
+{
+  struct snap *owner = e->owner;
+  atomic_fetch_add (&o->store_errors, 1);
+  pthread_rwlock_rdlock (&o->snap_lock);
+  engine_log (o, FSSNAP_LOG_ERR,
+              "snapshot %u: writing chunk %llu to backing store %s failed: %s",
+              owner->number, (unsigned long long) e->chunk, owner->store->path,
+              strerror (-err));
+  for (size_t i = 0; i < o->nsnaps && o->snaps[i]->seq <= owner->seq; i++) {
+    struct snap *s = o->snaps[i];
+    if (s != owner
+        && !(bitmap_test (&s->pres, e->chunk)
+             && cow_owner_of (o, s, e->chunk) == owner))
+      continue;
+    snap_disable (s, "copy of chunk %llu to %s failed: %s",
+                  (unsigned long long) e->chunk, owner->store->path,
+                  strerror (-err));
+  }
+  xtable_fail (&owner->table, e);
+  pthread_rwlock_unlock (&o->snap_lock);
+}
+
+static void
+writer_write (struct fssnap_origin *o, struct xentry *e)
+{
+  struct snap *s = e->owner;
+  if (atomic_load (&s->removed))
+    xtable_remove (&s->table, e);
+  else {
+    int r = store_write_chunk (s->store, e->chunk, e->data, e->len);
+    if (r < 0)
+      writer_fail (o, e, r);
+    else
+      xtable_remove (&s->table, e);
+  }
+  throttle_release (o);
+  snap_unref (s);
+}
+
+/* Pop the next copy, or NULL when stopping with nothing left.
+ * Takes queue_lock.
+ */
+static struct xentry *
+writer_next (struct fssnap_origin *o)
+{
+  pthread_mutex_lock (&o->queue_lock);
+  while (!o->queue_head && !o->stopping)
+    pthread_cond_wait (&o->queue_cond, &o->queue_lock);
+  struct xentry *e = o->queue_head;
+  if (e) {
+    o->queue_head = e->queue_next;
+    if (!o->queue_head)
+      o->queue_tail = NULL;
+  }
+  pthread_mutex_unlock (&o->queue_lock);
+  return e;
+}
+
+static void *
+writer_main (void *arg)
+{
+  struct fssnap_origin *o = arg;
+  struct xentry *e;
+  while ((e = writer_next (o)) != NULL) {
+    writer_write (o, e);
+    pthread_mutex_lock (&o->queue_lock);
+    if (--o->queued == 0)
+      pthread_cond_broadcast (&o->idle_cond);
+    pthread_mutex_unlock (&o->queue_lock);
+  }
+  return NULL;
+}
+
+int
+writer_start (struct fssnap_origin *o, unsigned nthreads)
+{
+  o->writers = calloc (nthreads, sizeof *o->writers);
+  if (!o->writers)
+    return -ENOMEM;
+  for (o->nwriters = 0; o->nwriters < nthreads; o->nwriters++) {
+    int r = pthread_create (&o->writers[o->nwriters], NULL, writer_main, o);
+    if (r) {
+      writer_stop (o);
+      return -r;
+    }
+  }
+  return 0;
+}
+
+/* Takes queue_lock. */
+void
+writer_queue (struct fssnap_origin *o, struct xentry *e)
+{
+  e->queue_next = NULL;
+  pthread_mutex_lock (&o->queue_lock);
+  if (o->queue_tail)
+    o->queue_tail->queue_next = e;
+  else
+    o->queue_head = e;
+  o->queue_tail = e;
+  o->queued++;
+  pthread_cond_signal (&o->queue_cond);
+  pthread_mutex_unlock (&o->queue_lock);
+}
+
+/* Wait until every queued copy is in its store.  Takes queue_lock. */
+void
+writer_drain (struct fssnap_origin *o)
+{
+  pthread_mutex_lock (&o->queue_lock);
+  while (o->queued > 0)
+    pthread_cond_wait (&o->idle_cond, &o->queue_lock);
+  pthread_mutex_unlock (&o->queue_lock);
+}
+
+/* Finish the queue, then end the threads.  Takes queue_lock. */
+void
+writer_stop (struct fssnap_origin *o)
+{
+  pthread_mutex_lock (&o->queue_lock);
+  o->stopping = true;
+  pthread_cond_broadcast (&o->queue_cond);
+  pthread_mutex_unlock (&o->queue_lock);
+  for (unsigned i = 0; i < o->nwriters; i++)
+    pthread_join (o->writers[i], NULL);
+  free (o->writers);
+  o->writers = NULL;
+  o->nwriters = 0;
+}
