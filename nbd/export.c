@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * NBD exports: "volume" (and the default, empty name) is the origin,
+ * read-write; "snap/<N>" is snapshot N, read-only, through a handle the
+ * connection holds open for its whole life.  This is the only file of the
+ * frontend that calls the engine; it takes no locks of its own (the engine
+ * is thread-safe, and a connection's export is fixed once chosen).
+ *
+ * Block status (base:allocation): the volume is reported as data
+ * throughout (flag 0, always correct); a snapshot reports its
+ * non-candidate chunks as holes that read as zeros.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "nbd/internal.h"
+
+#define NBD_SNAP_PREFIX "snap/"
+
+int
+nbd_export_parse (const char *name, enum nbd_export_kind *kind,
+                  unsigned *num)
+{
+  const char *p;
+  unsigned n = 0;
+
+  if (strcmp (name, "") == 0 || strcmp (name, "volume") == 0) {
+    *kind = NBD_EXPORT_VOLUME;
+    *num = 0;
+    return 0;
+  }
+  if (strncmp (name, NBD_SNAP_PREFIX, strlen (NBD_SNAP_PREFIX)) != 0)
+    return -ENOENT;
+  p = name + strlen (NBD_SNAP_PREFIX);
+  /* Canonical decimal: no sign, no leading zero, small enough. */
+  if (*p == '\0' || (p[0] == '0' && p[1] != '\0') || strlen (p) > 9)
+    return -ENOENT;
+  for (; *p; p++) {
+    if (*p < '0' || *p > '9')
+      return -ENOENT;
+    n = n * 10 + (unsigned) (*p - '0');
+  }
+  *kind = NBD_EXPORT_SNAPSHOT;
+  *num = n;
+  return 0;
+}
+
+int
+nbd_export_open (struct fssnap_origin *origin, const char *name,
+                 struct nbd_export *exp)
+{
+  int r;
+
+  memset (exp, 0, sizeof *exp);
+  r = nbd_export_parse (name, &exp->kind, &exp->num);
+  if (r < 0)
+    return r;
+  exp->origin = origin;
+  if (exp->kind == NBD_EXPORT_VOLUME) {
+    exp->size = fssnap_origin_size (origin);
+    return 0;
+  }
+  r = fssnap_snapshot_open (origin, exp->num, &exp->snap);
+  if (r < 0)
+    return r;
+  exp->size = fssnap_snapshot_size (exp->snap);
+  return 0;
+}
+
+void
+nbd_export_close (struct nbd_export *exp)
+{
+  if (exp->snap)
+    fssnap_snapshot_close (exp->snap);
+  exp->snap = NULL;
+}
+
+bool
+nbd_export_readonly (const struct nbd_export *exp)
+{
+  return exp->kind == NBD_EXPORT_SNAPSHOT;
+}
+
+uint16_t
+nbd_export_flags (const struct nbd_export *exp, bool structured)
+{
+  /* Every connection shares the engine and its flush, so multi-conn is
+   * safe on both kinds of export.
+   */
+  uint16_t flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH
+                   | NBD_FLAG_CAN_MULTI_CONN;
+
+  if (structured)
+    flags |= NBD_FLAG_SEND_DF;    /* reads are always one chunk */
+  if (nbd_export_readonly (exp))
+    flags |= NBD_FLAG_READ_ONLY;
+  else
+    flags |= NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM
+             | NBD_FLAG_SEND_WRITE_ZEROES;
+  return flags;
+}
+
+int
+nbd_export_describe (struct fssnap_origin *origin, enum nbd_export_kind kind,
+                     unsigned num, char *buf, size_t len)
+{
+  struct fssnap_snapshot_info info;
+  char when[32] = "?";
+  struct tm tm;
+  time_t t;
+  int r;
+
+  if (kind == NBD_EXPORT_VOLUME) {
+    snprintf (buf, len, "live volume %s, read-write",
+              fssnap_origin_path (origin));
+    return 0;
+  }
+  r = fssnap_snapshot_info (origin, num, &info);
+  if (r < 0)
+    return r;
+  t = (time_t) info.create_time;
+  if (gmtime_r (&t, &tm))
+    strftime (when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  snprintf (buf, len, "snapshot %u of %s, created %s, uuid %s, %s, read-only",
+            num, fssnap_origin_path (origin), when, info.uuid,
+            fssnap_state_name (info.state));
+  return 0;
+}
+
+int
+nbd_export_read (struct nbd_export *exp, void *buf, uint32_t len,
+                 uint64_t off)
+{
+  if (exp->snap)
+    return fssnap_snapshot_read (exp->snap, buf, len, off);
+  return fssnap_origin_read (exp->origin, buf, len, off);
+}
+
+int
+nbd_export_write (struct nbd_export *exp, const void *buf, uint32_t len,
+                  uint64_t off, bool fua)
+{
+  if (nbd_export_readonly (exp))
+    return -EPERM;
+  return fssnap_origin_write (exp->origin, buf, len, off,
+                              fua ? FSSNAP_FUA : 0);
+}
+
+int
+nbd_export_zero (struct nbd_export *exp, uint32_t len, uint64_t off,
+                 bool fua, bool no_hole)
+{
+  if (nbd_export_readonly (exp))
+    return -EPERM;
+  return fssnap_origin_zero (exp->origin, len, off,
+                             (fua ? FSSNAP_FUA : 0)
+                             | (no_hole ? FSSNAP_ZERO_NO_HOLE : 0));
+}
+
+int
+nbd_export_trim (struct nbd_export *exp, uint32_t len, uint64_t off,
+                 bool fua)
+{
+  int r;
+
+  if (nbd_export_readonly (exp))
+    return -EPERM;
+  r = fssnap_origin_trim (exp->origin, len, off, fua ? FSSNAP_FUA : 0);
+  /* Trim is a hint: a device that cannot discard has done nothing wrong. */
+  return r == -EOPNOTSUPP ? 0 : r;
+}
+
+int
+nbd_export_flush (struct nbd_export *exp)
+{
+  if (nbd_export_readonly (exp))
+    return 0;                   /* nothing is ever written through it */
+  return fssnap_origin_flush (exp->origin);
+}
+
+/* Extents gathered for one block status reply. */
+struct nbd_extent_list {
+  uint32_t *descs;
+  unsigned n, max;
+  uint64_t left;                /* bytes of the request not yet described */
+};
+
+/* fssnap_extent_fn: append or merge one extent; stop once full. */
+static int
+nbd_extent_add (void *opaque, uint64_t off, uint64_t len, bool hole)
+{
+  struct nbd_extent_list *l = opaque;
+  uint32_t flags = hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0;
+
+  (void) off;
+  if (len > l->left)
+    len = l->left;              /* never describe more than was asked */
+  if (len == 0)
+    return l->left == 0;
+  if (l->n > 0 && l->descs[2 * l->n - 1] == flags) {
+    l->descs[2 * l->n - 2] += (uint32_t) len;   /* within a u32 request */
+  } else {
+    if (l->n == l->max)
+      return 1;
+    l->descs[2 * l->n] = (uint32_t) len;
+    l->descs[2 * l->n + 1] = flags;
+    l->n++;
+  }
+  l->left -= len;
+  return 0;
+}
+
+int
+nbd_export_extents (struct nbd_export *exp, uint64_t off, uint32_t len,
+                    uint32_t *descs, unsigned max)
+{
+  struct nbd_extent_list l = { .descs = descs, .max = max, .left = len };
+  int r;
+
+  if (exp->snap) {
+    r = fssnap_snapshot_extents (exp->snap, off, len, nbd_extent_add, &l);
+    if (r < 0)
+      return r;
+  }
+  if (l.n == 0) {               /* the volume, or an engine with nothing */
+    descs[0] = len;
+    descs[1] = 0;
+    l.n = 1;
+  }
+  return (int) l.n;
+}

@@ -1,0 +1,431 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fixed newstyle handshake: the server greets, the client sends options
+ * one at a time and waits for their final reply, until NBD_OPT_GO or
+ * NBD_OPT_EXPORT_NAME chooses an export (transmission follows) or
+ * NBD_OPT_ABORT ends the session.  Option data is read whole (at most
+ * NBD_MAX_OPTION_DATA bytes; larger data is drained and refused), then
+ * parsed with every length checked against what was received.
+ *
+ * A broken framing (bad magic, unknown client flags, an EXPORT_NAME we
+ * cannot serve) drops the connection; everything else gets an error
+ * reply and the client may go on.  TLS is not offered.
+ *
+ * Runs on the connection's own thread; no locks.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nbd/internal.h"
+
+enum { NBD_OPT_NEXT, NBD_OPT_TRANSMIT, NBD_OPT_END };
+
+static int
+nbd_opt_reply (struct nbd_session *s, uint32_t opt, uint32_t type,
+               const void *data, uint32_t len)
+{
+  uint8_t h[20];
+  int r;
+
+  nbd_put64 (h, NBD_OPT_REPLY_MAGIC);
+  nbd_put32 (h + 8, opt);
+  nbd_put32 (h + 12, type);
+  nbd_put32 (h + 16, len);
+  r = nbd_send_all (s->t, h, sizeof h, len > 0);
+  if (r == 0 && len > 0)
+    r = nbd_send_all (s->t, data, len, false);
+  return r < 0 ? r : NBD_OPT_NEXT;
+}
+
+/* An error reply with a message for humans; the session goes on. */
+static int __attribute__ ((format (printf, 4, 5)))
+nbd_opt_error (struct nbd_session *s, uint32_t opt, uint32_t type,
+               const char *fmt, ...)
+{
+  char msg[256];
+  va_list ap;
+  int n;
+
+  va_start (ap, fmt);
+  n = vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  if (n < 0)
+    n = 0;
+  if ((size_t) n >= sizeof msg)
+    n = sizeof msg - 1;
+  nbd_log (s->env, FSSNAP_LOG_DEBUG, "nbd: option %u refused: %s", opt, msg);
+  return nbd_opt_reply (s, opt, type, msg, (uint32_t) n);
+}
+
+static int
+nbd_opt_invalid (struct nbd_session *s, uint32_t opt)
+{
+  return nbd_opt_error (s, opt, NBD_REP_ERR_INVALID,
+                        "malformed data for option %u", opt);
+}
+
+/* Copy a protocol string into name[NBD_MAX_STRING + 1]; false if it is
+ * too long or holds a NUL.
+ */
+static bool
+nbd_get_string (const uint8_t *p, uint32_t len, char *name)
+{
+  if (len > NBD_MAX_STRING || memchr (p, '\0', len))
+    return false;
+  memcpy (name, p, len);
+  name[len] = '\0';
+  return true;
+}
+
+static void
+nbd_canonical_name (const struct nbd_export *exp, char *buf, size_t len)
+{
+  if (exp->kind == NBD_EXPORT_VOLUME)
+    snprintf (buf, len, "volume");
+  else
+    snprintf (buf, len, "snap/%u", exp->num);
+}
+
+/* The export is chosen: keep it, and keep the metadata context only if it
+ * was selected for this same export.
+ */
+static void
+nbd_choose_export (struct nbd_session *s, const struct nbd_export *exp)
+{
+  s->exp = *exp;
+  s->have_export = true;
+  if (s->meta && (s->meta_kind != exp->kind || s->meta_num != exp->num))
+    s->meta = false;
+}
+
+/* ---- NBD_OPT_INFO and NBD_OPT_GO ------------------------------------- */
+
+static int
+nbd_send_info (struct nbd_session *s, uint32_t opt, uint16_t type,
+               const void *data, size_t len)
+{
+  uint8_t buf[2 + NBD_MAX_STRING];
+
+  if (len > NBD_MAX_STRING)
+    len = NBD_MAX_STRING;
+  nbd_put16 (buf, type);
+  memcpy (buf + 2, data, len);
+  return nbd_opt_reply (s, opt, NBD_REP_INFO, buf, 2 + (uint32_t) len);
+}
+
+static int
+nbd_send_export_infos (struct nbd_session *s, uint32_t opt,
+                       const struct nbd_export *exp, bool want_name,
+                       bool want_desc)
+{
+  uint8_t buf[12];
+  char text[512];
+  int r;
+
+  nbd_put64 (buf, exp->size);
+  nbd_put16 (buf + 8, nbd_export_flags (exp, s->structured));
+  r = nbd_send_info (s, opt, NBD_INFO_EXPORT, buf, 10);
+  if (r == 0 && want_name) {
+    nbd_canonical_name (exp, text, sizeof text);
+    r = nbd_send_info (s, opt, NBD_INFO_NAME, text, strlen (text));
+  }
+  if (r == 0 && want_desc
+      && nbd_export_describe (exp->origin, exp->kind, exp->num, text,
+                              sizeof text) == 0)
+    r = nbd_send_info (s, opt, NBD_INFO_DESCRIPTION, text, strlen (text));
+  if (r == 0) {
+    nbd_put32 (buf, 1);
+    nbd_put32 (buf + 4, NBD_PREFERRED_BLOCK);
+    nbd_put32 (buf + 8, NBD_MAX_PAYLOAD);
+    r = nbd_send_info (s, opt, NBD_INFO_BLOCK_SIZE, buf, 12);
+  }
+  if (r == 0)
+    r = nbd_opt_reply (s, opt, NBD_REP_ACK, NULL, 0);
+  return r;
+}
+
+static int
+nbd_opt_info (struct nbd_session *s, uint32_t opt, const uint8_t *d,
+              uint32_t len)
+{
+  char name[NBD_MAX_STRING + 1];
+  bool want_name = false, want_desc = false;
+  struct nbd_export exp;
+  uint32_t namelen;
+  uint16_t nreq, i;
+  int r;
+
+  if (len < 6)
+    return nbd_opt_invalid (s, opt);
+  namelen = nbd_get32 (d);
+  if (namelen > len - 6)
+    return nbd_opt_invalid (s, opt);
+  nreq = nbd_get16 (d + 4 + namelen);
+  if ((uint64_t) 6 + namelen + 2u * nreq != len
+      || !nbd_get_string (d + 4, namelen, name))
+    return nbd_opt_invalid (s, opt);
+  for (i = 0; i < nreq; i++) {
+    uint16_t type = nbd_get16 (d + 6 + namelen + 2u * i);
+    want_name |= type == NBD_INFO_NAME;
+    want_desc |= type == NBD_INFO_DESCRIPTION;
+  }
+  r = nbd_export_open (s->env->origin, name, &exp);
+  if (r < 0)
+    return nbd_opt_error (s, opt, NBD_REP_ERR_UNKNOWN,
+                          "no export \"%s\": %s", name, strerror (-r));
+  r = nbd_send_export_infos (s, opt, &exp, want_name, want_desc);
+  if (r < 0 || opt == NBD_OPT_INFO) {
+    nbd_export_close (&exp);
+    return r;
+  }
+  nbd_choose_export (s, &exp);
+  return NBD_OPT_TRANSMIT;
+}
+
+/* ---- NBD_OPT_EXPORT_NAME: no error reply is possible ----------------- */
+
+static int
+nbd_opt_export_name (struct nbd_session *s, const uint8_t *d, uint32_t len)
+{
+  char name[NBD_MAX_STRING + 1];
+  struct nbd_export exp;
+  uint8_t buf[8 + 2 + 124] = { 0 };
+  int r;
+
+  if (!nbd_get_string (d, len, name)) {
+    nbd_log (s->env, FSSNAP_LOG_INFO, "nbd: malformed export name");
+    return -EINVAL;
+  }
+  r = nbd_export_open (s->env->origin, name, &exp);
+  if (r < 0) {
+    nbd_log (s->env, FSSNAP_LOG_INFO, "nbd: no export \"%s\": %s", name,
+             strerror (-r));
+    return r;
+  }
+  nbd_put64 (buf, exp.size);
+  nbd_put16 (buf + 8, nbd_export_flags (&exp, s->structured));
+  r = nbd_send_all (s->t, buf, s->no_zeroes ? 10 : sizeof buf, false);
+  if (r < 0) {
+    nbd_export_close (&exp);
+    return r;
+  }
+  nbd_choose_export (s, &exp);
+  return NBD_OPT_TRANSMIT;
+}
+
+/* ---- NBD_OPT_LIST ------------------------------------------------------ */
+
+static int
+nbd_send_server (struct nbd_session *s, enum nbd_export_kind kind,
+                 unsigned num)
+{
+  struct nbd_export exp = { .kind = kind, .num = num };
+  uint8_t buf[4 + 32 + 512];
+  char name[32];
+  size_t namelen;
+
+  nbd_canonical_name (&exp, name, sizeof name);
+  namelen = strlen (name);
+  if (nbd_export_describe (s->env->origin, kind, num,
+                           (char *) buf + 4 + namelen,
+                           sizeof buf - 4 - namelen) < 0)
+    return NBD_OPT_NEXT;        /* deleted meanwhile: not listed */
+  nbd_put32 (buf, (uint32_t) namelen);
+  memcpy (buf + 4, name, namelen);
+  return nbd_opt_reply (s, NBD_OPT_LIST, NBD_REP_SERVER, buf,
+                        (uint32_t) (4 + namelen
+                                    + strlen ((char *) buf + 4 + namelen)));
+}
+
+static int
+nbd_opt_list (struct nbd_session *s, uint32_t len)
+{
+  unsigned nums[FSSNAP_MAX_SNAPSHOTS];
+  int n, i, r;
+
+  if (len != 0)
+    return nbd_opt_invalid (s, NBD_OPT_LIST);
+  r = nbd_send_server (s, NBD_EXPORT_VOLUME, 0);
+  n = fssnap_snapshot_list (s->env->origin, nums, FSSNAP_MAX_SNAPSHOTS);
+  if (n > FSSNAP_MAX_SNAPSHOTS)
+    n = FSSNAP_MAX_SNAPSHOTS;
+  for (i = 0; r == 0 && i < n; i++)
+    r = nbd_send_server (s, NBD_EXPORT_SNAPSHOT, nums[i]);
+  if (r == 0)
+    r = nbd_opt_reply (s, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+  return r;
+}
+
+/* ---- Metadata contexts ---------------------------------------------- */
+
+/* Does this query select base:allocation?  LIST also takes a namespace. */
+static bool
+nbd_meta_match (uint32_t opt, const uint8_t *q, uint32_t len)
+{
+  static const char ctx[] = NBD_META_BASE_ALLOCATION;
+
+  if (len == sizeof ctx - 1 && memcmp (q, ctx, len) == 0)
+    return true;
+  return opt == NBD_OPT_LIST_META_CONTEXT && len == 5
+         && memcmp (q, "base:", 5) == 0;
+}
+
+static int
+nbd_opt_meta (struct nbd_session *s, uint32_t opt, const uint8_t *d,
+              uint32_t len)
+{
+  char name[NBD_MAX_STRING + 1];
+  enum nbd_export_kind kind;
+  uint32_t namelen, nq, i, p;
+  unsigned num;
+  bool matched;
+  uint8_t buf[4 + sizeof NBD_META_BASE_ALLOCATION];
+  int r;
+
+  if (!s->structured)
+    return nbd_opt_error (s, opt, NBD_REP_ERR_INVALID,
+                          "negotiate structured replies first");
+  if (len < 8)
+    return nbd_opt_invalid (s, opt);
+  namelen = nbd_get32 (d);
+  if (namelen > len - 8 || !nbd_get_string (d + 4, namelen, name))
+    return nbd_opt_invalid (s, opt);
+  nq = nbd_get32 (d + 4 + namelen);
+  p = 8 + namelen;
+  matched = opt == NBD_OPT_LIST_META_CONTEXT && nq == 0;
+  for (i = 0; i < nq; i++) {
+    uint32_t qlen;
+    if (len - p < 4)
+      return nbd_opt_invalid (s, opt);
+    qlen = nbd_get32 (d + p);
+    p += 4;
+    if (qlen > len - p || qlen > NBD_MAX_STRING)
+      return nbd_opt_invalid (s, opt);
+    matched |= nbd_meta_match (opt, d + p, qlen);
+    p += qlen;
+  }
+  if (p != len)
+    return nbd_opt_invalid (s, opt);
+  if (nbd_export_parse (name, &kind, &num) < 0)
+    return nbd_opt_error (s, opt, NBD_REP_ERR_UNKNOWN, "no export \"%s\"",
+                          name);
+  if (opt == NBD_OPT_SET_META_CONTEXT) {
+    s->meta = matched;
+    s->meta_kind = kind;
+    s->meta_num = num;
+  }
+  if (matched) {
+    nbd_put32 (buf, opt == NBD_OPT_SET_META_CONTEXT ? NBD_META_ID : 0);
+    memcpy (buf + 4, NBD_META_BASE_ALLOCATION,
+            sizeof NBD_META_BASE_ALLOCATION - 1);
+    r = nbd_opt_reply (s, opt, NBD_REP_META_CONTEXT, buf, sizeof buf - 1);
+    if (r < 0)
+      return r;
+  }
+  return nbd_opt_reply (s, opt, NBD_REP_ACK, NULL, 0);
+}
+
+/* ---- Dispatch ------------------------------------------------------- */
+
+static int
+nbd_option_dispatch (struct nbd_session *s, uint32_t opt, const uint8_t *d,
+                     uint32_t len)
+{
+  int r;
+
+  switch (opt) {
+  case NBD_OPT_EXPORT_NAME:
+    return nbd_opt_export_name (s, d, len);
+  case NBD_OPT_ABORT:
+    r = nbd_opt_reply (s, opt, NBD_REP_ACK, NULL, 0);
+    return r < 0 ? r : NBD_OPT_END;
+  case NBD_OPT_LIST:
+    return nbd_opt_list (s, len);
+  case NBD_OPT_STARTTLS:
+    return nbd_opt_error (s, opt, NBD_REP_ERR_UNSUP,
+                          "TLS is not supported by fssnapd");
+  case NBD_OPT_INFO:
+  case NBD_OPT_GO:
+    return nbd_opt_info (s, opt, d, len);
+  case NBD_OPT_STRUCTURED_REPLY:
+    if (len != 0)
+      return nbd_opt_invalid (s, opt);
+    s->structured = true;
+    return nbd_opt_reply (s, opt, NBD_REP_ACK, NULL, 0);
+  case NBD_OPT_LIST_META_CONTEXT:
+  case NBD_OPT_SET_META_CONTEXT:
+    return nbd_opt_meta (s, opt, d, len);
+  default:
+    return nbd_opt_error (s, opt, NBD_REP_ERR_UNSUP, "unknown option %u",
+                          opt);
+  }
+}
+
+/* Receive one option and answer it. */
+static int
+nbd_option_one (struct nbd_session *s)
+{
+  uint8_t h[16], *data;
+  uint32_t opt, len;
+  int r;
+
+  r = nbd_recv_all (s->t, h, sizeof h);
+  if (r < 0)
+    return r;
+  if (nbd_get64 (h) != NBD_IHAVEOPT) {
+    nbd_log (s->env, FSSNAP_LOG_INFO, "nbd: bad option magic, dropping client");
+    return -EPROTO;
+  }
+  opt = nbd_get32 (h + 8);
+  len = nbd_get32 (h + 12);
+  if (len > NBD_MAX_OPTION_DATA) {
+    if (opt == NBD_OPT_EXPORT_NAME)
+      return -EPROTO;
+    r = nbd_recv_discard (s->t, len);
+    if (r < 0)
+      return r;
+    return nbd_opt_error (s, opt, NBD_REP_ERR_TOO_BIG,
+                          "%u bytes of option data is too much", len);
+  }
+  data = malloc (len > 0 ? len : 1);
+  if (!data)
+    return -ENOMEM;
+  r = nbd_recv_all (s->t, data, len);
+  if (r == 0)
+    r = nbd_option_dispatch (s, opt, data, len);
+  free (data);
+  return r;
+}
+
+int
+nbd_handshake (struct nbd_session *s)
+{
+  uint8_t buf[18];
+  uint32_t cflags;
+  int r;
+
+  nbd_put64 (buf, NBD_MAGIC);
+  nbd_put64 (buf + 8, NBD_IHAVEOPT);
+  nbd_put16 (buf + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  r = nbd_send_all (s->t, buf, sizeof buf, false);
+  if (r == 0)
+    r = nbd_recv_all (s->t, buf, 4);
+  if (r < 0)
+    return r;
+  cflags = nbd_get32 (buf);
+  if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
+    nbd_log (s->env, FSSNAP_LOG_INFO,
+             "nbd: unknown client flags 0x%x, dropping client", cflags);
+    return -EPROTO;
+  }
+  s->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
+  do
+    r = nbd_option_one (s);
+  while (r == NBD_OPT_NEXT);
+  if (r < 0)
+    return r;
+  return r == NBD_OPT_TRANSMIT ? 1 : 0;
+}

@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Inside the NBD frontend.  One client connection is one session:
+ *
+ *   transport (wire.c)   a byte stream: a socket, or a buffer in the fuzzer
+ *   handshake.c          option haggling, ends with an open export
+ *   export.c             export names -> volume or snapshot, and the I/O
+ *                        calls on it (the only file that calls the engine)
+ *   conn.c               transmission: a reader, a pool of workers
+ *   reply.c              simple and structured replies, errno -> NBD error
+ *   server.c             listeners, client threads, stop
+ *
+ * nbd_session_run() drives one connection from the first byte to the end
+ * without knowing where the bytes come from, so that the fuzzer and the
+ * unit tests can run it in-process.
+ *
+ * Locks of a connection (struct nbd_conn), never held together:
+ *   conn->lock        the request queue and the in-flight budget
+ *   conn->send_lock   one reply at a time on the wire
+ */
+#ifndef FSSNAP_NBD_INTERNAL_H
+#define FSSNAP_NBD_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "libfssnap.h"
+#include "nbd/protocol.h"
+
+/* ---- Transport (wire.c) ------------------------------------------------ */
+
+struct nbd_transport {
+  void *opaque;
+  /* Receive up to len bytes: the count, 0 at end of stream, or -errno. */
+  ssize_t (*recv) (void *opaque, void *buf, size_t len);
+  /* Send up to len bytes (more: another part of the message follows):
+   * the count or -errno.
+   */
+  ssize_t (*send) (void *opaque, const void *buf, size_t len, bool more);
+  /* Optional: make recv and send fail from now on (the peer is gone). */
+  void (*shutdown) (void *opaque);
+};
+
+/* Receive exactly len bytes; -ECONNRESET at a premature end of stream. */
+int nbd_recv_all (const struct nbd_transport *t, void *buf, size_t len);
+/* Receive and drop len bytes (a payload the server will not use). */
+int nbd_recv_discard (const struct nbd_transport *t, uint64_t len);
+int nbd_send_all (const struct nbd_transport *t, const void *buf,
+                  size_t len, bool more);
+
+/* ---- Environment and logging ----------------------------------------- */
+
+struct nbd_env {
+  struct fssnap_origin *origin;
+  fssnap_log_fn log;            /* NULL: stderr */
+  void *log_opaque;
+  unsigned workers;             /* request threads per client; 0: default */
+};
+
+void nbd_log (const struct nbd_env *env, enum fssnap_log_level level,
+              const char *fmt, ...)
+  __attribute__ ((format (printf, 3, 4)));
+
+/* ---- Exports (export.c) ---------------------------------------------- */
+
+enum nbd_export_kind { NBD_EXPORT_VOLUME, NBD_EXPORT_SNAPSHOT };
+
+struct nbd_export {
+  enum nbd_export_kind kind;
+  unsigned num;                 /* snapshot number */
+  struct fssnap_origin *origin;
+  struct fssnap_snapshot *snap; /* open handle, snapshots only */
+  uint64_t size;
+};
+
+/* Map a name to an export: "" and "volume" are the volume, "snap/<N>"
+ * (N in canonical decimal) snapshot N.  -ENOENT for any other name.
+ * Does not check that the snapshot exists.
+ */
+int nbd_export_parse (const char *name, enum nbd_export_kind *kind,
+                      unsigned *num);
+/* Parse and open; -ENOENT if no such export, or the engine's error. */
+int nbd_export_open (struct fssnap_origin *origin, const char *name,
+                     struct nbd_export *exp);
+void nbd_export_close (struct nbd_export *exp);
+bool nbd_export_readonly (const struct nbd_export *exp);
+uint16_t nbd_export_flags (const struct nbd_export *exp, bool structured);
+/* One line for humans (NBD_OPT_LIST, NBD_INFO_DESCRIPTION). */
+int nbd_export_describe (struct fssnap_origin *origin,
+                         enum nbd_export_kind kind, unsigned num,
+                         char *buf, size_t len);
+
+int nbd_export_read (struct nbd_export *exp, void *buf, uint32_t len,
+                     uint64_t off);
+int nbd_export_write (struct nbd_export *exp, const void *buf, uint32_t len,
+                      uint64_t off, bool fua);
+int nbd_export_zero (struct nbd_export *exp, uint32_t len, uint64_t off,
+                     bool fua, bool no_hole);
+int nbd_export_trim (struct nbd_export *exp, uint32_t len, uint64_t off,
+                     bool fua);
+int nbd_export_flush (struct nbd_export *exp);
+
+#define NBD_MAX_EXTENTS 256      /* descriptors in one block status reply */
+
+/* base:allocation extents of [off, off+len) as (length, flags) pairs in
+ * descs[2*i], descs[2*i+1]: at most max of them, at least one.  Returns
+ * how many, or a negative errno.
+ */
+int nbd_export_extents (struct nbd_export *exp, uint64_t off, uint32_t len,
+                        uint32_t *descs, unsigned max);
+
+/* ---- Session --------------------------------------------------------- */
+
+struct nbd_session {
+  const struct nbd_env *env;
+  const struct nbd_transport *t;
+  bool no_zeroes;               /* client asked for NBD_FLAG_C_NO_ZEROES */
+  bool structured;              /* NBD_OPT_STRUCTURED_REPLY acknowledged */
+  bool meta;                    /* base:allocation selected ... */
+  enum nbd_export_kind meta_kind;  /* ... for this export */
+  unsigned meta_num;
+  bool have_export;
+  struct nbd_export exp;        /* chosen by GO or EXPORT_NAME */
+};
+
+/* Option haggling.  1: an export is open, go to transmission; 0: the
+ * client ended the session; negative errno: drop the connection.
+ */
+int nbd_handshake (struct nbd_session *s);
+
+/* Transmission phase until NBD_CMD_DISC, end of stream or a broken
+ * protocol; waits for every request in flight.
+ */
+void nbd_transmission (struct nbd_session *s);
+
+/* One connection from the first byte to the end. */
+void nbd_session_run (const struct nbd_env *env,
+                      const struct nbd_transport *t);
+
+/* ---- Replies (reply.c) ----------------------------------------------- */
+
+struct nbd_conn {
+  struct nbd_session *s;
+  pthread_mutex_t send_lock;    /* guards the wire and send_failed */
+  bool send_failed;
+  pthread_mutex_t lock;         /* guards everything below */
+  pthread_cond_t work_cv;       /* a request was queued, or closing */
+  pthread_cond_t room_cv;       /* a request finished */
+  struct nbd_request *head, *tail;
+  unsigned inflight;            /* queued or running */
+  uint64_t inflight_bytes;      /* their read or write payloads */
+  bool closing;
+};
+
+/* NBD error value for a negative errno. */
+uint32_t nbd_errno_to_nbd (int err);
+
+/* Each takes conn->send_lock; a failed send marks the connection broken
+ * and shuts the transport down.  They return 0 or -errno.
+ */
+int nbd_reply_ok (struct nbd_conn *c, uint64_t handle);
+int nbd_reply_error (struct nbd_conn *c, uint64_t handle, int err,
+                     const char *what);
+int nbd_reply_read (struct nbd_conn *c, uint64_t handle, uint64_t off,
+                    const void *data, uint32_t len);
+int nbd_reply_block_status (struct nbd_conn *c, uint64_t handle,
+                            const uint32_t *descs, unsigned n);
+
+#endif /* FSSNAP_NBD_INTERNAL_H */
