@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Which file system is on the origin (libblkid), and the candidate
+ * callback that dispatches on it.  Unknown means every chunk is a
+ * candidate: a snapshot must never lose data it could not classify.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <blkid/blkid.h>
+
+#include "fs/fs.h"
+
+int
+fs_detect (const char *path, char *type, size_t len)
+{
+  blkid_probe pr;
+  const char *value;
+  int rc;
+
+  if (len > 0)
+    type[0] = '\0';
+  pr = blkid_new_probe_from_filename (path);
+  if (pr == NULL)
+    return errno ? -errno : -EIO;
+  blkid_probe_enable_superblocks (pr, 1);
+  blkid_probe_set_superblocks_flags (pr, BLKID_SUBLKS_TYPE);
+  rc = blkid_do_safeprobe (pr);
+  /* 1: nothing found; -2: several signatures, which we treat as unknown. */
+  if (rc == 0 && blkid_probe_lookup_value (pr, "TYPE", &value, NULL) == 0)
+    snprintf (type, len, "%s", value);
+  blkid_free_probe (pr);
+  return rc == -1 ? -EIO : 0;
+}
+
+int
+fs_type_is_ext (const char *type)
+{
+  return strcmp (type, "ext2") == 0 || strcmp (type, "ext3") == 0 ||
+    strcmp (type, "ext4") == 0;
+}
+
+static void
+fs_log (struct fs_candidates_ctx *ctx, enum fssnap_log_level level,
+        const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
+
+static void
+fs_log (struct fs_candidates_ctx *ctx, enum fssnap_log_level level,
+        const char *fmt, ...)
+{
+  char msg[512];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  if (ctx->log)
+    ctx->log (ctx->log_opaque, level, msg);
+  else
+    fprintf (stderr, "fssnap: %s\n", msg);
+}
+
+int
+fs_candidates (void *opaque, struct fssnap_candidates *cands)
+{
+  struct fs_candidates_ctx *ctx = opaque;
+  const char *path = fssnap_candidates_origin_path (cands);
+  char errmsg[256];
+  int rc;
+
+  ctx->all = 0;
+  rc = fs_detect (path, ctx->type, sizeof ctx->type);
+  if (rc < 0)
+    fs_log (ctx, FSSNAP_LOG_WARN, "%s: cannot probe for a file system (%s), "
+            "every chunk is a candidate", path, strerror (-rc));
+  else if (!fs_type_is_ext (ctx->type))
+    fs_log (ctx, FSSNAP_LOG_INFO, "%s: %s, every chunk is a candidate", path,
+            ctx->type[0] ? ctx->type : "no file system found");
+  else {
+    rc = ext4_candidates (cands, errmsg, sizeof errmsg);
+    if (rc == 0)
+      return 0;
+    fs_log (ctx, FSSNAP_LOG_WARN, "%s: %s: %s, every chunk is a candidate",
+            path, ctx->type, errmsg);
+  }
+  fssnap_candidates_mark_all (cands);
+  ctx->all = 1;
+  return 0;
+}

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The file system half of fssnap: what lives on the origin, which of its
+ * bytes hold data (the candidate bitmap of a new snapshot), and freezing a
+ * mounted file system so that what is on the volume is consistent.
+ *
+ *  - fs_detect      names the file system on a device (libblkid).
+ *  - fs_candidates  an fssnap_candidate_fn: ext2/3/4 marks the blocks the
+ *                   file system uses (ext4.c); anything else marks every
+ *                   chunk, since we cannot tell data from free space.
+ *  - fs_freeze/thaw FIFREEZE/FITHAW on a mount point (freeze.c).
+ *
+ * None of this keeps global state; every call may run in any thread.
+ */
+#ifndef FSSNAP_FS_H
+#define FSSNAP_FS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "libfssnap.h"
+
+#define FS_TYPE_LEN 32
+
+/* Put the type of the file system on path ("ext4", "xfs", ...) in type,
+ * or "" when libblkid finds none.  Returns 0 or a negative errno.
+ */
+int fs_detect (const char *path, char *type, size_t len);
+
+/* True for the types ext4.c reads. */
+int fs_type_is_ext (const char *type);
+
+/* The opaque argument of fs_candidates: set log (may be NULL), read the
+ * result after the snapshot is created.
+ */
+struct fs_candidates_ctx {
+  fssnap_log_fn log;
+  void *log_opaque;
+  char type[FS_TYPE_LEN];       /* out: what fs_detect found */
+  int all;                      /* out: every chunk was marked */
+};
+
+/* fssnap_candidate_fn: detect the file system on the origin and mark what
+ * it uses.  A file system that is not ext2/3/4, or that cannot be read
+ * with confidence, gets every chunk marked.
+ */
+int fs_candidates (void *ctx, struct fssnap_candidates *cands);
+
+/* ext2/3/4 through libext2fs (ext4.c).  Returns 0 when every used block is
+ * marked; a negative errno (and a message in errmsg) when the file system
+ * could not be read, in which case the caller must mark everything.
+ */
+int ext4_candidates (struct fssnap_candidates *cands,
+                     char *errmsg, size_t errlen);
+
+/* Freeze the file system mounted on mountpoint; on success *fdp is an open
+ * descriptor of the mount point that fs_thaw takes (and closes).  Returns a
+ * negative errno: -EINVAL when mountpoint is not the root of a mount.
+ */
+int fs_freeze (const char *mountpoint, int *fdp);
+int fs_thaw (int fd);
+
+#endif /* FSSNAP_FS_H */
