@@ -1,0 +1,916 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests of the NBD frontend: a real nbd_server over a real engine on a
+ * temporary image, driven by a small raw-socket client in this file, so
+ * that malformed and hostile sequences can be sent exactly.  Interop with
+ * real clients (libnbd, qemu, fio) is in tests/test-nbd-*.sh.
+ *
+ * The image (8 MiB) holds a pattern; snapshot 0 is taken with only the
+ * first 4 MiB as candidates (the rest must map and read as holes), then
+ * the first 1 MiB of the volume is overwritten with 0xee.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "libfssnap.h"
+#include "nbd/nbd.h"
+#include "nbd/protocol.h"
+
+#define IMG_SIZE   (8u << 20)
+#define CAND_SIZE  (4u << 20)
+#define OVER_SIZE  (1u << 20)
+
+static char tmpdir[] = "/tmp/test-nbd.XXXXXX";
+static char sockpath[256];
+static struct fssnap_origin *origin;
+static struct nbd_server *server;
+
+static uint8_t
+pat (uint64_t off)
+{
+  return (uint8_t) ((off >> 9) * 31 + 1);
+}
+
+static void
+quiet_log (void *opaque, enum fssnap_log_level level, const char *msg)
+{
+  (void) opaque;
+  if (level <= FSSNAP_LOG_WARN && getenv ("TEST_NBD_VERBOSE"))
+    fprintf (stderr, "log: %s\n", msg);
+  (void) msg;
+}
+
+/* ---- A raw NBD client ------------------------------------------------ */
+
+static int
+cli_connect (const char *path)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+  int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+  assert_true (fd >= 0);
+  snprintf (sun.sun_path, sizeof sun.sun_path, "%s", path);
+  assert_int_equal (connect (fd, (struct sockaddr *) &sun, sizeof sun), 0);
+  return fd;
+}
+
+static void
+xsend (int fd, const void *buf, size_t len)
+{
+  assert_int_equal (send (fd, buf, len, MSG_NOSIGNAL), (ssize_t) len);
+}
+
+/* Receive exactly len bytes; false at end of stream (or reset). */
+static bool
+xrecv (int fd, void *buf, size_t len)
+{
+  char *p = buf;
+  while (len > 0) {
+    ssize_t r = recv (fd, p, len, 0);
+    if (r <= 0)
+      return false;
+    p += r;
+    len -= (size_t) r;
+  }
+  return true;
+}
+
+/* The server closed the connection (within 5 s). */
+static bool
+cli_closed (int fd)
+{
+  struct pollfd p = { .fd = fd, .events = POLLIN };
+  char c;
+  return poll (&p, 1, 5000) == 1 && recv (fd, &c, 1, 0) <= 0;
+}
+
+static void
+cli_greeting (int fd, uint32_t cflags)
+{
+  uint8_t g[18], f[4];
+  assert_true (xrecv (fd, g, sizeof g));
+  assert_true (nbd_get64 (g) == NBD_MAGIC);
+  assert_true (nbd_get64 (g + 8) == NBD_IHAVEOPT);
+  assert_int_equal (nbd_get16 (g + 16),
+                    NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  nbd_put32 (f, cflags);
+  xsend (fd, f, 4);
+}
+
+static void
+cli_opt (int fd, uint32_t opt, const void *data, uint32_t len)
+{
+  uint8_t h[16];
+  nbd_put64 (h, NBD_IHAVEOPT);
+  nbd_put32 (h + 8, opt);
+  nbd_put32 (h + 12, len);
+  xsend (fd, h, sizeof h);
+  if (len)
+    xsend (fd, data, len);
+}
+
+/* One option reply; its data (NUL-terminated) in buf[4097]. */
+static uint32_t
+cli_opt_reply (int fd, uint32_t opt, uint8_t *buf, uint32_t *lenp)
+{
+  uint8_t h[20];
+  uint32_t len;
+  assert_true (xrecv (fd, h, sizeof h));
+  assert_true (nbd_get64 (h) == NBD_OPT_REPLY_MAGIC);
+  assert_int_equal (nbd_get32 (h + 8), opt);
+  len = nbd_get32 (h + 16);
+  assert_true (len <= 4096);
+  assert_true (xrecv (fd, buf, len));
+  buf[len] = 0;
+  if (lenp)
+    *lenp = len;
+  return nbd_get32 (h + 12);
+}
+
+struct cli {
+  int fd;
+  bool structured;
+  uint64_t size;
+  uint16_t flags;
+  uint32_t minbs, prefbs, maxbs;
+  char name[64];
+};
+
+static void
+put_string (uint8_t **p, const char *s)
+{
+  nbd_put32 (*p, (uint32_t) strlen (s));
+  memcpy (*p + 4, s, strlen (s));
+  *p += 4 + strlen (s);
+}
+
+static uint32_t
+cli_set_meta (int fd, uint32_t opt, const char *export, const char *query)
+{
+  uint8_t d[256], *p = d, buf[4097];
+  uint32_t type, len;
+  put_string (&p, export);
+  nbd_put32 (p, query ? 1 : 0);
+  p += 4;
+  if (query)
+    put_string (&p, query);
+  cli_opt (fd, opt, d, (uint32_t) (p - d));
+  while ((type = cli_opt_reply (fd, opt, buf, &len)) == NBD_REP_META_CONTEXT) {
+    assert_int_equal (nbd_get32 (buf),
+                      opt == NBD_OPT_SET_META_CONTEXT ? NBD_META_ID : 0);
+    assert_string_equal ((char *) buf + 4, "base:allocation");
+  }
+  return type;
+}
+
+/* GO or INFO; returns the final reply type and fills c. */
+static uint32_t
+cli_info (struct cli *c, uint32_t opt, const char *name)
+{
+  uint8_t d[256], *p = d, buf[4097];
+  uint32_t type, len;
+  put_string (&p, name);
+  nbd_put16 (p, 3);
+  nbd_put16 (p + 2, NBD_INFO_NAME);
+  nbd_put16 (p + 4, NBD_INFO_DESCRIPTION);
+  nbd_put16 (p + 6, NBD_INFO_BLOCK_SIZE);
+  p += 8;
+  cli_opt (c->fd, opt, d, (uint32_t) (p - d));
+  while ((type = cli_opt_reply (c->fd, opt, buf, &len)) == NBD_REP_INFO) {
+    switch (nbd_get16 (buf)) {
+    case NBD_INFO_EXPORT:
+      assert_int_equal (len, 12);
+      c->size = nbd_get64 (buf + 2);
+      c->flags = nbd_get16 (buf + 10);
+      break;
+    case NBD_INFO_NAME:
+      assert_true (len - 2 < sizeof c->name);
+      memcpy (c->name, buf + 2, len - 2);
+      c->name[len - 2] = '\0';
+      break;
+    case NBD_INFO_BLOCK_SIZE:
+      assert_int_equal (len, 14);
+      c->minbs = nbd_get32 (buf + 2);
+      c->prefbs = nbd_get32 (buf + 6);
+      c->maxbs = nbd_get32 (buf + 10);
+      break;
+    case NBD_INFO_DESCRIPTION:
+      assert_true (len > 2);
+      break;
+    default:
+      fail_msg ("unexpected info %u", nbd_get16 (buf));
+    }
+  }
+  return type;
+}
+
+/* Connect to path and enter transmission on export name. */
+static struct cli
+cli_open_at (const char *path, const char *name, bool structured, bool meta)
+{
+  struct cli c = { .fd = cli_connect (path), .structured = structured };
+  uint8_t buf[4097];
+  cli_greeting (c.fd, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+  if (structured) {
+    cli_opt (c.fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+    assert_int_equal (cli_opt_reply (c.fd, NBD_OPT_STRUCTURED_REPLY, buf,
+                                     NULL), NBD_REP_ACK);
+  }
+  if (meta)
+    assert_int_equal (cli_set_meta (c.fd, NBD_OPT_SET_META_CONTEXT, name,
+                                    "base:allocation"), NBD_REP_ACK);
+  assert_int_equal (cli_info (&c, NBD_OPT_GO, name), NBD_REP_ACK);
+  return c;
+}
+
+static struct cli
+cli_open (const char *name, bool structured, bool meta)
+{
+  return cli_open_at (sockpath, name, structured, meta);
+}
+
+static void
+cli_cmd (struct cli *c, uint16_t flags, uint16_t type, uint64_t handle,
+         uint64_t off, uint32_t len, const void *data)
+{
+  uint8_t h[NBD_REQUEST_SIZE];
+  nbd_put32 (h, NBD_REQUEST_MAGIC);
+  nbd_put16 (h + 4, flags);
+  nbd_put16 (h + 6, type);
+  nbd_put64 (h + 8, handle);
+  nbd_put64 (h + 16, off);
+  nbd_put32 (h + 24, len);
+  xsend (c->fd, h, sizeof h);
+  if (data)
+    xsend (c->fd, data, len);
+}
+
+struct reply {
+  uint64_t handle;
+  uint32_t error;
+  uint64_t off;                 /* of the data */
+  uint8_t *data;                /* malloc'd, for reads */
+  uint32_t len;
+  uint32_t descs[2 * 300];
+  unsigned ndescs;
+};
+
+/* Receive one whole reply.  Simple replies to reads need readlen. */
+static void
+cli_reply (struct cli *c, struct reply *r, uint32_t readlen)
+{
+  uint8_t h[NBD_CHUNK_HEADER_SIZE];
+  memset (r, 0, sizeof *r);
+  if (!c->structured) {
+    assert_true (xrecv (c->fd, h, NBD_SIMPLE_REPLY_SIZE));
+    assert_true (nbd_get32 (h) == NBD_SIMPLE_REPLY_MAGIC);
+    r->error = nbd_get32 (h + 4);
+    r->handle = nbd_get64 (h + 8);
+    if (r->error == 0 && readlen) {
+      r->data = malloc (readlen);
+      r->len = readlen;
+      assert_true (xrecv (c->fd, r->data, readlen));
+    }
+    return;
+  }
+  for (;;) {
+    uint16_t flags, type;
+    uint32_t len;
+    uint8_t *body;
+    assert_true (xrecv (c->fd, h, sizeof h));
+    assert_true (nbd_get32 (h) == NBD_STRUCTURED_REPLY_MAGIC);
+    flags = nbd_get16 (h + 4);
+    type = nbd_get16 (h + 6);
+    r->handle = nbd_get64 (h + 8);
+    len = nbd_get32 (h + 16);
+    body = malloc (len + 1);
+    assert_true (xrecv (c->fd, body, len));
+    switch (type) {
+    case NBD_REPLY_TYPE_NONE:
+      assert_int_equal (len, 0);
+      break;
+    case NBD_REPLY_TYPE_OFFSET_DATA:
+      assert_true (len > 8);
+      r->off = nbd_get64 (body);
+      r->len = len - 8;
+      r->data = malloc (r->len);
+      memcpy (r->data, body + 8, r->len);
+      break;
+    case NBD_REPLY_TYPE_ERROR:
+      assert_true (len >= 6);
+      r->error = nbd_get32 (body);
+      assert_true (nbd_get16 (body + 4) <= len - 6);
+      break;
+    case NBD_REPLY_TYPE_BLOCK_STATUS:
+      assert_true (len >= 12 && (len - 4) % 8 == 0);
+      assert_int_equal (nbd_get32 (body), NBD_META_ID);
+      r->ndescs = (len - 4) / 8;
+      assert_true (r->ndescs <= 300);
+      for (unsigned i = 0; i < 2 * r->ndescs; i++)
+        r->descs[i] = nbd_get32 (body + 4 + 4 * i);
+      break;
+    default:
+      fail_msg ("unexpected chunk type %u", type);
+    }
+    free (body);
+    if (flags & NBD_REPLY_FLAG_DONE)
+      return;
+  }
+}
+
+/* One request, one reply: the error (0 on success). */
+static uint32_t
+cli_do (struct cli *c, uint16_t flags, uint16_t type, uint64_t off,
+        uint32_t len, const void *data, struct reply *out)
+{
+  static uint64_t handle = 1000;
+  struct reply r;
+  uint64_t h = handle++;
+  cli_cmd (c, flags, type, h, off, len, data);
+  cli_reply (c, &r, type == NBD_CMD_READ ? len : 0);
+  assert_true (r.handle == h);
+  if (r.error == 0 && type == NBD_CMD_READ) {
+    assert_int_equal (r.len, len);
+    if (c->structured)
+      assert_true (r.off == off);
+  }
+  if (out)
+    *out = r;
+  else
+    free (r.data);
+  return r.error;
+}
+
+static void
+cli_close (struct cli *c)
+{
+  cli_cmd (c, 0, NBD_CMD_DISC, 1, 0, 0, NULL);
+  assert_true (cli_closed (c->fd));
+  close (c->fd);
+}
+
+/* ---- Fixture --------------------------------------------------------- */
+
+static int
+mark_first_half (void *opaque, struct fssnap_candidates *cands)
+{
+  (void) opaque;
+  fssnap_candidates_mark (cands, 0, CAND_SIZE);
+  return 0;
+}
+
+static int
+listen_unix (const char *path)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+  int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  snprintf (sun.sun_path, sizeof sun.sun_path, "%s", path);
+  unlink (path);
+  if (fd < 0 || bind (fd, (struct sockaddr *) &sun, sizeof sun) < 0
+      || listen (fd, 16) < 0)
+    return -1;
+  return fd;
+}
+
+static int
+start_server (const char *path, unsigned max_clients,
+              struct nbd_server **sp)
+{
+  struct nbd_server_opts so = {
+    .origin = origin, .log = quiet_log, .max_clients = max_clients,
+  };
+  int fd;
+  if (nbd_server_new (&so, sp) < 0)
+    return -1;
+  fd = listen_unix (path);
+  if (fd < 0 || nbd_server_add_listener (*sp, fd) < 0)
+    return -1;
+  return 0;
+}
+
+static int
+setup (void **state)
+{
+  char img[300], statedir[300], err[256];
+  struct fssnap_origin_opts oo = { .path = img, .state_dir = statedir,
+                                   .log = quiet_log };
+  struct fssnap_create_opts co = { .candidates = mark_first_half };
+  uint8_t *buf = malloc (IMG_SIZE);
+  unsigned num;
+  int fd;
+
+  (void) state;
+  if (!mkdtemp (tmpdir))
+    return -1;
+  snprintf (img, sizeof img, "%s/img", tmpdir);
+  snprintf (statedir, sizeof statedir, "%s/state", tmpdir);
+  snprintf (sockpath, sizeof sockpath, "%s/nbd.sock", tmpdir);
+  mkdir (statedir, 0700);
+  for (uint64_t i = 0; i < IMG_SIZE; i++)
+    buf[i] = pat (i);
+  fd = open (img, O_CREAT | O_RDWR, 0600);
+  if (fd < 0 || pwrite (fd, buf, IMG_SIZE, 0) != IMG_SIZE)
+    return -1;
+  close (fd);
+  if (fssnap_origin_open (&oo, &origin) < 0
+      || fssnap_snapshot_create (origin, &co, &num, err, sizeof err) < 0
+      || num != 0)
+    return -1;
+  memset (buf, 0xee, OVER_SIZE);
+  if (fssnap_origin_write (origin, buf, OVER_SIZE, 0, 0) < 0)
+    return -1;
+  free (buf);
+  return start_server (sockpath, 16, &server);
+}
+
+static int
+teardown (void **state)
+{
+  char cmd[400];
+  (void) state;
+  nbd_server_free (server);
+  fssnap_origin_close (origin);
+  snprintf (cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+  return system (cmd);
+}
+
+/* ---- Handshake ------------------------------------------------------- */
+
+static void
+test_list (void **state)
+{
+  int fd = cli_connect (sockpath);
+  uint8_t buf[4097];
+  uint32_t type, len;
+  bool vol = false, snap = false;
+
+  (void) state;
+  cli_greeting (fd, NBD_FLAG_C_FIXED_NEWSTYLE);
+  cli_opt (fd, NBD_OPT_LIST, NULL, 0);
+  while ((type = cli_opt_reply (fd, NBD_OPT_LIST, buf, &len))
+         == NBD_REP_SERVER) {
+    uint32_t nl = nbd_get32 (buf);
+    assert_true (nl + 4 < len);           /* a description follows */
+    vol |= nl == 6 && memcmp (buf + 4, "volume", 6) == 0;
+    snap |= nl == 6 && memcmp (buf + 4, "snap/0", 6) == 0;
+  }
+  assert_int_equal (type, NBD_REP_ACK);
+  assert_true (vol && snap);
+  cli_opt (fd, NBD_OPT_ABORT, NULL, 0);
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_ABORT, buf, NULL), NBD_REP_ACK);
+  assert_true (cli_closed (fd));
+  close (fd);
+}
+
+static void
+test_info (void **state)
+{
+  struct cli c = { .fd = cli_connect (sockpath) };
+  (void) state;
+  cli_greeting (c.fd, NBD_FLAG_C_FIXED_NEWSTYLE);
+  assert_int_equal (cli_info (&c, NBD_OPT_INFO, "volume"), NBD_REP_ACK);
+  assert_true (c.size == IMG_SIZE);
+  assert_int_equal (c.flags, NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH
+                    | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM
+                    | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN);
+  assert_string_equal (c.name, "volume");
+  assert_int_equal (c.minbs, 1);
+  assert_int_equal (c.prefbs, 4096);
+  assert_int_equal (c.maxbs, 32u << 20);
+  assert_int_equal (cli_info (&c, NBD_OPT_INFO, ""), NBD_REP_ACK);
+  assert_string_equal (c.name, "volume");
+  assert_int_equal (cli_info (&c, NBD_OPT_INFO, "snap/0"), NBD_REP_ACK);
+  assert_true (c.flags & NBD_FLAG_READ_ONLY);
+  assert_false (c.flags & (NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES));
+  assert_string_equal (c.name, "snap/0");
+  assert_int_equal (cli_info (&c, NBD_OPT_INFO, "snap/7"),
+                    NBD_REP_ERR_UNKNOWN);
+  assert_int_equal (cli_info (&c, NBD_OPT_INFO, "snap/00"),
+                    NBD_REP_ERR_UNKNOWN);
+  assert_int_equal (cli_info (&c, NBD_OPT_INFO, "bogus"),
+                    NBD_REP_ERR_UNKNOWN);
+  /* Still usable after all those errors. */
+  assert_int_equal (cli_info (&c, NBD_OPT_GO, "snap/0"), NBD_REP_ACK);
+  cli_close (&c);
+}
+
+static void
+test_option_errors (void **state)
+{
+  int fd = cli_connect (sockpath);
+  uint8_t buf[4097], bad[10] = { 0, 0, 0, 200 };
+  uint8_t *big = calloc (1, 100 << 10);
+
+  (void) state;
+  cli_greeting (fd, NBD_FLAG_C_FIXED_NEWSTYLE);
+  cli_opt (fd, 99, "xy", 2);
+  assert_int_equal (cli_opt_reply (fd, 99, buf, NULL), NBD_REP_ERR_UNSUP);
+  cli_opt (fd, NBD_OPT_STARTTLS, NULL, 0);
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_STARTTLS, buf, NULL),
+                    NBD_REP_ERR_UNSUP);
+  cli_opt (fd, NBD_OPT_LIST, "x", 1);
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_LIST, buf, NULL),
+                    NBD_REP_ERR_INVALID);
+  cli_opt (fd, NBD_OPT_STRUCTURED_REPLY, "x", 1);
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_STRUCTURED_REPLY, buf, NULL),
+                    NBD_REP_ERR_INVALID);
+  assert_int_equal (cli_set_meta (fd, NBD_OPT_SET_META_CONTEXT, "volume",
+                                  "base:allocation"), NBD_REP_ERR_INVALID);
+  cli_opt (fd, NBD_OPT_GO, bad, sizeof bad);      /* name length too big */
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_GO, buf, NULL),
+                    NBD_REP_ERR_INVALID);
+  cli_opt (fd, NBD_OPT_GO, bad, 3);               /* too short */
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_GO, buf, NULL),
+                    NBD_REP_ERR_INVALID);
+  cli_opt (fd, NBD_OPT_INFO, big, 100 << 10);
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_INFO, buf, NULL),
+                    NBD_REP_ERR_TOO_BIG);
+  free (big);
+  cli_opt (fd, NBD_OPT_ABORT, NULL, 0);
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_ABORT, buf, NULL), NBD_REP_ACK);
+  assert_true (cli_closed (fd));
+  close (fd);
+}
+
+static void
+test_meta_contexts (void **state)
+{
+  int fd = cli_connect (sockpath);
+  uint8_t buf[4097];
+
+  (void) state;
+  cli_greeting (fd, NBD_FLAG_C_FIXED_NEWSTYLE);
+  cli_opt (fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_STRUCTURED_REPLY, buf, NULL),
+                    NBD_REP_ACK);
+  assert_int_equal (cli_set_meta (fd, NBD_OPT_LIST_META_CONTEXT, "volume",
+                                  NULL), NBD_REP_ACK);
+  assert_int_equal (cli_set_meta (fd, NBD_OPT_LIST_META_CONTEXT, "volume",
+                                  "base:"), NBD_REP_ACK);
+  assert_int_equal (cli_set_meta (fd, NBD_OPT_SET_META_CONTEXT, "volume",
+                                  "x-other:thing"), NBD_REP_ACK);
+  assert_int_equal (cli_set_meta (fd, NBD_OPT_SET_META_CONTEXT, "nope",
+                                  "base:allocation"), NBD_REP_ERR_UNKNOWN);
+  assert_int_equal (cli_set_meta (fd, NBD_OPT_SET_META_CONTEXT, "",
+                                  "base:allocation"), NBD_REP_ACK);
+  cli_opt (fd, NBD_OPT_ABORT, NULL, 0);
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_ABORT, buf, NULL), NBD_REP_ACK);
+  close (fd);
+}
+
+static void
+test_dropped_handshakes (void **state)
+{
+  uint8_t buf[4097], h[16];
+  int fd;
+
+  (void) state;
+  fd = cli_connect (sockpath);                    /* unknown client flag */
+  cli_greeting (fd, 1u << 7);
+  assert_true (cli_closed (fd));
+  close (fd);
+  fd = cli_connect (sockpath);                    /* bad option magic */
+  cli_greeting (fd, NBD_FLAG_C_FIXED_NEWSTYLE);
+  memset (h, 0x55, sizeof h);
+  xsend (fd, h, sizeof h);
+  assert_true (cli_closed (fd));
+  close (fd);
+  fd = cli_connect (sockpath);                    /* EXPORT_NAME unknown */
+  cli_greeting (fd, NBD_FLAG_C_FIXED_NEWSTYLE);
+  cli_opt (fd, NBD_OPT_EXPORT_NAME, "snap/99", 7);
+  assert_true (cli_closed (fd));
+  close (fd);
+  fd = cli_connect (sockpath);                    /* EXPORT_NAME, zeroes */
+  cli_greeting (fd, NBD_FLAG_C_FIXED_NEWSTYLE);
+  cli_opt (fd, NBD_OPT_EXPORT_NAME, "volume", 6);
+  assert_true (xrecv (fd, buf, 134));
+  assert_true (nbd_get64 (buf) == IMG_SIZE);
+  for (int i = 10; i < 134; i++)
+    assert_int_equal (buf[i], 0);
+  close (fd);
+  fd = cli_connect (sockpath);                    /* gone mid-greeting */
+  close (fd);
+}
+
+/* ---- Transmission ---------------------------------------------------- */
+
+static void
+check_pattern (const uint8_t *p, uint64_t off, uint32_t len)
+{
+  for (uint32_t i = 0; i < len; i++)
+    if (p[i] != pat (off + i))
+      fail_msg ("byte at %llu is 0x%02x", (unsigned long long) (off + i),
+                p[i]);
+}
+
+static void
+test_simple_io (void **state)
+{
+  struct cli c = cli_open ("volume", false, false);
+  uint8_t *w = malloc (65536);
+  struct reply r;
+
+  (void) state;
+  for (int i = 0; i < 65536; i++)
+    w[i] = (uint8_t) (i * 13);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_WRITE, 5 * 1048576 + 100, 65536,
+                            w, NULL), 0);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, 5 * 1048576 + 100, 65536,
+                            NULL, &r), 0);
+  assert_memory_equal (r.data, w, 65536);
+  free (r.data);
+  assert_int_equal (cli_do (&c, NBD_CMD_FLAG_FUA, NBD_CMD_WRITE, 7 << 20,
+                            4096, w, NULL), 0);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_FLUSH, 0, 0, NULL, NULL), 0);
+  assert_int_equal (cli_do (&c, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_WRITE_ZEROES,
+                            7 << 20, 1000, NULL, NULL), 0);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, 7 << 20, 4096, NULL, &r), 0);
+  for (int i = 0; i < 1000; i++)
+    assert_int_equal (r.data[i], 0);
+  assert_memory_equal (r.data + 1000, w + 1000, 4096 - 1000);
+  free (r.data);
+  assert_int_equal (cli_do (&c, NBD_CMD_FLAG_FUA, NBD_CMD_TRIM, 7 << 20,
+                            65536, NULL, NULL), 0);
+  /* Errors in simple replies carry no data; the stream stays in sync. */
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, IMG_SIZE - 10, 20, NULL,
+                            NULL), NBD_EINVAL);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, 0, 512, NULL, &r), 0);
+  assert_int_equal (r.data[0], 0xee);
+  free (r.data);
+  free (w);
+  cli_close (&c);
+}
+
+static void
+test_request_errors (void **state)
+{
+  struct cli c = cli_open ("volume", true, false);
+  uint8_t *big = calloc (1, (32u << 20) + 1), small[512] = { 0 };
+
+  (void) state;
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, IMG_SIZE, 1, NULL, NULL),
+                    NBD_EINVAL);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, UINT64_MAX - 10, 512, NULL,
+                            NULL), NBD_EINVAL);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_WRITE, IMG_SIZE - 256, 512, small,
+                            NULL), NBD_ENOSPC);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_WRITE_ZEROES, IMG_SIZE, 512, NULL,
+                            NULL), NBD_ENOSPC);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_TRIM, 0, IMG_SIZE + 1, NULL,
+                            NULL), NBD_ENOSPC);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, 0, (32u << 20) + 1, NULL,
+                            NULL), NBD_EINVAL);
+  /* Too big a write: the payload is drained and refused. */
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_WRITE, 0, (32u << 20) + 1, big,
+                            NULL), NBD_EINVAL);
+  assert_int_equal (cli_do (&c, 0, 42, 0, 512, NULL, NULL), NBD_EINVAL);
+  assert_int_equal (cli_do (&c, 1u << 9, NBD_CMD_READ, 0, 512, NULL, NULL),
+                    NBD_EINVAL);
+  assert_int_equal (cli_do (&c, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_WRITE, 0, 512,
+                            small, NULL), NBD_EINVAL);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_BLOCK_STATUS, 0, 512, NULL, NULL),
+                    NBD_EINVAL);                  /* no context selected */
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, 0, 0, NULL, NULL),
+                    NBD_EINVAL);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_FLUSH, 1, 0, NULL, NULL),
+                    NBD_EINVAL);
+  /* And the connection still works. */
+  assert_int_equal (cli_do (&c, NBD_CMD_FLAG_DF, NBD_CMD_READ, 2 << 20, 4096,
+                            NULL, NULL), 0);
+  free (big);
+  cli_close (&c);
+}
+
+static void
+test_snapshot_export (void **state)
+{
+  struct cli c = cli_open ("snap/0", true, true);
+  uint8_t w[4096] = { 0 };
+  struct reply r;
+
+  (void) state;
+  assert_true (c.flags & NBD_FLAG_READ_ONLY);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, 0, 65536, NULL, &r), 0);
+  check_pattern (r.data, 0, 65536);               /* not the 0xee overwrite */
+  free (r.data);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, CAND_SIZE - 100, 200, NULL,
+                            &r), 0);
+  check_pattern (r.data, CAND_SIZE - 100, 100);
+  for (int i = 100; i < 200; i++)
+    assert_int_equal (r.data[i], 0);              /* non-candidate: zeros */
+  free (r.data);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_WRITE, 0, 4096, w, NULL),
+                    NBD_EPERM);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_TRIM, 0, 4096, NULL, NULL),
+                    NBD_EPERM);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_WRITE_ZEROES, 0, 4096, NULL, NULL),
+                    NBD_EPERM);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_FLUSH, 0, 0, NULL, NULL), 0);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_BLOCK_STATUS, 0, IMG_SIZE, NULL,
+                            &r), 0);
+  assert_int_equal (r.ndescs, 2);
+  assert_int_equal (r.descs[0], CAND_SIZE);
+  assert_int_equal (r.descs[1], 0);
+  assert_int_equal (r.descs[2], IMG_SIZE - CAND_SIZE);
+  assert_int_equal (r.descs[3], NBD_STATE_HOLE | NBD_STATE_ZERO);
+  assert_int_equal (cli_do (&c, NBD_CMD_FLAG_REQ_ONE, NBD_CMD_BLOCK_STATUS,
+                            CAND_SIZE - 512, 4096, NULL, &r), 0);
+  assert_int_equal (r.ndescs, 1);
+  assert_int_equal (r.descs[0], 512);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_BLOCK_STATUS, 6 << 20, 1000, NULL,
+                            &r), 0);
+  assert_int_equal (r.ndescs, 1);
+  assert_int_equal (r.descs[0], 1000);
+  assert_int_equal (r.descs[1], NBD_STATE_HOLE | NBD_STATE_ZERO);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_BLOCK_STATUS, IMG_SIZE, 1, NULL,
+                            NULL), NBD_EINVAL);
+  cli_close (&c);
+}
+
+static void
+test_volume_block_status (void **state)
+{
+  struct cli c = cli_open ("", true, true);
+  struct reply r;
+
+  (void) state;
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_BLOCK_STATUS, 4096, IMG_SIZE - 4096,
+                            NULL, &r), 0);
+  assert_int_equal (r.ndescs, 1);
+  assert_int_equal (r.descs[0], IMG_SIZE - 4096);
+  assert_int_equal (r.descs[1], 0);
+  cli_close (&c);
+}
+
+/* 64 requests sent before any reply is read; replies matched by handle. */
+static void
+test_many_in_flight (void **state)
+{
+  struct cli c = cli_open ("volume", true, false);
+  enum { N = 64, LEN = 32768 };
+  static uint8_t w[N][LEN];
+  bool seen[2 * N] = { false };
+  struct reply r;
+
+  (void) state;
+  for (int i = 0; i < N; i++) {
+    memset (w[i], i + 1, LEN);
+    cli_cmd (&c, 0, NBD_CMD_WRITE, (uint64_t) i, (2u << 20) + (uint64_t) i * LEN,
+             LEN, w[i]);
+  }
+  for (int i = 0; i < N; i++) {
+    cli_reply (&c, &r, 0);
+    assert_true (r.handle < N && !seen[r.handle] && r.error == 0);
+    seen[r.handle] = true;
+  }
+  for (int i = 0; i < N; i++)
+    cli_cmd (&c, 0, NBD_CMD_READ, (uint64_t) (N + i),
+             (2u << 20) + (uint64_t) i * LEN, LEN, NULL);
+  for (int i = 0; i < N; i++) {
+    cli_reply (&c, &r, 0);
+    assert_true (r.handle >= N && r.handle < 2 * N && !seen[r.handle]);
+    seen[r.handle] = true;
+    assert_int_equal (r.error, 0);
+    assert_memory_equal (r.data, w[r.handle - N], LEN);
+    free (r.data);
+  }
+  cli_close (&c);
+}
+
+static void
+test_bad_magic_drops_one_client (void **state)
+{
+  struct cli a = cli_open ("volume", true, false);
+  struct cli b = cli_open ("snap/0", false, false);
+  uint8_t h[NBD_REQUEST_SIZE] = { 0xde, 0xad };
+
+  (void) state;
+  xsend (a.fd, h, sizeof h);
+  assert_true (cli_closed (a.fd));
+  close (a.fd);
+  assert_int_equal (cli_do (&b, 0, NBD_CMD_READ, 0, 4096, NULL, NULL), 0);
+  cli_close (&b);
+}
+
+static void
+test_client_vanishes (void **state)
+{
+  struct cli a = cli_open ("volume", true, false);
+  struct cli b = cli_open ("volume", false, false);
+  struct cli c;
+  uint8_t half[4096] = { 0 };
+
+  (void) state;
+  /* A write whose payload never arrives. */
+  cli_cmd (&a, 0, NBD_CMD_WRITE, 1, 0, 1u << 20, NULL);
+  xsend (a.fd, half, sizeof half);
+  close (a.fd);
+  /* Reads in flight whose replies are never read. */
+  for (int i = 0; i < 40; i++)
+    cli_cmd (&b, 0, NBD_CMD_READ, (uint64_t) i, 0, 1u << 20, NULL);
+  close (b.fd);
+  c = cli_open ("volume", true, false);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, 0, 4096, NULL, NULL), 0);
+  cli_close (&c);
+}
+
+static void
+test_deleted_snapshot_reads_fail (void **state)
+{
+  struct fssnap_create_opts co = { 0 };
+  char err[256], name[32];
+  unsigned num;
+  struct cli c;
+
+  (void) state;
+  assert_int_equal (fssnap_snapshot_create (origin, &co, &num, err,
+                                            sizeof err), 0);
+  snprintf (name, sizeof name, "snap/%u", num);
+  c = cli_open (name, true, false);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, 0, 4096, NULL, NULL), 0);
+  assert_int_equal (fssnap_snapshot_delete (origin, num), 0);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, 0, 4096, NULL, NULL),
+                    NBD_EIO);
+  cli_close (&c);
+}
+
+static void
+test_max_clients (void **state)
+{
+  char path[300];
+  struct nbd_server *s2;
+  int fds[3];
+  uint8_t g[18];
+
+  (void) state;
+  snprintf (path, sizeof path, "%s/two.sock", tmpdir);
+  assert_int_equal (start_server (path, 2, &s2), 0);
+  for (int i = 0; i < 3; i++)
+    fds[i] = cli_connect (path);
+  assert_true (xrecv (fds[0], g, sizeof g));
+  assert_true (xrecv (fds[1], g, sizeof g));
+  assert_true (cli_closed (fds[2]));
+  close (fds[0]);
+  close (fds[2]);
+  nbd_server_free (s2);                           /* fds[1] still open */
+  assert_true (cli_closed (fds[1]));
+  close (fds[1]);
+}
+
+static void
+test_stop_with_clients (void **state)
+{
+  char path[300];
+  struct nbd_server *s2;
+  struct cli c;
+  uint8_t g[18];
+  int idle;
+
+  (void) state;
+  snprintf (path, sizeof path, "%s/stop.sock", tmpdir);
+  assert_int_equal (start_server (path, 0, &s2), 0);
+  idle = cli_connect (path);                      /* silent in handshake */
+  c = cli_open_at (path, "volume", true, false);
+  nbd_server_stop (s2);
+  assert_true (cli_closed (c.fd));
+  assert_true (xrecv (idle, g, sizeof g));
+  assert_true (cli_closed (idle));
+  close (c.fd);
+  close (idle);
+  nbd_server_free (s2);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_list),
+    cmocka_unit_test (test_info),
+    cmocka_unit_test (test_option_errors),
+    cmocka_unit_test (test_meta_contexts),
+    cmocka_unit_test (test_dropped_handshakes),
+    cmocka_unit_test (test_simple_io),
+    cmocka_unit_test (test_request_errors),
+    cmocka_unit_test (test_snapshot_export),
+    cmocka_unit_test (test_volume_block_status),
+    cmocka_unit_test (test_many_in_flight),
+    cmocka_unit_test (test_bad_magic_drops_one_client),
+    cmocka_unit_test (test_client_vanishes),
+    cmocka_unit_test (test_deleted_snapshot_reads_fail),
+    cmocka_unit_test (test_max_clients),
+    cmocka_unit_test (test_stop_with_clients),
+  };
+  return cmocka_run_group_tests (tests, setup, teardown);
+}
