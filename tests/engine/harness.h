@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Test harness for the engine tests: a scratch directory with an origin
+ * image, and an I/O layer that wraps the real one to slow down or fail the
+ * backing stores (files named *.cow) on demand.  Header-only: each test
+ * program includes it once.
+ */
+#ifndef FSSNAP_TEST_HARNESS_H
+#define FSSNAP_TEST_HARNESS_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "libfssnap.h"
+
+#define HARNESS_MAX_FD 4096
+
+struct harness {
+  char dir[64];
+  char origin_path[128];
+  uint64_t size;
+  struct fssnap_io io;
+  _Atomic bool is_store[HARNESS_MAX_FD];
+  _Atomic int store_errno;              /* fail store writes with this */
+  _Atomic long long store_budget;       /* bytes before failing; <0: never */
+  _Atomic unsigned store_delay_us;      /* sleep in each store write */
+  _Atomic unsigned long long store_writes;
+};
+
+static struct harness *harness_current;
+
+static int
+harness_open (void *opaque, const char *path, int flags, mode_t mode)
+{
+  struct harness *h = opaque;
+  int fd = fssnap_io_posix ()->open (NULL, path, flags, mode);
+  if (fd >= 0 && fd < HARNESS_MAX_FD)
+    atomic_store (&h->is_store[fd], strstr (path, ".cow") != NULL);
+  return fd;
+}
+
+static ssize_t
+harness_pwrite (void *opaque, int fd, const void *buf, size_t len, off_t off)
+{
+  struct harness *h = opaque;
+  if (fd < HARNESS_MAX_FD && atomic_load (&h->is_store[fd])) {
+    atomic_fetch_add (&h->store_writes, 1);
+    unsigned delay = atomic_load (&h->store_delay_us);
+    if (delay) {
+      struct timespec ts = { 0, (long) delay * 1000 };
+      nanosleep (&ts, NULL);
+    }
+    if (atomic_load (&h->store_errno)
+        && atomic_fetch_sub (&h->store_budget, (long long) len)
+           < (long long) len)
+      return -atomic_load (&h->store_errno);
+  }
+  return fssnap_io_posix ()->pwrite (NULL, fd, buf, len, off);
+}
+
+/* Make a scratch dir and an origin of 'size' bytes filled with a pattern
+ * that differs in every 512-byte sector.
+ */
+static struct harness *
+harness_new (uint64_t size)
+{
+  struct harness *h = calloc (1, sizeof *h);
+  strcpy (h->dir, "/tmp/fssnap-engine.XXXXXX");
+  if (!mkdtemp (h->dir))
+    abort ();
+  snprintf (h->origin_path, sizeof h->origin_path, "%s/origin.img", h->dir);
+  h->size = size;
+  int fd = open (h->origin_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  char *buf = malloc (size);
+  for (uint64_t i = 0; i < size; i++)
+    buf[i] = (char) (i * 7 + i / 512 * 13 + 1);
+  if (fd < 0 || pwrite (fd, buf, size, 0) != (ssize_t) size)
+    abort ();
+  close (fd);
+  free (buf);
+  h->io = *fssnap_io_posix ();
+  h->io.opaque = h;
+  h->io.open = harness_open;
+  h->io.pwrite = harness_pwrite;
+  atomic_store (&h->store_budget, -1);
+  harness_current = h;
+  return h;
+}
+
+static void
+harness_free (struct harness *h)
+{
+  char cmd[128];
+  snprintf (cmd, sizeof cmd, "rm -rf '%s'", h->dir);
+  if (system (cmd) != 0)
+    fprintf (stderr, "could not remove %s\n", h->dir);
+  free (h);
+}
+
+static struct fssnap_origin *
+harness_origin (struct harness *h, uint32_t chunksize, uint64_t max_mem)
+{
+  struct fssnap_origin_opts oo = {
+    .path = h->origin_path, .state_dir = h->dir, .chunksize = chunksize,
+    .max_mem = max_mem, .io = &h->io,
+  };
+  struct fssnap_origin *o = NULL;
+  int r = fssnap_origin_open (&oo, &o);
+  if (r < 0) {
+    fprintf (stderr, "fssnap_origin_open: %s\n", strerror (-r));
+    abort ();
+  }
+  return o;
+}
+
+/* Create a snapshot with every chunk a candidate; returns its number. */
+static unsigned
+harness_snap (struct fssnap_origin *o, const struct fssnap_create_opts *opts)
+{
+  struct fssnap_create_opts def = { 0 };
+  unsigned num = 0;
+  char err[256];
+  int r = fssnap_snapshot_create (o, opts ? opts : &def, &num, err, sizeof err);
+  if (r < 0) {
+    fprintf (stderr, "fssnap_snapshot_create: %s\n", err);
+    abort ();
+  }
+  return num;
+}
+
+/* Read the whole snapshot (or the origin with num < 0) into a new buffer. */
+static char *
+harness_read_all (struct fssnap_origin *o, int num, int *errp)
+{
+  uint64_t size = fssnap_origin_size (o);
+  char *buf = malloc (size);
+  int r;
+  if (num < 0)
+    r = fssnap_origin_read (o, buf, size, 0);
+  else {
+    struct fssnap_snapshot *s;
+    r = fssnap_snapshot_open (o, num, &s);
+    if (r == 0) {
+      r = fssnap_snapshot_read (s, buf, size, 0);
+      fssnap_snapshot_close (s);
+    }
+  }
+  *errp = r;
+  return buf;
+}
+
+static char *
+harness_image (struct harness *h)
+{
+  char *buf = malloc (h->size);
+  int fd = open (h->origin_path, O_RDONLY);
+  if (fd < 0 || pread (fd, buf, h->size, 0) != (ssize_t) h->size)
+    abort ();
+  close (fd);
+  return buf;
+}
+
+#endif /* FSSNAP_TEST_HARNESS_H */
