@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internals of the fssnap command-line tool: the exit codes it documents,
+ * the connection to fssnapd's control socket and one function per
+ * subcommand.
+ */
+#ifndef FSSNAP_CLI_H
+#define FSSNAP_CLI_H
+
+#include <json-c/json.h>
+
+/* Exit codes, documented in fssnap --help. */
+enum cli_exit {
+  CLI_EXIT_OK = 0,
+  CLI_EXIT_USAGE = 1,           /* bad command line or option value */
+  CLI_EXIT_UNREACHABLE = 2,     /* no fssnapd found, or it did not answer */
+  CLI_EXIT_NOSNAP = 3,          /* no such snapshot */
+  CLI_EXIT_REFUSED = 4,         /* fssnapd refused the request */
+};
+
+struct cli {
+  const char *run_dir;          /* NULL: find the one fssnapd under /run */
+};
+
+/* Print "fssnap: MSG" on stderr and return code. */
+int cli_error (int code, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+/* After getopt (with ':' leading its option string) returned c, '?' or
+ * ':': one line naming the bad option; returns CLI_EXIT_USAGE.
+ */
+int cli_bad_option (int c, char **argv);
+
+/* Send req (consumed) to fssnapd and wait for the reply.  Returns
+ * CLI_EXIT_OK with the reply in *replyp (the caller puts it), or the exit
+ * code after printing why: unreachable, no such snapshot, refused.
+ */
+int cli_request (struct cli *cli, json_object *req, json_object **replyp);
+
+/* A snapshot number from the command line, or -1 after a message. */
+long cli_parse_number (const char *arg);
+/* Parse [--json] (only if json is non-NULL) and at most max_args operands,
+ * which are left at argv[optind...].
+ */
+int cli_simple_args (int argc, char **argv, int *json, int max_args);
+
+/* Print a JSON value, pretty, on stdout. */
+void cli_print_json (json_object *obj);
+/* The value of obj[key] as text ("-" when absent); valid while obj is. */
+const char *cli_field (json_object *obj, const char *key);
+/* obj's "create_time" formatted with strftime's fmt in local time. */
+void cli_format_time (json_object *obj, const char *fmt, char *buf,
+                      size_t len);
+
+/* Subcommands: argv[0] is the subcommand's name.  Each returns an exit
+ * code.
+ */
+int cli_cmd_create (struct cli *cli, int argc, char **argv);
+int cli_cmd_delete (struct cli *cli, int argc, char **argv);
+int cli_cmd_list (struct cli *cli, int argc, char **argv);
+int cli_cmd_info (struct cli *cli, int argc, char **argv);
+int cli_cmd_stats (struct cli *cli, int argc, char **argv);
+
+#endif /* FSSNAP_CLI_H */

@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fssnap: the command-line tool of fssnap.  Reads the global options, then
+ * hands the rest of the command line to one subcommand from the table
+ * below; every subcommand talks to fssnapd through its control socket.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "control/proto.h"
+
+static const char cli_usage[] =
+"Usage: fssnap [--run-dir DIR] COMMAND [ARGS]\n"
+"\n"
+"Create, list and delete point-in-time snapshots of a volume served by\n"
+"fssnapd(8).  Snapshot N is served as the read-only NBD export \"snap/N\"\n"
+"and, with the FUSE frontend, as the file DIR/dev/snap/N.\n"
+"\n"
+"Commands:\n"
+"  create [-o OPTIONS] [--mount PATH] [--json]\n"
+"      Take a snapshot; print its device path DIR/dev/snap/N (the basename\n"
+"      is the snapshot number).  OPTIONS, comma-separated:\n"
+"        backing-store=PATH  directory (or file) for the backing store;\n"
+"                            default: fssnapd's state dir\n"
+"        maxsize=SIZE        delete the snapshot when its store grows past\n"
+"                            SIZE\n"
+"        chunksize=SIZE      copy-on-write granularity (power of two, 512 to\n"
+"                            1m); must match the origin's once snapshots\n"
+"                            exist\n"
+"        maxfilesize=SIZE    split the backing store into files of SIZE\n"
+"        unlink              unlink the store files once open\n"
+"        transient           no syncs; gone when fssnapd restarts\n"
+"      SIZE takes a k, m, g or t suffix (powers of 1024).  --mount records\n"
+"      the mount point of the file system on the volume.\n"
+"  delete N\n"
+"      Delete snapshot N.\n"
+"  list [--json]\n"
+"      One line per snapshot: number, state, creation time, UUID, device.\n"
+"  info [N] [-o KEY,...] [--json]\n"
+"      Details of snapshot N, or of every snapshot.  With -o, only the\n"
+"      values of these keys, one per line: number (snapnumber), device\n"
+"      (blockdevname), mountpoint, state, backing_store (backing),\n"
+"      backing_store_size (backingsize), maxsize, create_time (createtime),\n"
+"      chunksize, uuid, candidate_chunks, preserved_chunks, owned_chunks,\n"
+"      open_count, reason.\n"
+"  stats [--json]\n"
+"      Counters of the daemon: chunks and bytes copied, throttle waits...\n"
+"\n"
+"Options:\n"
+"  --run-dir DIR   the run dir of the fssnapd to talk to (its control.sock).\n"
+"                  May be left out when exactly one fssnapd runs under\n"
+"                  /run/fssnap.\n"
+"  -h, --help      show this help and exit.\n"
+"  -V, --version   show the version and exit.\n"
+"\n"
+"Snapshot numbers are reused after a delete; the UUID shown by list and\n"
+"info tells a new snapshot from an old one with the same number.\n"
+"\n"
+"Exit status:\n"
+"  0  success\n"
+"  1  bad command line or option value (nothing was sent)\n"
+"  2  fssnapd unreachable: none running, several and no --run-dir, no\n"
+"     permission on its socket, or no valid reply\n"
+"  3  no such snapshot\n"
+"  4  fssnapd refused the request (the message says why)\n"
+"Each error is one line on stderr starting with \"fssnap: \".\n";
+
+static const struct cli_command {
+  const char *name;
+  int (*run) (struct cli *cli, int argc, char **argv);
+} cli_commands[] = {
+  { "create", cli_cmd_create },
+  { "delete", cli_cmd_delete },
+  { "list", cli_cmd_list },
+  { "info", cli_cmd_info },
+  { "stats", cli_cmd_stats },
+};
+
+static const struct option cli_options[] = {
+  { "run-dir", required_argument, NULL, 'r' },
+  { "help", no_argument, NULL, 'h' },
+  { "version", no_argument, NULL, 'V' },
+  { NULL, 0, NULL, 0 },
+};
+
+int
+main (int argc, char **argv)
+{
+  struct cli cli = { .run_dir = NULL };
+  size_t i;
+  int c;
+
+  opterr = 0;                   /* one message per error, ours */
+  while ((c = getopt_long (argc, argv, "+:hV", cli_options, NULL)) != -1) {
+    switch (c) {
+    case 'r': cli.run_dir = optarg; break;
+    case 'h': fputs (cli_usage, stdout); return CLI_EXIT_OK;
+    case 'V': printf ("fssnap %s\n", FSSNAP_VERSION); return CLI_EXIT_OK;
+    default:
+      return cli_bad_option (c, argv);
+    }
+  }
+  if (optind == argc)
+    return cli_error (CLI_EXIT_USAGE, "no command given (see fssnap --help)");
+  for (i = 0; i < sizeof cli_commands / sizeof cli_commands[0]; i++)
+    if (strcmp (argv[optind], cli_commands[i].name) == 0) {
+      char **sub = argv + optind;
+      int subc = argc - optind;
+      optind = 0;               /* restart getopt for the subcommand */
+      return cli_commands[i].run (&cli, subc, sub);
+    }
+  return cli_error (CLI_EXIT_USAGE, "unknown command \"%s\" (see fssnap "
+                    "--help)", argv[optind]);
+}

@@ -1,0 +1,483 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Request handlers of the control protocol: parse a request line, check
+ * every field's name and type, call the engine, encode the reply.  A request
+ * that fails validation never reaches the engine, so a bad request changes
+ * nothing.  Thin by design: all snapshot logic is in libfssnap.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control/proto.h"
+#include "control/requests.h"
+
+#define CTL_ERRMSG 512
+
+struct ctl_request {
+  const char *name;
+  const char *const *fields;    /* allowed besides "request", NULL-ended */
+  json_object *(*handle) (const struct ctl_context *ctx, json_object *req);
+};
+
+static void
+ctl_log (const struct ctl_context *ctx, enum fssnap_log_level level,
+         const char *fmt, ...)
+{
+  char msg[1024];
+  va_list ap;
+
+  if (!ctx->log)
+    return;
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  ctx->log (ctx->log_opaque, level, msg);
+}
+
+/* ---- Field access: each returns 1 if present, 0 if absent, -1 with an
+ * error reply in *reply when the field has the wrong type or value. */
+
+static int
+ctl_get_string (json_object *req, const char *key, const char **out,
+                json_object **reply)
+{
+  json_object *v;
+
+  if (!json_object_object_get_ex (req, key, &v))
+    return 0;
+  if (!json_object_is_type (v, json_type_string)) {
+    *reply = ctl_reply_error (EINVAL, "\"%s\" must be a string", key);
+    return -1;
+  }
+  *out = json_object_get_string (v);
+  if (strlen (*out) != (size_t) json_object_get_string_len (v)) {
+    *reply = ctl_reply_error (EINVAL, "\"%s\" contains a NUL byte", key);
+    return -1;
+  }
+  return 1;
+}
+
+static int
+ctl_get_bool (json_object *req, const char *key, bool *out,
+              json_object **reply)
+{
+  json_object *v;
+
+  if (!json_object_object_get_ex (req, key, &v))
+    return 0;
+  if (!json_object_is_type (v, json_type_boolean)) {
+    *reply = ctl_reply_error (EINVAL, "\"%s\" must be true or false", key);
+    return -1;
+  }
+  *out = json_object_get_boolean (v);
+  return 1;
+}
+
+static int
+ctl_get_number (json_object *req, const char *key, unsigned *out,
+                json_object **reply)
+{
+  json_object *v;
+  int64_t n;
+
+  if (!json_object_object_get_ex (req, key, &v))
+    return 0;
+  errno = 0;
+  n = json_object_get_int64 (v);
+  if (!json_object_is_type (v, json_type_int) || errno
+      || n < 0 || n > INT_MAX) {
+    *reply = ctl_reply_error (EINVAL,
+                              "\"%s\" must be a snapshot number (0 or more)",
+                              key);
+    return -1;
+  }
+  *out = (unsigned) n;
+  return 1;
+}
+
+/* A size field as "key=VALUE" for the -o parser: a non-negative integer or
+ * a size string such as "64k".  Appends to opt (of optlen bytes).
+ */
+static int
+ctl_append_size (json_object *req, const char *key, char *opt, size_t optlen,
+                 json_object **reply)
+{
+  json_object *v;
+  size_t used = strlen (opt);
+  const char *sep = used ? "," : "";
+
+  if (!json_object_object_get_ex (req, key, &v))
+    return 0;
+  if (json_object_is_type (v, json_type_int)
+      && json_object_get_int64 (v) >= 0) {
+    snprintf (opt + used, optlen - used, "%s%s=%" PRIu64, sep, key,
+              json_object_get_uint64 (v));
+    return 1;
+  }
+  if (json_object_is_type (v, json_type_string)
+      && json_object_get_string_len (v) > 0
+      && !strpbrk (json_object_get_string (v), ",=")
+      && json_object_get_string_len (v) < 64) {
+    snprintf (opt + used, optlen - used, "%s%s=%s", sep, key,
+              json_object_get_string (v));
+    return 1;
+  }
+  *reply = ctl_reply_error (EINVAL, "\"%s\" must be a size in bytes "
+                            "(an integer or a string such as \"64k\")", key);
+  return -1;
+}
+
+/* Reject fields that this request does not know. */
+static json_object *
+ctl_check_fields (json_object *req, const struct ctl_request *r)
+{
+  json_object_object_foreach (req, key, val) {
+    const char *const *f;
+    (void) val;
+    if (strcmp (key, "request") == 0)
+      continue;
+    for (f = r->fields; *f && strcmp (*f, key) != 0; f++)
+      ;
+    if (!*f)
+      return ctl_reply_error (EINVAL, "unknown field \"%s\" in a %s request",
+                              key, r->name);
+  }
+  return NULL;
+}
+
+/* ---- Encoding engine results ------------------------------------------ */
+
+static void
+ctl_add_u64 (json_object *obj, const char *key, uint64_t v)
+{
+  json_object_object_add (obj, key, json_object_new_uint64 (v));
+}
+
+static void
+ctl_add_str (json_object *obj, const char *key, const char *v)
+{
+  json_object_object_add (obj, key, json_object_new_string (v));
+}
+
+static json_object *
+ctl_short_info_json (const struct ctl_context *ctx,
+                     const struct fssnap_snapshot_info *info)
+{
+  json_object *obj = json_object_new_object ();
+  char device[4200];
+
+  snprintf (device, sizeof device, "%s/dev/snap/%u", ctx->run_dir,
+            info->number);
+  ctl_add_u64 (obj, "number", info->number);
+  ctl_add_str (obj, "uuid", info->uuid);
+  ctl_add_str (obj, "device", device);
+  ctl_add_str (obj, "state", fssnap_state_name (info->state));
+  json_object_object_add (obj, "create_time",
+                          json_object_new_int64 (info->create_time));
+  return obj;
+}
+
+static json_object *
+ctl_info_json (const struct ctl_context *ctx,
+               const struct fssnap_snapshot_info *info)
+{
+  json_object *obj = ctl_short_info_json (ctx, info);
+
+  ctl_add_str (obj, "reason", info->reason);
+  ctl_add_str (obj, "mountpoint", info->mountpoint);
+  ctl_add_str (obj, "backing_store", info->backing_path);
+  ctl_add_u64 (obj, "backing_store_size", info->backing_bytes);
+  ctl_add_u64 (obj, "backing_files", info->backing_files);
+  ctl_add_u64 (obj, "maxsize", info->maxsize);
+  ctl_add_u64 (obj, "maxfilesize", info->max_backfile_size);
+  ctl_add_u64 (obj, "chunksize", info->chunksize);
+  ctl_add_u64 (obj, "chunks", info->chunks);
+  ctl_add_u64 (obj, "candidate_chunks", info->candidate_chunks);
+  ctl_add_u64 (obj, "preserved_chunks", info->preserved_chunks);
+  ctl_add_u64 (obj, "owned_chunks", info->owned_chunks);
+  ctl_add_u64 (obj, "open_count", info->open_count);
+  json_object_object_add (obj, "transient",
+                          json_object_new_boolean (info->transient));
+  json_object_object_add (obj, "unlinked",
+                          json_object_new_boolean (info->unlinked));
+  ctl_add_u64 (obj, "seq", info->seq);
+  return obj;
+}
+
+static json_object *
+ctl_engine_error (int r, const char *errmsg, const char *what)
+{
+  return ctl_reply_error (-r, "%s: %s", what,
+                          errmsg && *errmsg ? errmsg : strerror (-r));
+}
+
+/* ---- create ------------------------------------------------------------ */
+
+static const char *const ctl_create_fields[] = {
+  "options", "backing-store", "maxsize", "chunksize", "maxfilesize",
+  "unlink", "transient", "mount", NULL
+};
+
+/* Fill opts from the request; *storage is freed by the caller. */
+static json_object *
+ctl_create_opts (json_object *req, struct fssnap_create_opts *opts,
+                 char **storage)
+{
+  static const char *const sizes[] = { "maxsize", "chunksize",
+                                       "maxfilesize" };
+  const char *options = "", *str;
+  char optstr[CTL_LINE_MAX + 256], errmsg[CTL_ERRMSG] = "";
+  json_object *reply = NULL;
+  bool flag;
+  size_t i;
+  int r;
+
+  if (ctl_get_string (req, "options", &options, &reply) < 0)
+    return reply;
+  snprintf (optstr, sizeof optstr, "%s", options);
+  for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+    if (ctl_append_size (req, sizes[i], optstr, sizeof optstr, &reply) < 0)
+      return reply;
+  r = fssnap_create_opts_parse (optstr, opts, storage, errmsg, sizeof errmsg);
+  if (r < 0)
+    return ctl_engine_error (r, errmsg, "bad snapshot options");
+  if ((r = ctl_get_string (req, "backing-store", &str, &reply)) < 0)
+    return reply;
+  if (r > 0)
+    opts->backing_store = str;
+  if ((r = ctl_get_string (req, "mount", &str, &reply)) < 0)
+    return reply;
+  if (r > 0)
+    opts->mountpoint = str;
+  if ((r = ctl_get_bool (req, "unlink", &flag, &reply)) < 0)
+    return reply;
+  if (r > 0)
+    opts->unlink = flag;
+  if ((r = ctl_get_bool (req, "transient", &flag, &reply)) < 0)
+    return reply;
+  if (r > 0)
+    opts->transient = flag;
+  return NULL;
+}
+
+static json_object *
+ctl_create (const struct ctl_context *ctx, json_object *req)
+{
+  struct fssnap_create_opts opts;
+  struct fssnap_snapshot_info info;
+  char *storage = NULL, errmsg[CTL_ERRMSG] = "";
+  json_object *reply;
+  unsigned num;
+  int r;
+
+  memset (&opts, 0, sizeof opts);
+  reply = ctl_create_opts (req, &opts, &storage);
+  if (reply) {
+    free (storage);
+    return reply;
+  }
+  r = fssnap_snapshot_create (ctx->origin, &opts, &num, errmsg, sizeof errmsg);
+  free (storage);
+  if (r < 0) {
+    ctl_log (ctx, FSSNAP_LOG_INFO, "control: create refused: %s",
+             *errmsg ? errmsg : strerror (-r));
+    return ctl_engine_error (r, errmsg, "cannot create snapshot");
+  }
+  r = fssnap_snapshot_info (ctx->origin, num, &info);
+  if (r < 0)
+    return ctl_engine_error (r, NULL, "snapshot created but vanished");
+  reply = ctl_reply_ok ();
+  json_object_object_add (reply, "snapshot", ctl_info_json (ctx, &info));
+  return reply;
+}
+
+/* ---- delete ------------------------------------------------------------ */
+
+static const char *const ctl_delete_fields[] = { "number", NULL };
+
+static json_object *
+ctl_delete (const struct ctl_context *ctx, json_object *req)
+{
+  json_object *reply = NULL;
+  unsigned num;
+  int r;
+
+  r = ctl_get_number (req, "number", &num, &reply);
+  if (r < 0)
+    return reply;
+  if (r == 0)
+    return ctl_reply_error (EINVAL, "delete needs \"number\"");
+  r = fssnap_snapshot_delete (ctx->origin, num);
+  if (r == -ENOENT)
+    return ctl_reply_error (ENOENT, "no snapshot %u", num);
+  if (r < 0)
+    return ctl_engine_error (r, NULL, "cannot delete snapshot");
+  reply = ctl_reply_ok ();
+  ctl_add_u64 (reply, "number", num);
+  return reply;
+}
+
+/* ---- list and info ---------------------------------------------------- */
+
+static const char *const ctl_list_fields[] = { NULL };
+static const char *const ctl_info_fields[] = { "number", NULL };
+
+/* The numbers in use, ascending, in a malloc'd array; -errno on failure. */
+static int
+ctl_numbers (const struct ctl_context *ctx, unsigned **numsp)
+{
+  size_t max = FSSNAP_MAX_SNAPSHOTS;
+
+  for (;;) {
+    unsigned *nums = malloc (max * sizeof *nums);
+    int n;
+
+    if (!nums)
+      return -ENOMEM;
+    n = fssnap_snapshot_list (ctx->origin, nums, max);
+    if (n >= 0 && (size_t) n <= max) {
+      *numsp = nums;
+      return n;
+    }
+    free (nums);
+    if (n < 0)
+      return n;
+    max = n;
+  }
+}
+
+/* Every snapshot as an array of (short or full) info objects. */
+static json_object *
+ctl_all_snapshots (const struct ctl_context *ctx, bool full)
+{
+  json_object *reply, *arr;
+  unsigned *nums;
+  int n, i;
+
+  n = ctl_numbers (ctx, &nums);
+  if (n < 0)
+    return ctl_engine_error (n, NULL, "cannot list snapshots");
+  arr = json_object_new_array ();
+  for (i = 0; i < n; i++) {
+    struct fssnap_snapshot_info info;
+    if (fssnap_snapshot_info (ctx->origin, nums[i], &info) < 0)
+      continue;                 /* deleted meanwhile */
+    json_object_array_add (arr, full ? ctl_info_json (ctx, &info)
+                                     : ctl_short_info_json (ctx, &info));
+  }
+  free (nums);
+  reply = ctl_reply_ok ();
+  json_object_object_add (reply, "snapshots", arr);
+  return reply;
+}
+
+static json_object *
+ctl_list (const struct ctl_context *ctx, json_object *req)
+{
+  (void) req;
+  return ctl_all_snapshots (ctx, false);
+}
+
+static json_object *
+ctl_info (const struct ctl_context *ctx, json_object *req)
+{
+  struct fssnap_snapshot_info info;
+  json_object *reply = NULL, *arr;
+  unsigned num;
+  int r;
+
+  r = ctl_get_number (req, "number", &num, &reply);
+  if (r < 0)
+    return reply;
+  if (r == 0)
+    return ctl_all_snapshots (ctx, true);
+  r = fssnap_snapshot_info (ctx->origin, num, &info);
+  if (r == -ENOENT)
+    return ctl_reply_error (ENOENT, "no snapshot %u", num);
+  if (r < 0)
+    return ctl_engine_error (r, NULL, "cannot read snapshot info");
+  arr = json_object_new_array ();
+  json_object_array_add (arr, ctl_info_json (ctx, &info));
+  reply = ctl_reply_ok ();
+  json_object_object_add (reply, "snapshots", arr);
+  return reply;
+}
+
+/* ---- stats ------------------------------------------------------------- */
+
+static const char *const ctl_stats_fields[] = { NULL };
+
+static json_object *
+ctl_stats (const struct ctl_context *ctx, json_object *req)
+{
+  struct fssnap_stats st;
+  json_object *reply = ctl_reply_ok (), *obj = json_object_new_object ();
+
+  (void) req;
+  fssnap_origin_stats (ctx->origin, &st);
+  ctl_add_u64 (obj, "size", st.size);
+  ctl_add_u64 (obj, "chunksize", st.chunksize);
+  ctl_add_u64 (obj, "snapshots", st.snapshots);
+  ctl_add_u64 (obj, "retained", st.retained);
+  json_object_object_add (obj, "highest_number",
+                          json_object_new_int (st.highest_number));
+  ctl_add_u64 (obj, "chunks_copied", st.chunks_copied);
+  ctl_add_u64 (obj, "bytes_copied", st.bytes_copied);
+  ctl_add_u64 (obj, "throttle_waits", st.throttle_waits);
+  ctl_add_u64 (obj, "mem_chunks", st.mem_chunks);
+  ctl_add_u64 (obj, "mem_chunks_peak", st.mem_chunks_peak);
+  ctl_add_u64 (obj, "max_mem_chunks", st.max_mem_chunks);
+  ctl_add_u64 (obj, "store_errors", st.store_errors);
+  json_object_object_add (reply, "stats", obj);
+  return reply;
+}
+
+/* ---- Dispatch ---------------------------------------------------------- */
+
+static const struct ctl_request ctl_requests[] = {
+  { "create", ctl_create_fields, ctl_create },
+  { "delete", ctl_delete_fields, ctl_delete },
+  { "list", ctl_list_fields, ctl_list },
+  { "info", ctl_info_fields, ctl_info },
+  { "stats", ctl_stats_fields, ctl_stats },
+};
+
+static json_object *
+ctl_dispatch (const struct ctl_context *ctx, json_object *req)
+{
+  json_object *reply = NULL;
+  const char *name;
+  size_t i;
+
+  if (ctl_get_string (req, "request", &name, &reply) < 0)
+    return reply;
+  if (!json_object_object_get_ex (req, "request", NULL))
+    return ctl_reply_error (EINVAL, "missing \"request\"");
+  for (i = 0; i < sizeof ctl_requests / sizeof ctl_requests[0]; i++) {
+    const struct ctl_request *r = &ctl_requests[i];
+    if (strcmp (r->name, name) != 0)
+      continue;
+    reply = ctl_check_fields (req, r);
+    return reply ? reply : r->handle (ctx, req);
+  }
+  return ctl_reply_error (EOPNOTSUPP, "unknown request \"%.64s\"", name);
+}
+
+json_object *
+ctl_handle_line (const struct ctl_context *ctx, const char *line, size_t len)
+{
+  char err[256];
+  json_object *req = ctl_parse_line (line, len, err, sizeof err);
+  json_object *reply;
+
+  if (!req)
+    return ctl_reply_error (EINVAL, "%s", err);
+  reply = ctl_dispatch (ctx, req);
+  json_object_put (req);
+  return reply;
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The daemon's side of the control protocol: turns one request line into
+ * engine calls and one reply object (see proto.h for the requests).  No
+ * sockets here, so the fuzzer and the unit tests call it directly.
+ */
+#ifndef FSSNAP_CONTROL_REQUESTS_H
+#define FSSNAP_CONTROL_REQUESTS_H
+
+#include <json-c/json.h>
+#include "libfssnap.h"
+
+struct ctl_context {
+  struct fssnap_origin *origin;
+  const char *run_dir;          /* device paths are RUN_DIR/dev/snap/N */
+  fssnap_log_fn log;            /* NULL: no log */
+  void *log_opaque;
+};
+
+/* Handle one request line (without its newline).  Always returns a reply
+ * object, which the caller puts.  Takes no lock of its own: the engine is
+ * thread-safe, so several clients may call this at once.
+ */
+json_object *ctl_handle_line (const struct ctl_context *ctx,
+                              const char *line, size_t len);
+
+#endif /* FSSNAP_CONTROL_REQUESTS_H */

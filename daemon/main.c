@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fssnapd: serves one origin (image file or block device) and its
+ * snapshots.  This file only reads the options and wires the parts
+ * together; start-up runs in this order:
+ *
+ *   lock the origin -> take the run dir -> bind the sockets -> background
+ *   -> pidfile -> open the engine -> start each frontend -> report ready
+ *
+ * Everything that can refuse (missing origin, origin already served, run
+ * dir in use, address taken) happens before going to the background, so the
+ * user sees the reason and exit code 1.  Signals are blocked in every
+ * thread; the main thread waits for SIGTERM/SIGINT and then stops the
+ * frontends in reverse order, flushes and closes the origin.
+ *
+ * Frontends are a table (daemon_frontends below): a new way to reach the
+ * engine is one start and one stop function and one line in the table.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "libfssnap.h"
+#include "common/size.h"
+#include "control/proto.h"
+#include "control/server.h"
+#include "daemon/log.h"
+#include "daemon/setup.h"
+#include "nbd/nbd.h"
+
+#define DAEMON_MAX_TCP 8
+#define DAEMON_ERRLEN  512
+
+struct daemon {
+  /* Options. */
+  char *origin_path;
+  char *run_dir;
+  char *state_dir;
+  char *pidfile;
+  const char *listen[DAEMON_MAX_TCP];
+  size_t nlisten;
+  uint32_t chunksize;
+  bool foreground;
+  bool syslog;
+
+  /* Held from start-up to exit. */
+  int origin_lock_fd;
+  int rundir_lock_fd;
+  int notify_fd;                /* to the waiting parent; -1 in foreground */
+  int nbd_fds[1 + DAEMON_MAX_TCP * 4];
+  size_t nnbd_fds;
+  int ctl_fd;
+  struct fssnap_origin *origin;
+
+  /* Frontends. */
+  struct nbd_server *nbd;
+  struct ctl_server *ctl;
+  struct ctl_context ctl_ctx;
+};
+
+static const char daemon_usage[] =
+"Usage: fssnapd [OPTIONS] ORIGIN\n"
+"\n"
+"Serve ORIGIN (an image file or block device) and its point-in-time\n"
+"copy-on-write snapshots.  The live volume is the NBD export \"volume\" (also\n"
+"the default export); snapshot N is the read-only export \"snap/N\".\n"
+"Snapshots are created, listed and deleted with fssnap(8) through the\n"
+"control socket.  Every write to ORIGIN must go through fssnapd: a write\n"
+"that bypasses it makes the snapshots inconsistent.\n"
+"\n"
+"Options:\n"
+"  --run-dir DIR       sockets go here: DIR/nbd.sock (NBD) and DIR/control.sock\n"
+"                      (control, mode 0600).  Default: /run/fssnap/NAME, where\n"
+"                      NAME is the basename of ORIGIN.\n"
+"  --state-dir DIR     snapshot metadata and, unless backing-store= says\n"
+"                      otherwise, backing stores.  Default:\n"
+"                      /var/lib/fssnap/NAME.\n"
+"  --listen HOST:PORT  also serve NBD over TCP (may be repeated).  HOST\n"
+"                      defaults to loopback (\":10809\" or \"10809\"); use\n"
+"                      \"[::]:PORT\" or \"0.0.0.0:PORT\" for every interface.\n"
+"                      Without this option fssnapd never listens on TCP.\n"
+"  --chunksize SIZE    copy-on-write granularity for an origin without\n"
+"                      snapshots: a power of two from 512 to 1m (suffixes\n"
+"                      k, m, g, t).  Default: set by the first snapshot, 64k.\n"
+"  -f, --foreground    stay in the foreground; log to stderr.\n"
+"  --pidfile FILE      write the daemon's pid to FILE (removed at exit).\n"
+"  --syslog            log to syslog (facility daemon) instead of stderr.\n"
+"                      In the background fssnapd always logs to syslog once\n"
+"                      it has started; start-up errors go to stderr.\n"
+"  -v, --verbose       log debug messages too.\n"
+"  -h, --help          show this help and exit.\n"
+"  -V, --version       show the version and exit.\n"
+"\n"
+"fssnapd refuses to start, with one line on stderr, when ORIGIN is missing\n"
+"or cannot be opened read-write, is already served by another fssnapd\n"
+"(it holds an flock on ORIGIN), or the run dir belongs to a live fssnapd.\n"
+"Sockets left behind by a dead fssnapd are removed.  Messages start with\n"
+"\"fssnapd: \".\n"
+"\n"
+"Signals: SIGTERM or SIGINT stops accepting clients, lets requests in\n"
+"flight finish, flushes the origin and exits 0.\n"
+"\n"
+"Exit status: 0 after a clean stop, 1 when it could not start (bad\n"
+"options included).\n"
+"\n"
+"Example:\n"
+"  fssnapd --run-dir /run/fssnap/disk disk.img\n"
+"  nbdinfo 'nbd+unix:///volume?socket=/run/fssnap/disk/nbd.sock'\n"
+"  fssnap --run-dir /run/fssnap/disk create\n";
+
+enum { OPT_RUN_DIR = 256, OPT_STATE_DIR, OPT_LISTEN, OPT_CHUNKSIZE,
+       OPT_PIDFILE, OPT_SYSLOG };
+
+static const struct option daemon_options[] = {
+  { "run-dir", required_argument, NULL, OPT_RUN_DIR },
+  { "state-dir", required_argument, NULL, OPT_STATE_DIR },
+  { "listen", required_argument, NULL, OPT_LISTEN },
+  { "chunksize", required_argument, NULL, OPT_CHUNKSIZE },
+  { "foreground", no_argument, NULL, 'f' },
+  { "pidfile", required_argument, NULL, OPT_PIDFILE },
+  { "syslog", no_argument, NULL, OPT_SYSLOG },
+  { "verbose", no_argument, NULL, 'v' },
+  { "help", no_argument, NULL, 'h' },
+  { "version", no_argument, NULL, 'V' },
+  { NULL, 0, NULL, 0 },
+};
+
+static void __attribute__ ((noreturn))
+daemon_die (const char *fmt, ...)
+{
+  char msg[DAEMON_ERRLEN];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  fprintf (stderr, "fssnapd: %s\n", msg);
+  exit (1);
+}
+
+static uint32_t
+daemon_parse_chunksize (const char *arg)
+{
+  uint64_t v;
+
+  if (size_parse (arg, &v) < 0 || v < FSSNAP_CHUNKSIZE_MIN
+      || v > FSSNAP_CHUNKSIZE_MAX || (v & (v - 1)) != 0)
+    daemon_die ("bad --chunksize \"%s\": a power of two from 512 to 1m is "
+                "needed", arg);
+  return (uint32_t) v;
+}
+
+/* "/run/fssnap/NAME" for the default run and state dirs. */
+static char *
+daemon_default_dir (const char *parent, const char *origin)
+{
+  const char *slash = strrchr (origin, '/');
+  const char *name = slash ? slash + 1 : origin;
+  char *dir;
+
+  if (!*name)
+    daemon_die ("cannot name a default directory after \"%s\"", origin);
+  if (asprintf (&dir, "%s/%s", parent, name) < 0)
+    daemon_die ("out of memory");
+  return dir;
+}
+
+static char *
+daemon_abs_or_die (const char *path)
+{
+  char *abs = daemon_abspath (path);
+
+  if (!abs)
+    daemon_die ("out of memory");
+  return abs;
+}
+
+static void
+daemon_parse_options (struct daemon *d, int argc, char **argv)
+{
+  int c;
+
+  while ((c = getopt_long (argc, argv, "fvhV", daemon_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_RUN_DIR: d->run_dir = daemon_abs_or_die (optarg); break;
+    case OPT_STATE_DIR: d->state_dir = daemon_abs_or_die (optarg); break;
+    case OPT_LISTEN:
+      if (d->nlisten == DAEMON_MAX_TCP)
+        daemon_die ("at most %d --listen options", DAEMON_MAX_TCP);
+      d->listen[d->nlisten++] = optarg;
+      break;
+    case OPT_CHUNKSIZE: d->chunksize = daemon_parse_chunksize (optarg); break;
+    case 'f': d->foreground = true; break;
+    case OPT_PIDFILE: d->pidfile = daemon_abs_or_die (optarg); break;
+    case OPT_SYSLOG: d->syslog = true; break;
+    case 'v': daemon_log_set_level (FSSNAP_LOG_DEBUG); break;
+    case 'h': fputs (daemon_usage, stdout); exit (0);
+    case 'V': printf ("fssnapd %s\n", FSSNAP_VERSION); exit (0);
+    default:
+      daemon_die ("bad option (see fssnapd --help)");
+    }
+  }
+  if (optind != argc - 1)
+    daemon_die (optind == argc ? "no ORIGIN given (see fssnapd --help)"
+                               : "one ORIGIN only (see fssnapd --help)");
+  d->origin_path = daemon_abs_or_die (argv[optind]);
+  if (!d->run_dir)
+    d->run_dir = daemon_default_dir ("/run/fssnap", d->origin_path);
+  if (!d->state_dir)
+    d->state_dir = daemon_default_dir ("/var/lib/fssnap", d->origin_path);
+}
+
+/* Everything that may refuse to start, before going to the background. */
+static void
+daemon_claim (struct daemon *d)
+{
+  char err[DAEMON_ERRLEN], path[PATH_MAX];
+  size_t i, n;
+
+  if (daemon_origin_lock (d->origin_path, &d->origin_lock_fd,
+                          err, sizeof err) < 0
+      || daemon_rundir_take (d->run_dir, &d->rundir_lock_fd,
+                             err, sizeof err) < 0
+      || daemon_mkdirs (d->state_dir, 0700, err, sizeof err) < 0)
+    daemon_die ("%s", err);
+  snprintf (path, sizeof path, "%s/%s", d->run_dir, DAEMON_NBD_SOCKET);
+  if (daemon_listen_unix (path, 0666, &d->nbd_fds[0], err, sizeof err) < 0)
+    daemon_die ("%s", err);
+  d->nnbd_fds = 1;
+  for (i = 0; i < d->nlisten; i++) {
+    if (daemon_listen_tcp (d->listen[i], d->nbd_fds + d->nnbd_fds,
+                           sizeof d->nbd_fds / sizeof d->nbd_fds[0]
+                             - d->nnbd_fds, &n, err, sizeof err) < 0) {
+      daemon_rundir_clean (d->run_dir);
+      daemon_die ("%s", err);
+    }
+    d->nnbd_fds += n;
+  }
+  snprintf (path, sizeof path, "%s/%s", d->run_dir, DAEMON_CTL_SOCKET);
+  if (daemon_listen_unix (path, 0600, &d->ctl_fd, err, sizeof err) < 0) {
+    daemon_rundir_clean (d->run_dir);
+    daemon_die ("%s", err);
+  }
+}
+
+/* ---- Frontends --------------------------------------------------------- */
+
+static int
+daemon_start_nbd (struct daemon *d)
+{
+  struct nbd_server_opts opts = { .origin = d->origin,
+                                  .log = daemon_log_engine };
+  size_t i;
+  int r;
+
+  r = nbd_server_new (&opts, &d->nbd);
+  for (i = 0; r == 0 && i < d->nnbd_fds; i++) {
+    r = nbd_server_add_listener (d->nbd, d->nbd_fds[i]);
+    d->nbd_fds[i] = -1;         /* the server owns it now */
+  }
+  return r;
+}
+
+static void
+daemon_stop_nbd (struct daemon *d)
+{
+  nbd_server_stop (d->nbd);
+  nbd_server_free (d->nbd);
+  d->nbd = NULL;
+}
+
+static int
+daemon_start_control (struct daemon *d)
+{
+  int r;
+
+  d->ctl_ctx = (struct ctl_context) { .origin = d->origin,
+                                      .run_dir = d->run_dir,
+                                      .log = daemon_log_engine };
+  r = ctl_server_new (&d->ctl_ctx, &d->ctl);
+  if (r == 0) {
+    r = ctl_server_start (d->ctl, d->ctl_fd);
+    d->ctl_fd = -1;
+  }
+  return r;
+}
+
+static void
+daemon_stop_control (struct daemon *d)
+{
+  ctl_server_stop (d->ctl);
+  ctl_server_free (d->ctl);
+  d->ctl = NULL;
+}
+
+/* Started in this order, stopped in reverse.  The control socket comes
+ * last: once a client can create a snapshot, every device is served.
+ */
+static const struct daemon_frontend {
+  const char *name;
+  int (*start) (struct daemon *d);
+  void (*stop) (struct daemon *d);
+} daemon_frontends[] = {
+  { "NBD", daemon_start_nbd, daemon_stop_nbd },
+  { "control", daemon_start_control, daemon_stop_control },
+};
+#define DAEMON_NFRONTENDS (sizeof daemon_frontends / sizeof daemon_frontends[0])
+
+static void
+daemon_stop_frontends (struct daemon *d, size_t started)
+{
+  while (started-- > 0) {
+    daemon_log (FSSNAP_LOG_DEBUG, "stopping the %s frontend",
+                daemon_frontends[started].name);
+    daemon_frontends[started].stop (d);
+  }
+}
+
+static int
+daemon_start_frontends (struct daemon *d)
+{
+  size_t i;
+
+  for (i = 0; i < DAEMON_NFRONTENDS; i++) {
+    int r = daemon_frontends[i].start (d);
+    if (r < 0) {
+      daemon_log (FSSNAP_LOG_ERR, "cannot start the %s frontend: %s",
+                  daemon_frontends[i].name, strerror (-r));
+      daemon_stop_frontends (d, i);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* ---- Life cycle -------------------------------------------------------- */
+
+/* Block the stop signals in this thread and every thread it creates. */
+static void
+daemon_block_signals (sigset_t *set)
+{
+  sigemptyset (set);
+  sigaddset (set, SIGTERM);
+  sigaddset (set, SIGINT);
+  pthread_sigmask (SIG_BLOCK, set, NULL);
+  signal (SIGPIPE, SIG_IGN);
+}
+
+static void
+daemon_report (struct daemon *d, int status)
+{
+  if (d->notify_fd >= 0)
+    daemon_background_done (d->notify_fd, status);
+  d->notify_fd = -1;
+}
+
+/* After the fork: open the engine and start serving.  Exits 1 on error. */
+static void
+daemon_start (struct daemon *d)
+{
+  struct fssnap_origin_opts opts = { .path = d->origin_path,
+                                     .state_dir = d->state_dir,
+                                     .chunksize = d->chunksize,
+                                     .log = daemon_log_engine };
+  char err[DAEMON_ERRLEN];
+  int r;
+
+  if (d->pidfile && daemon_pidfile_write (d->pidfile, err, sizeof err) < 0) {
+    daemon_log (FSSNAP_LOG_ERR, "%s", err);
+    goto fail;
+  }
+  r = fssnap_origin_open (&opts, &d->origin);
+  if (r < 0) {
+    daemon_log (FSSNAP_LOG_ERR, "cannot open origin %s: %s", d->origin_path,
+                strerror (-r));
+    goto fail;
+  }
+  if (daemon_start_frontends (d) < 0) {
+    fssnap_origin_close (d->origin);
+    goto fail;
+  }
+  return;
+
+fail:
+  daemon_rundir_clean (d->run_dir);
+  if (d->pidfile)
+    unlink (d->pidfile);
+  daemon_report (d, 1);
+  exit (1);
+}
+
+static void
+daemon_stop (struct daemon *d)
+{
+  int r;
+
+  daemon_stop_frontends (d, DAEMON_NFRONTENDS);
+  r = fssnap_origin_flush (d->origin);
+  if (r < 0)
+    daemon_log (FSSNAP_LOG_ERR, "flushing %s: %s", d->origin_path,
+                strerror (-r));
+  fssnap_origin_close (d->origin);
+  daemon_rundir_clean (d->run_dir);
+  if (d->pidfile)
+    unlink (d->pidfile);
+}
+
+int
+main (int argc, char **argv)
+{
+  struct daemon d = { .origin_lock_fd = -1, .rundir_lock_fd = -1,
+                      .notify_fd = -1, .ctl_fd = -1 };
+  char err[DAEMON_ERRLEN], size[32];
+  sigset_t set;
+  int sig;
+
+  daemon_parse_options (&d, argc, argv);
+  daemon_claim (&d);
+  if (!d.foreground) {
+    if (daemon_background (&d.notify_fd, err, sizeof err) < 0)
+      daemon_die ("%s", err);
+    daemon_rundir_set_pid (d.rundir_lock_fd, getpid ());
+  }
+  daemon_block_signals (&set);
+  daemon_start (&d);
+  daemon_report (&d, 0);
+  if (d.syslog || !d.foreground)
+    daemon_log_use_syslog ();
+  size_format (fssnap_origin_size (d.origin), size, sizeof size);
+  daemon_log (FSSNAP_LOG_INFO, "serving %s (%s) on %s/%s, control on %s/%s",
+              d.origin_path, size, d.run_dir, DAEMON_NBD_SOCKET, d.run_dir,
+              DAEMON_CTL_SOCKET);
+
+  while (sigwait (&set, &sig) != 0)
+    ;
+  daemon_log (FSSNAP_LOG_INFO, "%s received, stopping", strsignal (sig));
+  daemon_stop (&d);
+  daemon_log (FSSNAP_LOG_INFO, "stopped cleanly");
+  return 0;
+}

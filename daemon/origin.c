@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Checking and locking the origin before the engine opens it: one fssnapd
+ * per origin, enforced by an exclusive flock on the origin itself, which the
+ * kernel drops when the daemon dies, so no stale state is ever left.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/setup.h"
+
+int
+daemon_origin_lock (const char *path, int *fdp, char *err, size_t errlen)
+{
+  struct stat st;
+  int fd;
+
+  fd = open (path, O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf (err, errlen, "cannot open origin %s: %s", path,
+              strerror (errno));
+    return -1;
+  }
+  if (fstat (fd, &st) < 0 || !(S_ISREG (st.st_mode) || S_ISBLK (st.st_mode))) {
+    snprintf (err, errlen, "origin %s is not a regular file or block device",
+              path);
+    close (fd);
+    return -1;
+  }
+  if (flock (fd, LOCK_EX | LOCK_NB) < 0) {
+    if (errno == EWOULDBLOCK)
+      snprintf (err, errlen, "origin %s is already served by another fssnapd",
+                path);
+    else
+      snprintf (err, errlen, "cannot lock origin %s: %s", path,
+                strerror (errno));
+    close (fd);
+    return -1;
+  }
+  *fdp = fd;
+  return 0;
+}
