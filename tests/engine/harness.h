@@ -67,7 +67,7 @@ harness_pwrite (void *opaque, int fd, const void *buf, size_t len, off_t off)
 /* Make a scratch dir and an origin of 'size' bytes filled with a pattern
  * that differs in every 512-byte sector.
  */
-static struct harness *
+static inline struct harness *
 harness_new (uint64_t size)
 {
   struct harness *h = calloc (1, sizeof *h);
@@ -93,7 +93,7 @@ harness_new (uint64_t size)
   return h;
 }
 
-static void
+static inline void
 harness_free (struct harness *h)
 {
   char cmd[128];
@@ -103,7 +103,7 @@ harness_free (struct harness *h)
   free (h);
 }
 
-static struct fssnap_origin *
+static inline struct fssnap_origin *
 harness_origin (struct harness *h, uint32_t chunksize, uint64_t max_mem)
 {
   struct fssnap_origin_opts oo = {
@@ -120,7 +120,7 @@ harness_origin (struct harness *h, uint32_t chunksize, uint64_t max_mem)
 }
 
 /* Create a snapshot with every chunk a candidate; returns its number. */
-static unsigned
+static inline unsigned
 harness_snap (struct fssnap_origin *o, const struct fssnap_create_opts *opts)
 {
   struct fssnap_create_opts def = { 0 };
@@ -135,7 +135,7 @@ harness_snap (struct fssnap_origin *o, const struct fssnap_create_opts *opts)
 }
 
 /* Read the whole snapshot (or the origin with num < 0) into a new buffer. */
-static char *
+static inline char *
 harness_read_all (struct fssnap_origin *o, int num, int *errp)
 {
   uint64_t size = fssnap_origin_size (o);
@@ -155,7 +155,7 @@ harness_read_all (struct fssnap_origin *o, int num, int *errp)
   return buf;
 }
 
-static char *
+static inline char *
 harness_image (struct harness *h)
 {
   char *buf = malloc (h->size);
