@@ -19,7 +19,7 @@ for job in 0 1 2; do
   args+=(--name="job$job" --offset=$((job * 16))M --size=16M)
 done
 fio --ioengine=nbd --uri="$(nbd_uri volume)" --rw=randwrite --bsrange=4k-64k \
-    --iodepth=8 --verify=crc32c --verify_fatal=1 --do_verify=1 \
+    --iodepth=8 --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 \
     --numjobs=1 --group_reporting "${args[@]}" >"$TESTDIR/fio.log" 2>&1 \
   || { cat "$TESTDIR/fio.log"; fail "fio"; }
 grep -q 'err= 0' "$TESTDIR/fio.log" || { cat "$TESTDIR/fio.log"; fail "fio errors"; }
