@@ -187,7 +187,8 @@ daemon_parse_options (struct daemon *d, int argc, char **argv)
 {
   int c;
 
-  while ((c = getopt_long (argc, argv, "fvhV", daemon_options, NULL)) != -1) {
+  opterr = 0;                   /* one message per error, ours */
+  while ((c = getopt_long (argc, argv, ":fvhV", daemon_options, NULL)) != -1) {
     switch (c) {
     case OPT_RUN_DIR: d->run_dir = daemon_abs_or_die (optarg); break;
     case OPT_STATE_DIR: d->state_dir = daemon_abs_or_die (optarg); break;
@@ -203,8 +204,13 @@ daemon_parse_options (struct daemon *d, int argc, char **argv)
     case 'v': daemon_log_set_level (FSSNAP_LOG_DEBUG); break;
     case 'h': fputs (daemon_usage, stdout); exit (0);
     case 'V': printf ("fssnapd %s\n", FSSNAP_VERSION); exit (0);
+    case ':':
+      daemon_die ("option \"%s\" needs a value", argv[optind - 1]);
     default:
-      daemon_die ("bad option (see fssnapd --help)");
+      if (optopt)
+        daemon_die ("unknown option \"-%c\" (see fssnapd --help)", optopt);
+      daemon_die ("unknown option \"%s\" (see fssnapd --help)",
+                  argv[optind - 1]);
     }
   }
   if (optind != argc - 1)

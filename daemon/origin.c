@@ -20,16 +20,16 @@ daemon_origin_lock (const char *path, int *fdp, char *err, size_t errlen)
   struct stat st;
   int fd;
 
+  if (stat (path, &st) == 0
+      && !(S_ISREG (st.st_mode) || S_ISBLK (st.st_mode))) {
+    snprintf (err, errlen, "origin %s is not a regular file or block device",
+              path);
+    return -1;
+  }
   fd = open (path, O_RDWR | O_CLOEXEC);
   if (fd < 0) {
     snprintf (err, errlen, "cannot open origin %s: %s", path,
               strerror (errno));
-    return -1;
-  }
-  if (fstat (fd, &st) < 0 || !(S_ISREG (st.st_mode) || S_ISBLK (st.st_mode))) {
-    snprintf (err, errlen, "origin %s is not a regular file or block device",
-              path);
-    close (fd);
     return -1;
   }
   if (flock (fd, LOCK_EX | LOCK_NB) < 0) {

@@ -8,8 +8,21 @@
 #   start_fssnapd ORIGIN [ARGS...]   run fssnapd in the background with
 #                          RUN_DIR=$TESTDIR/run and STATE_DIR=$TESTDIR/state,
 #                          wait for its sockets, stop it at exit
-#   stop_fssnapd           SIGTERM it and wait (fails if it does not exit 0)
+#   stop_fssnapd           SIGTERM it and wait (fails if it does not exit 0
+#                          within 20 s)
+#   wait_exit PID [SECS]   wait for a child to exit (fail after SECS, default
+#                          20); returns its exit status
 #   NBD_SOCK, CTL_SOCK     its sockets; nbd_uri EXPORT gives an NBD URI
+#   FSSNAPD_LOG            what the daemon started by start_fssnapd printed
+#   make_image FILE SIZE   a sparse image file (SIZE as truncate takes it)
+#   ctl_raw [SOCK]         send each line of stdin to the control socket on
+#                          one connection, print each reply line
+#   json_get EXPR          evaluate the python expression EXPR over the JSON
+#                          on stdin (bound to j) and print the result
+#   expect_exit CODE MSG CMD...  run CMD; fail unless it exits CODE and, for
+#                          a non-zero CODE, prints exactly one line on stderr
+#                          containing MSG (kept in $LAST_STDERR, stdout in
+#                          $LAST_STDOUT)
 set -u
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${BUILD:-build}
@@ -45,32 +58,44 @@ STATE_DIR=$TESTDIR/state
 NBD_SOCK=$RUN_DIR/nbd.sock
 CTL_SOCK=$RUN_DIR/control.sock
 FSSNAPD_PID=
+FSSNAPD_LOG=$TESTDIR/fssnapd.log
 
 nbd_uri() { echo "nbd+unix:///$1?socket=$NBD_SOCK"; }
 
 start_fssnapd() {
   [ -x "$FSSNAPD" ] || fail "$FSSNAPD not built"
   "$FSSNAPD" --foreground --run-dir "$RUN_DIR" --state-dir "$STATE_DIR" \
-    "$@" >>"$TESTDIR/fssnapd.log" 2>&1 &
+    "$@" >>"$FSSNAPD_LOG" 2>&1 &
   FSSNAPD_PID=$!
   cleanup_fn "stop_fssnapd_quietly"
   local i
   for ((i = 0; i < 200; i++)); do
     [ -S "$NBD_SOCK" ] && [ -S "$CTL_SOCK" ] && return 0
-    kill -0 "$FSSNAPD_PID" 2>/dev/null || { cat "$TESTDIR/fssnapd.log" >&2; fail "fssnapd exited at start"; }
+    kill -0 "$FSSNAPD_PID" 2>/dev/null || { cat "$FSSNAPD_LOG" >&2; fail "fssnapd exited at start"; }
     sleep 0.05
   done
-  cat "$TESTDIR/fssnapd.log" >&2
+  cat "$FSSNAPD_LOG" >&2
   fail "fssnapd did not create its sockets"
+}
+
+wait_exit() {
+  local pid=$1 secs=${2:-20} i
+  for ((i = 0; i < secs * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && fail "process $pid still running after $secs s"
+  wait "$pid"
 }
 
 stop_fssnapd() {
   [ -n "$FSSNAPD_PID" ] || return 0
   kill -TERM "$FSSNAPD_PID"
   local rc=0
-  wait "$FSSNAPD_PID" || rc=$?
+  wait_exit "$FSSNAPD_PID" || rc=$?
   FSSNAPD_PID=
-  [ "$rc" -eq 0 ] || { cat "$TESTDIR/fssnapd.log" >&2; fail "fssnapd exited with $rc"; }
+FSSNAPD_LOG=$TESTDIR/fssnapd.log
+  [ "$rc" -eq 0 ] || { cat "$FSSNAPD_LOG" >&2; fail "fssnapd exited with $rc"; }
 }
 
 stop_fssnapd_quietly() {
@@ -78,7 +103,40 @@ stop_fssnapd_quietly() {
   kill -TERM "$FSSNAPD_PID" 2>/dev/null
   wait "$FSSNAPD_PID" 2>/dev/null
   FSSNAPD_PID=
+FSSNAPD_LOG=$TESTDIR/fssnapd.log
 }
 
 # fssnap CLI against this test's daemon.
 fssnap() { "$FSSNAP" --run-dir "$RUN_DIR" "$@"; }
+
+make_image() { rm -f "$1" && truncate -s "$2" "$1"; }
+
+ctl_raw() {
+  /usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rwb")
+for line in sys.stdin.buffer:
+    f.write(line if line.endswith(b"\n") else line + b"\n")
+    f.flush()
+    print(f.readline().decode().rstrip("\n"), flush=True)
+' "${1:-$CTL_SOCK}"
+}
+
+json_get() {
+  /usr/bin/python3 -c 'import json, sys; j = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
+}
+
+LAST_STDOUT= LAST_STDERR=
+expect_exit() {
+  local code=$1 msg=$2 rc=0 lines
+  shift 2
+  "$@" >"$TESTDIR/.out" 2>"$TESTDIR/.err" || rc=$?
+  LAST_STDOUT=$(cat "$TESTDIR/.out") LAST_STDERR=$(cat "$TESTDIR/.err")
+  [ "$rc" -eq "$code" ] || fail "$* exited $rc, not $code; stderr: $LAST_STDERR"
+  [ "$code" -eq 0 ] && return 0
+  lines=$(wc -l <"$TESTDIR/.err")
+  [ "$lines" -eq 1 ] || fail "$* printed $lines lines on stderr, not 1: $LAST_STDERR"
+  [[ $LAST_STDERR == *"$msg"* ]] || fail "$* said \"$LAST_STDERR\", expected \"$msg\""
+}
