@@ -281,6 +281,8 @@ ctl_create (const struct ctl_context *ctx, json_object *req)
     free (storage);
     return reply;
   }
+  opts.candidates = ctx->candidates;
+  opts.candidates_opaque = ctx->candidates_opaque;
   r = fssnap_snapshot_create (ctx->origin, &opts, &num, errmsg, sizeof errmsg);
   free (storage);
   if (r < 0) {

@@ -15,6 +15,8 @@ struct ctl_context {
   const char *run_dir;          /* device paths are RUN_DIR/dev/snap/N */
   fssnap_log_fn log;            /* NULL: no log */
   void *log_opaque;
+  fssnap_candidate_fn candidates;       /* NULL: every chunk */
+  void *candidates_opaque;
 };
 
 /* Handle one request line (without its newline).  Always returns a reply

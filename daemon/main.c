@@ -33,6 +33,8 @@
 #include "control/server.h"
 #include "daemon/log.h"
 #include "daemon/setup.h"
+#include "fs/fs.h"
+#include "fuse/devfs.h"
 #include "nbd/nbd.h"
 
 #define DAEMON_MAX_TCP 8
@@ -49,6 +51,7 @@ struct daemon {
   uint32_t chunksize;
   bool foreground;
   bool syslog;
+  bool no_fuse;
 
   /* Held from start-up to exit. */
   int origin_lock_fd;
@@ -61,8 +64,10 @@ struct daemon {
 
   /* Frontends. */
   struct nbd_server *nbd;
+  struct devfs *devfs;
   struct ctl_server *ctl;
   struct ctl_context ctl_ctx;
+  struct fs_candidates_ctx fs_ctx;      /* the engine calls it serially */
 };
 
 static const char daemon_usage[] =
@@ -86,6 +91,8 @@ static const char daemon_usage[] =
 "                      defaults to loopback (\":10809\" or \"10809\"); use\n"
 "                      \"[::]:PORT\" or \"0.0.0.0:PORT\" for every interface.\n"
 "                      Without this option fssnapd never listens on TCP.\n"
+"  --no-fuse          do not mount the device files RUN_DIR/dev/volume and\n"
+"                      RUN_DIR/dev/snap/N (FUSE; for losetup and fssnap attach).\n"
 "  --chunksize SIZE    copy-on-write granularity for an origin without\n"
 "                      snapshots: a power of two from 512 to 1m (suffixes\n"
 "                      k, m, g, t).  Default: set by the first snapshot, 64k.\n"
@@ -116,7 +123,7 @@ static const char daemon_usage[] =
 "  fssnap --run-dir /run/fssnap/disk create\n";
 
 enum { OPT_RUN_DIR = 256, OPT_STATE_DIR, OPT_LISTEN, OPT_CHUNKSIZE,
-       OPT_PIDFILE, OPT_SYSLOG };
+       OPT_PIDFILE, OPT_SYSLOG, OPT_NO_FUSE };
 
 static const struct option daemon_options[] = {
   { "run-dir", required_argument, NULL, OPT_RUN_DIR },
@@ -126,6 +133,7 @@ static const struct option daemon_options[] = {
   { "foreground", no_argument, NULL, 'f' },
   { "pidfile", required_argument, NULL, OPT_PIDFILE },
   { "syslog", no_argument, NULL, OPT_SYSLOG },
+  { "no-fuse", no_argument, NULL, OPT_NO_FUSE },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, 'h' },
   { "version", no_argument, NULL, 'V' },
@@ -201,6 +209,7 @@ daemon_parse_options (struct daemon *d, int argc, char **argv)
     case 'f': d->foreground = true; break;
     case OPT_PIDFILE: d->pidfile = daemon_abs_or_die (optarg); break;
     case OPT_SYSLOG: d->syslog = true; break;
+    case OPT_NO_FUSE: d->no_fuse = true; break;
     case 'v': daemon_log_set_level (FSSNAP_LOG_DEBUG); break;
     case 'h': fputs (daemon_usage, stdout); exit (0);
     case 'V': printf ("fssnapd %s\n", FSSNAP_VERSION); exit (0);
@@ -282,14 +291,40 @@ daemon_stop_nbd (struct daemon *d)
   d->nbd = NULL;
 }
 
+/* The device files on RUN_DIR/dev, unless --no-fuse. */
+static int
+daemon_start_fuse (struct daemon *d)
+{
+  struct devfs_opts opts = { .origin = d->origin,
+                             .log = daemon_log_engine };
+  char dir[PATH_MAX];
+
+  if (d->no_fuse)
+    return 0;
+  snprintf (dir, sizeof dir, "%s/dev", d->run_dir);
+  opts.mountdir = dir;
+  return devfs_start (&opts, &d->devfs);
+}
+
+static void
+daemon_stop_fuse (struct daemon *d)
+{
+  if (d->devfs)
+    devfs_stop (d->devfs);
+  d->devfs = NULL;
+}
+
 static int
 daemon_start_control (struct daemon *d)
 {
   int r;
 
+  d->fs_ctx = (struct fs_candidates_ctx) { .log = daemon_log_engine };
   d->ctl_ctx = (struct ctl_context) { .origin = d->origin,
                                       .run_dir = d->run_dir,
-                                      .log = daemon_log_engine };
+                                      .log = daemon_log_engine,
+                                      .candidates = fs_candidates,
+                                      .candidates_opaque = &d->fs_ctx };
   r = ctl_server_new (&d->ctl_ctx, &d->ctl);
   if (r == 0) {
     r = ctl_server_start (d->ctl, d->ctl_fd);
@@ -315,6 +350,7 @@ static const struct daemon_frontend {
   void (*stop) (struct daemon *d);
 } daemon_frontends[] = {
   { "NBD", daemon_start_nbd, daemon_stop_nbd },
+  { "FUSE", daemon_start_fuse, daemon_stop_fuse },
   { "control", daemon_start_control, daemon_stop_control },
 };
 #define DAEMON_NFRONTENDS (sizeof daemon_frontends / sizeof daemon_frontends[0])
