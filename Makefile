@@ -24,7 +24,8 @@ LDLIBS    := -pthread
 LIB_SRC    := $(wildcard engine/*.c common/*.c)
 # The frontends, the file system half and the daemon's own code.
 DAEMON_SRC := $(wildcard fs/*.c nbd/*.c fuse/*.c control/*.c daemon/*.c)
-CLI_SRC    := $(wildcard cli/*.c) $(filter control/proto%.c,$(wildcard control/*.c))
+CLI_SRC    := $(wildcard cli/*.c) $(filter control/proto%.c,$(wildcard control/*.c)) \
+              fs/freeze.c fs/loop.c
 UNIT_SRC   := $(wildcard tests/unit/test-*.c tests/engine/test-*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
 

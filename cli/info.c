@@ -12,6 +12,7 @@
 
 #include "common/size.h"
 #include "cli/cli.h"
+#include "cli/devices.h"
 
 enum cli_format { CLI_RAW, CLI_SIZE, CLI_MAXSIZE, CLI_TIME, CLI_OPTIONAL };
 
@@ -25,6 +26,7 @@ struct cli_info_key {
 static const struct cli_info_key cli_info_keys[] = {
   { "number", "snapnumber", "Snapshot number", CLI_RAW },
   { "device", "blockdevname", "Block Device", CLI_RAW },
+  { "loop", NULL, "Attached loop device", CLI_OPTIONAL },
   { "mountpoint", NULL, "Mount point", CLI_OPTIONAL },
   { "state", NULL, "Device state", CLI_RAW },
   { "backing_store", "backing", "Backing store path", CLI_RAW },
@@ -233,7 +235,7 @@ cli_cmd_info (struct cli *cli, int argc, char **argv)
   if (!json_object_object_get_ex (reply, "snapshots", &snaps)
       || !json_object_is_type (snaps, json_type_array))
     r = cli_error (CLI_EXIT_UNREACHABLE, "fssnapd's reply lacks snapshots");
-  else if (json)
+  else if (cli_add_loop_fields (snaps), json)
     cli_info_print_json (snaps, keys, nkeys, one);
   else
     cli_info_print_text (snaps, keys, nkeys);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/devices.h"
 #include "control/proto.h"
 
 static const char cli_usage[] =
@@ -20,7 +21,7 @@ static const char cli_usage[] =
 "and, with the FUSE frontend, as the file DIR/dev/snap/N.\n"
 "\n"
 "Commands:\n"
-"  create [-o OPTIONS] [--mount PATH] [--json]\n"
+"  create [-o OPTIONS] [--mount PATH | PATH] [--attach] [--json]\n"
 "      Take a snapshot; print its device path DIR/dev/snap/N (the basename\n"
 "      is the snapshot number).  OPTIONS, comma-separated:\n"
 "        backing-store=PATH  directory (or file) for the backing store;\n"
@@ -33,12 +34,22 @@ static const char cli_usage[] =
 "        maxfilesize=SIZE    split the backing store into files of SIZE\n"
 "        unlink              unlink the store files once open\n"
 "        transient           no syncs; gone when fssnapd restarts\n"
-"      SIZE takes a k, m, g or t suffix (powers of 1024).  --mount records\n"
-"      the mount point of the file system on the volume.\n"
-"  delete N\n"
-"      Delete snapshot N.\n"
+"      SIZE takes a k, m, g or t suffix (powers of 1024).  --mount PATH\n"
+"      (or PATH alone) freezes the file system mounted there (on the\n"
+"      volume) while the snapshot is taken, so that it is consistent, and\n"
+"      thaws it whatever happens; it is recorded as the mount point.\n"
+"      --attach also attaches the snapshot and prints its loop device.\n"
+"  delete [--force] N\n"
+"      Delete snapshot N.  An attached snapshot is refused unless --force,\n"
+"      which detaches it first.\n"
+"  attach N|volume\n"
+"      Set up a loop device (direct I/O; read-only for a snapshot) on the\n"
+"      device file DIR/dev/snap/N or DIR/dev/volume; print /dev/loopX.\n"
+"  detach N|volume|/dev/loopX\n"
+"      Detach it again (refused while it is mounted).\n"
 "  list [--json]\n"
-"      One line per snapshot: number, state, creation time, UUID, device.\n"
+"      One line per snapshot: number, state, creation time, UUID, attached\n"
+"      loop device, device.\n"
 "  info [N] [-o KEY,...] [--json]\n"
 "      Details of snapshot N, or of every snapshot.  With -o, only the\n"
 "      values of these keys, one per line: number (snapnumber), device\n"
@@ -77,6 +88,8 @@ static const struct cli_command {
   { "list", cli_cmd_list },
   { "info", cli_cmd_info },
   { "stats", cli_cmd_stats },
+  { "attach", cli_cmd_attach },
+  { "detach", cli_cmd_detach },
 };
 
 static const struct option cli_options[] = {

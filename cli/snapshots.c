@@ -13,8 +13,9 @@
 
 #include "libfssnap.h"
 #include "cli/cli.h"
+#include "cli/devices.h"
 
-enum { CLI_OPT_MOUNT = 256 };
+enum { CLI_OPT_MOUNT = 256, CLI_OPT_ATTACH, CLI_OPT_FORCE };
 
 /* Join the -o arguments with commas and check them. */
 static int
@@ -38,17 +39,29 @@ cli_add_options (char **optstr, const char *arg)
   return CLI_EXIT_OK;
 }
 
+/* --mount PATH: canonical, recorded, frozen during the create. */
+static int
+cli_mount_arg (json_object *req, const char *arg, char *mount)
+{
+  if (!realpath (arg, mount))
+    return cli_error (CLI_EXIT_USAGE, "mount point %s: %s", arg,
+                      strerror (errno));
+  json_object_object_add (req, "mount", json_object_new_string (mount));
+  return CLI_EXIT_OK;
+}
+
 int
 cli_cmd_create (struct cli *cli, int argc, char **argv)
 {
   static const struct option longopts[] = {
     { "mount", required_argument, NULL, CLI_OPT_MOUNT },
     { "json", no_argument, NULL, 'j' },
+    { "attach", no_argument, NULL, CLI_OPT_ATTACH },
     { NULL, 0, NULL, 0 },
   };
-  char *optstr = NULL, mount[PATH_MAX];
+  char *optstr = NULL, mount[PATH_MAX] = "";
   json_object *req, *reply, *snap, *dev;
-  int c, r = CLI_EXIT_OK, json = 0;
+  int c, r = CLI_EXIT_OK, json = 0, attach = 0;
 
   req = json_object_new_object ();
   json_object_object_add (req, "request", json_object_new_string ("create"));
@@ -57,16 +70,14 @@ cli_cmd_create (struct cli *cli, int argc, char **argv)
     switch (c) {
     case 'o': r = cli_add_options (&optstr, optarg); break;
     case 'j': json = 1; break;
-    case CLI_OPT_MOUNT:
-      if (!realpath (optarg, mount))
-        r = cli_error (CLI_EXIT_USAGE, "mount point %s: %s", optarg,
-                       strerror (errno));
-      else
-        json_object_object_add (req, "mount", json_object_new_string (mount));
-      break;
+    case CLI_OPT_ATTACH: attach = 1; break;
+    case CLI_OPT_MOUNT: r = cli_mount_arg (req, optarg, mount); break;
     default: r = cli_bad_option (c, argv);
     }
   }
+  /* "fssnap create /mnt/data", as illumos fssnap takes it. */
+  if (r == CLI_EXIT_OK && optind == argc - 1 && !*mount)
+    r = cli_mount_arg (req, argv[optind++], mount);
   if (r == CLI_EXIT_OK && optind != argc)
     r = cli_error (CLI_EXIT_USAGE, "create takes no argument \"%s\"",
                    argv[optind]);
@@ -78,12 +89,17 @@ cli_cmd_create (struct cli *cli, int argc, char **argv)
   if (optstr)
     json_object_object_add (req, "options", json_object_new_string (optstr));
   free (optstr);
-  r = cli_request (cli, req, &reply);
+  if (*mount)
+    r = cli_request_frozen (cli, mount, req, &reply);
+  else
+    r = cli_request (cli, req, &reply);
   if (r != CLI_EXIT_OK)
     return r;
   if (!json_object_object_get_ex (reply, "snapshot", &snap)
       || !json_object_object_get_ex (snap, "device", &dev))
     r = cli_error (CLI_EXIT_UNREACHABLE, "fssnapd's reply lacks the device");
+  else if (attach)
+    r = cli_attach_file (json_object_get_string (dev), 1);
   else if (json)
     cli_print_json (snap);
   else
@@ -92,21 +108,57 @@ cli_cmd_create (struct cli *cli, int argc, char **argv)
   return r;
 }
 
+/* An attached snapshot is deleted only with --force, which detaches it. */
+static int
+cli_delete_detach (struct cli *cli, long num, int force)
+{
+  char file[PATH_MAX];
+  json_object *one = json_object_new_array ();
+  json_object *snap = json_object_new_object ();
+  int r;
+
+  r = cli_snapshot_file (cli, num, file, sizeof file);
+  if (r == CLI_EXIT_OK) {
+    json_object_object_add (snap, "device", json_object_new_string (file));
+    json_object_array_add (one, snap);
+    cli_add_loop_fields (one);
+    if (json_object_object_get_ex (snap, "loop", NULL) && !force)
+      r = cli_error (CLI_EXIT_REFUSED, "snapshot %ld is attached as %s: "
+                     "detach it first or use --force", num,
+                     cli_field (snap, "loop"));
+    else if (force)
+      r = cli_detach_file (file);
+  }
+  json_object_put (one);
+  return r;
+}
+
 int
 cli_cmd_delete (struct cli *cli, int argc, char **argv)
 {
+  static const struct option longopts[] = {
+    { "force", no_argument, NULL, CLI_OPT_FORCE },
+    { NULL, 0, NULL, 0 },
+  };
   json_object *req, *reply;
   long num;
-  int r;
+  int c, r, force = 0;
 
-  r = cli_simple_args (argc, argv, NULL, 1);
-  if (r != CLI_EXIT_OK)
-    return r;
+  while ((c = getopt_long (argc, argv, ":", longopts, NULL)) != -1) {
+    if (c != CLI_OPT_FORCE)
+      return cli_bad_option (c, argv);
+    force = 1;
+  }
   if (optind == argc)
     return cli_error (CLI_EXIT_USAGE, "delete needs a snapshot number");
+  if (optind != argc - 1)
+    return cli_error (CLI_EXIT_USAGE, "delete takes one snapshot number");
   num = cli_parse_number (argv[optind]);
   if (num < 0)
     return CLI_EXIT_USAGE;
+  r = cli_delete_detach (cli, num, force);
+  if (r != CLI_EXIT_OK)
+    return r;
   req = json_object_new_object ();
   json_object_object_add (req, "request", json_object_new_string ("delete"));
   json_object_object_add (req, "number", json_object_new_int64 (num));
@@ -121,15 +173,15 @@ cli_list_print (json_object *snaps)
 {
   size_t i, n = json_object_array_length (snaps);
 
-  printf ("%-4s %-9s %-19s %-36s %s\n", "NUM", "STATE", "CREATED", "UUID",
-          "DEVICE");
+  printf ("%-4s %-9s %-19s %-36s %-12s %s\n", "NUM", "STATE", "CREATED",
+          "UUID", "ATTACHED", "DEVICE");
   for (i = 0; i < n; i++) {
     json_object *s = json_object_array_get_idx (snaps, i);
     char when[64];
     cli_format_time (s, "%Y-%m-%d %H:%M:%S", when, sizeof when);
-    printf ("%-4s %-9s %-19s %-36s %s\n", cli_field (s, "number"),
+    printf ("%-4s %-9s %-19s %-36s %-12s %s\n", cli_field (s, "number"),
             cli_field (s, "state"), when, cli_field (s, "uuid"),
-            cli_field (s, "device"));
+            cli_field (s, "loop"), cli_field (s, "device"));
   }
 }
 
@@ -150,7 +202,7 @@ cli_cmd_list (struct cli *cli, int argc, char **argv)
   if (!json_object_object_get_ex (reply, "snapshots", &snaps)
       || !json_object_is_type (snaps, json_type_array))
     r = cli_error (CLI_EXIT_UNREACHABLE, "fssnapd's reply lacks the list");
-  else if (json)
+  else if (cli_add_loop_fields (snaps), json)
     cli_print_json (snaps);
   else
     cli_list_print (snaps);

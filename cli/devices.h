@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fssnap's side of the device files: loop devices on them (attach,
+ * detach, shown by list and info) and freezing the file system on the
+ * volume while a snapshot is created.
+ */
+#ifndef FSSNAP_CLI_DEVICES_H
+#define FSSNAP_CLI_DEVICES_H
+
+#include <stddef.h>
+#include <json-c/json.h>
+
+#include "cli/cli.h"
+
+int cli_cmd_attach (struct cli *cli, int argc, char **argv);
+int cli_cmd_detach (struct cli *cli, int argc, char **argv);
+
+/* Attach the device file of a snapshot (read-only) or of the volume and
+ * print the loop device.  Returns an exit code.
+ */
+int cli_attach_file (const char *file, int read_only);
+/* Detach every loop device on file.  Returns an exit code. */
+int cli_detach_file (const char *file);
+
+/* The device file of snapshot num (its "device" from fssnapd) in path. */
+int cli_snapshot_file (struct cli *cli, long num, char *path, size_t len);
+
+/* Add "loop": "/dev/loopN" to each snapshot object whose device file has
+ * a loop device on it.
+ */
+void cli_add_loop_fields (json_object *snaps);
+
+/* Freeze the file system mounted on mountpoint, run req through fssnapd,
+ * thaw whatever happens.  A watchdog process thaws it if fssnap itself is
+ * killed meanwhile.  Same result as cli_request.
+ */
+int cli_request_frozen (struct cli *cli, const char *mountpoint,
+                        json_object *req, json_object **replyp);
+
+#endif /* FSSNAP_CLI_DEVICES_H */
