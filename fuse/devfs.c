@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
@@ -525,9 +526,12 @@ static const struct fuse_lowlevel_ops devfs_ops = {
 int
 devfs_cleanup_stale (const char *mountdir)
 {
-  struct stat st;
+  struct statfs sfs;
 
-  if (stat (mountdir, &st) == 0 || errno != ENOTCONN)
+  /* statfs always asks the server (a stat may come from cached
+   * attributes), so a dead one shows as ENOTCONN.
+   */
+  if (statfs (mountdir, &sfs) == 0 || errno != ENOTCONN)
     return 0;
   /* The daemon that served it is gone: detach it now, whoever holds it. */
   if (umount2 (mountdir, MNT_DETACH) == -1)
