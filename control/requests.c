@@ -283,7 +283,12 @@ ctl_create (const struct ctl_context *ctx, json_object *req)
   }
   opts.candidates = ctx->candidates;
   opts.candidates_opaque = ctx->candidates_opaque;
-  r = fssnap_snapshot_create (ctx->origin, &opts, &num, errmsg, sizeof errmsg);
+  r = 0;
+  if (ctx->check_create)
+    r = ctx->check_create (ctx->check_opaque, &opts, errmsg, sizeof errmsg);
+  if (r == 0)
+    r = fssnap_snapshot_create (ctx->origin, &opts, &num, errmsg,
+                                sizeof errmsg);
   free (storage);
   if (r < 0) {
     ctl_log (ctx, FSSNAP_LOG_INFO, "control: create refused: %s",

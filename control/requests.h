@@ -17,6 +17,12 @@ struct ctl_context {
   void *log_opaque;
   fssnap_candidate_fn candidates;       /* NULL: every chunk */
   void *candidates_opaque;
+  /* Before a create: 0, or a negative errno and a message in err to
+   * refuse it.  NULL: no check.
+   */
+  int (*check_create) (void *opaque, const struct fssnap_create_opts *opts,
+                       char *err, size_t errlen);
+  void *check_opaque;
 };
 
 /* Handle one request line (without its newline).  Always returns a reply

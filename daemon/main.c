@@ -34,6 +34,7 @@
 #include "daemon/log.h"
 #include "daemon/setup.h"
 #include "fs/fs.h"
+#include "fs/loop.h"
 #include "fuse/devfs.h"
 #include "nbd/nbd.h"
 
@@ -314,6 +315,23 @@ daemon_stop_fuse (struct daemon *d)
   d->devfs = NULL;
 }
 
+/* Refuse a backing store on the volume (through the FUSE file and a loop
+ * device, or on the origin itself): it would copy into itself.
+ */
+static int
+daemon_check_create (void *opaque, const struct fssnap_create_opts *opts,
+                     char *err, size_t errlen)
+{
+  struct daemon *d = opaque;
+  char volume[PATH_MAX];
+  const char *files[] = { volume, d->origin_path, NULL };
+
+  snprintf (volume, sizeof volume, "%s/dev/volume", d->run_dir);
+  return loop_store_check (opts->backing_store ? opts->backing_store
+                                               : d->state_dir,
+                           files, err, errlen);
+}
+
 static int
 daemon_start_control (struct daemon *d)
 {
@@ -324,7 +342,9 @@ daemon_start_control (struct daemon *d)
                                       .run_dir = d->run_dir,
                                       .log = daemon_log_engine,
                                       .candidates = fs_candidates,
-                                      .candidates_opaque = &d->fs_ctx };
+                                      .candidates_opaque = &d->fs_ctx,
+                                      .check_create = daemon_check_create,
+                                      .check_opaque = d };
   r = ctl_server_new (&d->ctl_ctx, &d->ctl);
   if (r == 0) {
     r = ctl_server_start (d->ctl, d->ctl_fd);

@@ -191,3 +191,66 @@ loop_backs_dev (const char *file, dev_t devnum)
     closedir (d);
   return 0;
 }
+
+/* The whole disk of a partition, or devnum itself. */
+static dev_t
+loop_disk_of (dev_t devnum)
+{
+  char path[PATH_MAX], buf[32];
+  unsigned ma, mi;
+
+  snprintf (path, sizeof path, "/sys/dev/block/%u:%u/partition",
+            major (devnum), minor (devnum));
+  if (access (path, F_OK) != 0)
+    return devnum;
+  snprintf (path, sizeof path, "/sys/dev/block/%u:%u/../dev",
+            major (devnum), minor (devnum));
+  if (loop_read_sys (path, buf, sizeof buf) == 0 &&
+      sscanf (buf, "%u:%u", &ma, &mi) == 2)
+    return makedev (ma, mi);
+  return devnum;
+}
+
+/* The device of the file system store is (or will be) on. */
+static int
+loop_store_dev (const char *store, dev_t *devp)
+{
+  char parent[PATH_MAX], *slash;
+  struct stat st;
+
+  if (stat (store, &st) == -1) {
+    snprintf (parent, sizeof parent, "%s", store);
+    slash = strrchr (parent, '/');
+    if (errno != ENOENT || slash == NULL)
+      return -1;
+    *(slash == parent ? slash + 1 : slash) = '\0';
+    if (stat (parent, &st) == -1)
+      return -1;
+  }
+  *devp = st.st_dev;
+  return 0;
+}
+
+int
+loop_store_check (const char *store, const char *const *files,
+                  char *err, size_t errlen)
+{
+  struct stat st;
+  dev_t dev;
+  size_t i;
+
+  if (loop_store_dev (store, &dev) < 0)
+    return 0;                   /* the engine reports what is wrong */
+  for (i = 0; files[i]; i++) {
+    if (loop_backs_dev (files[i], dev) ||
+        (stat (files[i], &st) == 0 && S_ISBLK (st.st_mode) &&
+         loop_disk_of (dev) == st.st_rdev)) {
+      snprintf (err, errlen, "backing store %s is on the file system being "
+                "snapshotted (it lives on %s): the snapshot would copy into "
+                "itself; choose a backing-store= elsewhere", store,
+                files[i]);
+      return -EXDEV;
+    }
+  }
+  return 0;
+}

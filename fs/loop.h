@@ -30,4 +30,13 @@ int loop_detach (const char *dev);
  */
 int loop_backs_dev (const char *file, dev_t devnum);
 
+/* Refuse a backing store on the volume itself: store (a directory or a
+ * file, existing or not) must not sit on a file system whose device is
+ * one of files (block devices) or a loop device over one of them (the
+ * FUSE volume file, an image origin), partitions included.  Returns 0, or
+ * -EXDEV with a message in err.
+ */
+int loop_store_check (const char *store, const char *const *files,
+                      char *err, size_t errlen);
+
 #endif /* FSSNAP_LOOP_H */

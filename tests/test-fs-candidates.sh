@@ -6,7 +6,7 @@
 # Anything that is not ext2/3/4 makes every chunk a candidate.
 source "$(dirname "$0")/functions.sh"
 requires_root
-requires mkfs.ext4 losetup
+requires mkfs.ext4 losetup timeout
 [ -c /dev/fuse ] || { echo "skipped: no /dev/fuse"; exit 77; }
 
 fs_cleanup() {
@@ -49,6 +49,14 @@ mount "$vol" "$MNT"
 for i in $(seq 10); do head -c 10M /dev/urandom >"$MNT/file$i"; done
 sync
 df -h "$MNT"
+
+# A backing store on the file system being snapshotted is refused, and the
+# file system is thawed after the refusal.
+mkdir "$MNT/store"
+expect_exit 4 "is on the file system being snapshotted" fssnap create -o "backing-store=$MNT/store" --mount "$MNT"
+timeout 10 touch "$MNT/after-refusal" || fail "file system left frozen"
+rm "$MNT/after-refusal"
+rmdir "$MNT/store"
 
 n=$(basename "$(fssnap create -o transient --mount "$MNT")")
 cands=$(info_field "$n" candidate_chunks)
