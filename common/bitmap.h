@@ -39,6 +39,15 @@ bitmap_set (struct bitmap *bm, uint64_t bit)
   return old & mask;
 }
 
+/* Clear one bit. */
+static inline void
+bitmap_clear (struct bitmap *bm, uint64_t bit)
+{
+  atomic_fetch_and_explicit (&bm->words[bit >> 6],
+                             ~(UINT64_C (1) << (bit & 63)),
+                             memory_order_relaxed);
+}
+
 /* Set bits [first, first+count), clipped to the map. */
 void bitmap_set_range (struct bitmap *bm, uint64_t first, uint64_t count);
 /* Number of set bits. */

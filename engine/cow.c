@@ -31,6 +31,11 @@
  * them, so the owner is always there to be found; snapshots that are not
  * valid (disabled, deleted, creating) never join N and never become owners.
  *
+ * Durability: when a persistent snapshot needs the copy, the copy's bits
+ * are logged for group commit (commit.c) and the write waits, after all
+ * its chunks are copied and before it touches the origin, until the copy
+ * and its bits are durable.
+ *
  * A copy charges the owner's maxsize; an owner that would exceed it is
  * deleted on the spot (logged) and the next newest member of N takes the
  * copy instead, so no other snapshot loses anything.
@@ -107,11 +112,12 @@ cow_pick_owner (struct snap **set, size_t n, bool *reap)
 /* Copy chunk c for the members of set[].  Returns 1 if the copy took the
  * caller's throttle slot, 0 if no copy was needed after all, or a negative
  * errno (the origin could not be read: the write must not go ahead).
+ * *epochp is the commit epoch to wait for (0: none).
  * Caller holds chunk lock c and snap_lock shared.
  */
 static int
 cow_copy_locked (struct fssnap_origin *o, uint64_t c, struct snap **set,
-                 size_t n, bool *reap)
+                 size_t n, bool *reap, uint64_t *epochp)
 {
   size_t len = chunk_bytes (o, c);
   struct xentry *e = calloc (1, sizeof *e);
@@ -142,15 +148,18 @@ cow_copy_locked (struct fssnap_origin *o, uint64_t c, struct snap **set,
     if (!bitmap_set (&set[i]->pres, c))
       atomic_fetch_add (&set[i]->pres_count, 1);
   snap_ref (owner);
+  *epochp = commit_add_copy (o, e, set, n);
   writer_queue (o, e);
   atomic_fetch_add (&o->chunks_copied, 1);
   atomic_fetch_add (&o->bytes_copied, len);
   return 1;
 }
 
-/* Make sure chunk c may be overwritten.  Caller holds io_lock shared. */
+/* Make sure chunk c may be overwritten, once *epochp is committed.
+ * Caller holds io_lock shared.
+ */
 static int
-cow_chunk (struct fssnap_origin *o, uint64_t c)
+cow_chunk (struct fssnap_origin *o, uint64_t c, uint64_t *epochp)
 {
   struct snap *set[FSSNAP_MAX_SNAPSHOTS];
   pthread_mutex_t *lock = chunk_lock (o, c);
@@ -170,7 +179,7 @@ cow_chunk (struct fssnap_origin *o, uint64_t c)
     slot = true;
   }
   if (n > 0)
-    r = cow_copy_locked (o, c, set, n, &reap);
+    r = cow_copy_locked (o, c, set, n, &reap, epochp);
   pthread_rwlock_unlock (&o->snap_lock);
   pthread_mutex_unlock (lock);
 
@@ -188,10 +197,15 @@ cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len)
     return 0;
   uint64_t first = off >> o->chunk_shift;
   uint64_t last = (off + len - 1) >> o->chunk_shift;
-  for (uint64_t c = first; c <= last; c++) {
-    int r = cow_chunk (o, c);
-    if (r < 0)
-      return r;
+  uint64_t wait_for = 0;
+  int r = 0;
+  for (uint64_t c = first; r == 0 && c <= last; c++) {
+    uint64_t epoch = 0;
+    r = cow_chunk (o, c, &epoch);
+    if (epoch > wait_for)
+      wait_for = epoch;
   }
-  return 0;
+  if (wait_for)
+    commit_wait (o, wait_for);  /* holding only io_lock */
+  return r;
 }

@@ -25,8 +25,11 @@
  *                            copy path and snapshot reads; exclusive for
  *                            create's publish, delete, open, close, reap.
  *   5. origin->state_lock    snapshot state transitions and reasons.
- *   6. xtable.lock, the store's file_lock, origin->throttle_lock,
- *      origin->queue_lock:   leaves; nothing is taken while holding them.
+ *   6. meta->lock            a snapshot's metadata file (header writes
+ *                            against bitmap flushes).
+ *   7. xtable.lock, the store's file_lock, origin->throttle_lock,
+ *      origin->queue_lock, origin->commit_lock:
+ *                            leaves; nothing is taken while holding them.
  *
  * Waiting: the copy path waits for a throttle slot holding only io_lock
  * (shared).  Store writers take snap_lock shared (to disable snapshots after
@@ -44,6 +47,7 @@
 
 #include "libfssnap.h"
 #include "common/bitmap.h"
+#include "engine/meta.h"
 #include "engine/store.h"
 #include "engine/xtable.h"
 
@@ -64,7 +68,8 @@ struct snap {
   uint32_t chunksize;
   uint64_t nchunks;
   uint64_t maxsize;
-  bool transient;
+  uint64_t max_backfile_size;
+  bool transient;               /* also: unlinked store */
   int64_t create_time;
   char *mountpoint;
 
@@ -84,12 +89,34 @@ struct snap {
 
   struct store *store;
   struct xtable table;          /* copies owned here, not yet in the store */
+  struct meta *meta;            /* NULL without a state dir */
+  bool discard;                 /* remove its files when freed */
+  bool untrusted;               /* recovered from a file that failed a check:
+                                   its maps are empty, not what it had */
+  uint64_t synced_round, flushed_round;  /* committer only */
+};
+
+/* Group commit (commit.c): the bits of one epoch's copies. */
+struct commit_rec {
+  struct snap *s;
+  uint64_t chunk;
+  bool owner;                   /* O bit of the owner; else H bit */
+};
+
+struct commit_log {
+  struct commit_rec *recs;
+  size_t n, alloc;
+  uint64_t pending;             /* store writes not done yet */
+  bool failed;                  /* a record could not be logged */
 };
 
 struct fssnap_origin {
   char *path;
+  char *basename;               /* names the files in the state dir */
   int fd;
   uint64_t size;
+  uint32_t origin_kind;         /* META_ORIGIN_*, with dev and ino: the */
+  uint64_t origin_dev, origin_ino;  /* identity metadata files check */
   const struct fssnap_io *io;
   fssnap_log_fn log;
   void *log_opaque;
@@ -131,6 +158,17 @@ struct fssnap_origin {
   pthread_t *writers;
   unsigned nwriters;
 
+  /* Group commit (commit_lock). */
+  pthread_mutex_t commit_lock;
+  pthread_cond_t commit_cond;   /* records or finished store writes */
+  pthread_cond_t commit_done;   /* an epoch was committed */
+  uint64_t open_epoch, committed_epoch;
+  struct commit_log logs[2];    /* by epoch parity */
+  bool commit_stopping;
+  pthread_t committer;
+  bool committer_running;
+  uint64_t commit_round;        /* committer only */
+
   _Atomic uint64_t chunks_copied, bytes_copied, throttle_waits, store_errors;
 };
 
@@ -170,11 +208,28 @@ chunksize_valid (uint64_t cs)
  * snap exists but the one being created.
  */
 void origin_set_chunksize (struct fssnap_origin *o, uint32_t cs);
+/* fsync the state dir (new or removed files).  No lock needed. */
+int origin_sync_state_dir (struct fssnap_origin *o);
 
 /* cow.c: the copy-on-write path and the owner rule. */
 int cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len);
 struct snap *cow_owner_of (struct fssnap_origin *o, struct snap *s,
                            uint64_t c);
+
+/* commit.c: group commit of copies persistent snapshots need.
+ * commit_add_copy: log e's bits (caller holds chunk lock and snap_lock
+ * shared); returns the epoch to wait for, or 0 if no persistent snapshot
+ * needs the copy.
+ */
+uint64_t commit_add_copy (struct fssnap_origin *o, struct xentry *e,
+                          struct snap **set, size_t n);
+void commit_store_done (struct fssnap_origin *o, uint64_t epoch);
+void commit_wait (struct fssnap_origin *o, uint64_t epoch);
+int commit_start (struct fssnap_origin *o);
+void commit_stop (struct fssnap_origin *o);
+
+/* recover.c: reopen the snapshots found in the state dir (at open). */
+int recover_snapshots (struct fssnap_origin *o);
 
 /* throttle.c */
 void throttle_acquire (struct fssnap_origin *o);
@@ -188,6 +243,11 @@ void writer_drain (struct fssnap_origin *o);
 void writer_stop (struct fssnap_origin *o);
 
 /* snapshot.c */
+/* Allocate a snap in state CREATING with empty maps of nchunks. */
+struct snap *snap_alloc (struct fssnap_origin *o, uint32_t cs, unsigned num,
+                         uint64_t seq);
+/* Fill a metadata header describing s.  Caller holds state_lock or owns s. */
+void snap_fill_header (struct snap *s, struct meta_header *h);
 void snap_ref (struct snap *s);
 void snap_unref (struct snap *s);
 bool snap_is_valid (const struct snap *s);

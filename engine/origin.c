@@ -4,16 +4,22 @@
  * zeroes and trims hold io_lock shared (create quiesces them by taking it
  * exclusive), run the copy-on-write path over the chunks they touch
  * (cow.c), and only then change the origin.
+ *
+ * Opening an origin with a state dir reopens the snapshots recorded there
+ * (recover.c); closing it commits what is pending and keeps their files.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "engine/internal.h"
 
 #define WRITER_THREADS_DEFAULT 4
 #define ZERO_BUF_SIZE (1u << 20)
+
+static void origin_release_snaps (struct fssnap_origin *o);
 
 static bool
 origin_range_ok (const struct fssnap_origin *o, uint64_t off, uint64_t len)
@@ -35,6 +41,9 @@ origin_init_locks (struct fssnap_origin *o)
   pthread_mutex_init (&o->queue_lock, NULL);
   pthread_cond_init (&o->queue_cond, NULL);
   pthread_cond_init (&o->idle_cond, NULL);
+  pthread_mutex_init (&o->commit_lock, NULL);
+  pthread_cond_init (&o->commit_cond, NULL);
+  pthread_cond_init (&o->commit_done, NULL);
 }
 
 static void
@@ -51,6 +60,9 @@ origin_destroy_locks (struct fssnap_origin *o)
   pthread_mutex_destroy (&o->queue_lock);
   pthread_cond_destroy (&o->queue_cond);
   pthread_cond_destroy (&o->idle_cond);
+  pthread_mutex_destroy (&o->commit_lock);
+  pthread_cond_destroy (&o->commit_cond);
+  pthread_cond_destroy (&o->commit_done);
 }
 
 static void
@@ -61,8 +73,37 @@ origin_free (struct fssnap_origin *o)
   origin_destroy_locks (o);
   free (o->snaps);
   free (o->path);
+  free (o->basename);
   free (o->state_dir);
   free (o);
+}
+
+int
+origin_sync_state_dir (struct fssnap_origin *o)
+{
+  int fd = o->io->open (o->io->opaque, o->state_dir,
+                        O_RDONLY | O_DIRECTORY, 0);
+  if (fd < 0)
+    return fd;
+  int r = o->io->fsync (o->io->opaque, fd);
+  o->io->close (o->io->opaque, fd);
+  return r;
+}
+
+/* What metadata files remember of the origin, to notice another one. */
+static void
+origin_identify (struct fssnap_origin *o)
+{
+  struct stat st;
+  const char *slash = strrchr (o->path, '/');
+  o->basename = strdup (slash ? slash + 1 : o->path);
+  if (stat (o->path, &st) == 0 && S_ISBLK (st.st_mode))
+    o->origin_kind = META_ORIGIN_BLOCKDEV;
+  else if (stat (o->path, &st) == 0) {
+    o->origin_kind = META_ORIGIN_FILE;
+    o->origin_dev = st.st_dev;
+    o->origin_ino = st.st_ino;
+  }
 }
 
 void
@@ -98,6 +139,10 @@ fssnap_origin_open (const struct fssnap_origin_opts *opts,
   r = o->fd = o->io->open (o->io->opaque, o->path, O_RDWR, 0);
   if (r < 0)
     goto fail;
+  origin_identify (o);
+  r = -ENOMEM;
+  if (!o->basename)
+    goto fail;
   r = o->io->getsize (o->io->opaque, o->fd, &o->size);
   if (r == 0 && o->size == 0)
     r = -EINVAL;
@@ -107,16 +152,35 @@ fssnap_origin_open (const struct fssnap_origin_opts *opts,
   origin_set_chunksize (o, opts->chunksize ? opts->chunksize
                                             : FSSNAP_CHUNKSIZE_DEFAULT);
 
+  if (o->state_dir && (r = recover_snapshots (o)) < 0)
+    goto fail;
   r = writer_start (o, opts->writer_threads ? opts->writer_threads
                                             : WRITER_THREADS_DEFAULT);
+  if (r == 0)
+    r = commit_start (o);
   if (r < 0)
     goto fail;
   *originp = o;
   return 0;
 
 fail:
+  writer_stop (o);
+  origin_release_snaps (o);
   origin_free (o);
   return r;
+}
+
+/* Free every snap; files stay for the next start, but for stores without
+ * metadata, which nothing could find again.
+ */
+static void
+origin_release_snaps (struct fssnap_origin *o)
+{
+  for (size_t i = 0; i < o->nsnaps; i++) {
+    o->snaps[i]->discard = !o->snaps[i]->meta;
+    snap_unref (o->snaps[i]);
+  }
+  o->nsnaps = 0;
 }
 
 void
@@ -124,9 +188,8 @@ fssnap_origin_close (struct fssnap_origin *o)
 {
   writer_drain (o);
   writer_stop (o);
-  for (size_t i = 0; i < o->nsnaps; i++)
-    snap_unref (o->snaps[i]);
-  o->nsnaps = 0;
+  commit_stop (o);
+  origin_release_snaps (o);
   origin_free (o);
 }
 

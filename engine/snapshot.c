@@ -8,6 +8,10 @@
  * snapshot as valid.  Everything that can be slow happens before the
  * quiesce, except the callback itself.
  *
+ * With a state dir, each snapshot also has a metadata file (meta.c), written
+ * with C before the snapshot is published; every state change is written
+ * to it (and synced, unless transient) before it takes effect for writers.
+ *
  * Delete: the snapshot is marked deleted at once, so it takes no more
  * copies and reads of it fail.  Its number is released when no handle is
  * open; its data when no older valid snapshot may read a copy it owns
@@ -56,7 +60,8 @@ static void
 snap_destroy (struct snap *s)
 {
   xtable_destroy (&s->table);
-  store_destroy (s->store);
+  store_destroy (s->store, s->discard);
+  meta_close (s->meta, s->discard);
   bitmap_free (&s->cand);
   bitmap_free (&s->pres);
   bitmap_free (&s->owner);
@@ -77,6 +82,26 @@ snap_is_valid (const struct snap *s)
   return atomic_load (&s->state) == SNAP_VALID;
 }
 
+/* Record s's state in its metadata file, synced unless transient.  If that
+ * fails the file is removed, so that a restart never trusts a state that
+ * is no longer true.  Caller holds state_lock.
+ */
+static void
+snap_persist_state_locked (struct snap *s, enum meta_state state)
+{
+  if (!s->meta)
+    return;
+  s->meta->hdr.state = state;
+  snprintf (s->meta->hdr.reason, sizeof s->meta->hdr.reason, "%s", s->reason);
+  int r = meta_write_header (s->meta, !s->transient);
+  if (r < 0) {
+    engine_log (s->origin, FSSNAP_LOG_ERR, "snapshot %u: recording its state "
+                "in %s failed (%s): removing the file so that it is never "
+                "trusted again", s->number, s->meta->path, strerror (-r));
+    s->meta->io->unlink (s->meta->io->opaque, s->meta->path);
+  }
+}
+
 /* Move s from valid to 'state' with a reason.  Takes state_lock. */
 static bool
 snap_leave_valid (struct snap *s, enum snap_state state, const char *why)
@@ -90,6 +115,8 @@ snap_leave_valid (struct snap *s, enum snap_state state, const char *why)
     atomic_store (&s->state, state);
     if (why)
       snprintf (s->reason, sizeof s->reason, "%s", why);
+    snap_persist_state_locked (s, state == SNAP_DELETED ? META_DELETED
+                                                        : META_DISABLED);
   }
   pthread_mutex_unlock (&o->state_lock);
   if (was_valid)
@@ -158,6 +185,7 @@ snap_reap_one_locked (struct fssnap_origin *o)
       continue;                 /* retained: older snapshots read its copies */
     snap_list_remove_locked (o, i);
     atomic_store (&s->removed, true);
+    s->discard = true;          /* its files go with it */
     return s;
   }
   return NULL;
@@ -213,12 +241,44 @@ snap_make_uuid (char *out)
 /* Reserve a number and a sequence for a new snapshot of chunk size cs.
  * Takes snap_lock exclusive.
  */
+/* Whether a snapshot with these options may join the others: an unlinked
+ * store cannot survive a restart, so it must not hold copies that a
+ * persistent (older) snapshot reads.  Caller holds snap_lock.
+ */
+static bool
+snap_options_fit_locked (struct fssnap_origin *o,
+                         const struct fssnap_create_opts *opts, char *err,
+                         size_t errlen)
+{
+  if (!opts->transient && !opts->unlink && !o->state_dir) {
+    snprintf (err, errlen, "a snapshot that survives restarts needs a state "
+              "directory; use -o transient for one that does not");
+    return false;
+  }
+  if (!opts->unlink)
+    return true;
+  for (size_t i = 0; i < o->nsnaps; i++)
+    if (!o->snaps[i]->transient) {
+      snprintf (err, errlen, "unlink: an unlinked backing store is lost at "
+                "restart, but it could hold copies that persistent "
+                "snapshot %u needs; unlink works when every snapshot is "
+                "transient", o->snaps[i]->number);
+      return false;
+    }
+  return true;
+}
+
 static int
-snap_reserve (struct fssnap_origin *o, uint32_t cs, unsigned *nump,
-              uint64_t *seqp, char *err, size_t errlen)
+snap_reserve (struct fssnap_origin *o, const struct fssnap_create_opts *opts,
+              uint32_t cs, unsigned *nump, uint64_t *seqp, char *err,
+              size_t errlen)
 {
   int r = -ENOSPC;
   pthread_rwlock_wrlock (&o->snap_lock);
+  if (!snap_options_fit_locked (o, opts, err, errlen)) {
+    r = -EINVAL;
+    goto out;
+  }
   if (o->nsnaps > 0 && cs != o->chunksize) {
     char want[32], have[32];
     size_format (cs, want, sizeof want);
@@ -244,9 +304,8 @@ out:
   return r;
 }
 
-static struct snap *
-snap_new (struct fssnap_origin *o, const struct fssnap_create_opts *opts,
-          uint32_t cs, unsigned num, uint64_t seq)
+struct snap *
+snap_alloc (struct fssnap_origin *o, uint32_t cs, unsigned num, uint64_t seq)
 {
   struct snap *s = calloc (1, sizeof *s);
   if (!s)
@@ -256,26 +315,105 @@ snap_new (struct fssnap_origin *o, const struct fssnap_create_opts *opts,
   s->number = num;
   s->chunksize = cs;
   s->nchunks = (o->size + cs - 1) / cs;
-  s->maxsize = opts->maxsize;
-  s->transient = opts->transient;
-  s->create_time = time (NULL);
   s->number_held = true;
   atomic_init (&s->state, SNAP_CREATING);
   atomic_init (&s->refs, 1);
-  snap_make_uuid (s->uuid);
-  if ((opts->mountpoint && !(s->mountpoint = strdup (opts->mountpoint)))
-      || bitmap_init (&s->cand, s->nchunks) < 0
+  if (bitmap_init (&s->cand, s->nchunks) < 0
       || bitmap_init (&s->pres, s->nchunks) < 0
       || bitmap_init (&s->owner, s->nchunks) < 0
       || xtable_init (&s->table, o->max_mem_chunks) < 0) {
     bitmap_free (&s->cand);
     bitmap_free (&s->pres);
     bitmap_free (&s->owner);
-    free (s->mountpoint);
     free (s);
     return NULL;
   }
   return s;
+}
+
+static struct snap *
+snap_new (struct fssnap_origin *o, const struct fssnap_create_opts *opts,
+          uint32_t cs, unsigned num, uint64_t seq)
+{
+  struct snap *s = snap_alloc (o, cs, num, seq);
+  if (!s)
+    return NULL;
+  s->maxsize = opts->maxsize;
+  s->transient = opts->transient || opts->unlink;
+  s->create_time = time (NULL);
+  snap_make_uuid (s->uuid);
+  if (opts->mountpoint && !(s->mountpoint = strdup (opts->mountpoint))) {
+    snap_unref (s);
+    return NULL;
+  }
+  return s;
+}
+
+void
+snap_fill_header (struct snap *s, struct meta_header *h)
+{
+  struct fssnap_origin *o = s->origin;
+  memset (h, 0, sizeof *h);
+  h->seq = s->seq;
+  h->number = s->number;
+  h->state = META_VALID;
+  h->flags = (s->transient ? META_F_TRANSIENT : 0)
+    | (s->store && s->store->unlinked ? META_F_UNLINK : 0);
+  h->chunksize = s->chunksize;
+  h->nchunks = s->nchunks;
+  h->origin_size = o->size;
+  h->origin_kind = o->origin_kind;
+  h->origin_dev = o->origin_dev;
+  h->origin_ino = o->origin_ino;
+  h->maxsize = s->maxsize;
+  h->max_backfile_size = s->max_backfile_size;
+  h->create_time = s->create_time;
+  memcpy (h->uuid, s->uuid, sizeof h->uuid);
+  snprintf (h->origin_path, sizeof h->origin_path, "%s", o->path);
+  snprintf (h->store_path, sizeof h->store_path, "%s",
+            s->store ? s->store->path : "");
+  snprintf (h->mountpoint, sizeof h->mountpoint, "%s",
+            s->mountpoint ? s->mountpoint : "");
+  snprintf (h->reason, sizeof h->reason, "%s", s->reason);
+}
+
+/* The path of a file of s in the state dir: BASE.snapN.SEQ.EXT */
+static char *
+snap_state_file (struct fssnap_origin *o, unsigned num, uint64_t seq,
+                 const char *ext)
+{
+  char *path;
+  if (asprintf (&path, "%s/%s.snap%u.%llu.%s", o->state_dir, o->basename, num,
+                (unsigned long long) seq, ext) < 0)
+    return NULL;
+  return path;
+}
+
+/* Write s's metadata file and make its directory entries durable.  Caller
+ * holds io_lock exclusive (the candidate map is final).
+ */
+static int
+snap_write_meta (struct fssnap_origin *o, struct snap *s, char *err,
+                 size_t errlen)
+{
+  if (!o->state_dir)
+    return 0;
+  char *path = snap_state_file (o, s->number, s->seq, "meta");
+  if (!path)
+    return -ENOMEM;
+  struct meta_header h;
+  snap_fill_header (s, &h);
+  int r = meta_create (o->io, path, &h, &s->cand, !s->transient, &s->meta,
+                       err, errlen);
+  free (path);
+  if (r == 0 && !s->transient)
+    r = store_sync (s->store);
+  if (r == 0 && !s->transient)
+    r = origin_sync_state_dir (o);
+  if (r < 0 && !*err)
+    snprintf (err, errlen, "cannot make the snapshot's files durable: %s",
+              strerror (-r));
+  return r;
 }
 
 static int
@@ -289,16 +427,15 @@ snap_open_store (struct fssnap_origin *o, struct snap *s,
     snprintf (err, errlen, "no backing store given (-o backing-store=PATH)");
     return -EINVAL;
   }
-  const char *base = strrchr (o->path, '/') ? strrchr (o->path, '/') + 1
-                                            : o->path;
   char name[512];
-  snprintf (name, sizeof name, "%s.snap%u.%llu.cow", base, s->number,
+  snprintf (name, sizeof name, "%s.snap%u.%llu.cow", o->basename, s->number,
             (unsigned long long) s->seq);
   struct store_file_params p = {
     .io = o->io, .location = location, .name = name,
     .chunksize = s->chunksize, .nchunks = s->nchunks,
     .max_file_size = opts->max_backfile_size, .unlink = opts->unlink,
   };
+  s->max_backfile_size = opts->max_backfile_size;
   return store_file_create (&p, &s->store, err, errlen);
 }
 
@@ -370,6 +507,9 @@ snap_fill_and_publish (struct fssnap_origin *o, struct snap *s,
   else
     fssnap_candidates_mark_all (&cands);
   s->cand_count = bitmap_count (&s->cand);
+  int r = snap_write_meta (o, s, err, errlen);
+  if (r < 0)
+    return r;
 
   pthread_rwlock_wrlock (&o->snap_lock);
   atomic_store (&s->state, SNAP_VALID);
@@ -399,7 +539,7 @@ fssnap_snapshot_create (struct fssnap_origin *o,
   unsigned num;
   uint64_t seq;
   pthread_mutex_lock (&o->create_lock);
-  int r = snap_reserve (o, cs, &num, &seq, errmsg, errlen);
+  int r = snap_reserve (o, opts, cs, &num, &seq, errmsg, errlen);
   if (r < 0)
     goto out;
   struct snap *s = snap_new (o, opts, cs, num, seq);
@@ -699,10 +839,12 @@ snap_fill_info (struct fssnap_origin *o, struct snap *s,
   info->create_time = s->create_time;
   info->open_count = s->open_count;
   info->transient = s->transient;
-  info->unlinked = s->store->unlinked;
-  info->backing_files = s->store->nfiles;
-  snprintf (info->backing_path, sizeof info->backing_path, "%s",
-            s->store->path);
+  if (s->store) {               /* an untrusted snapshot may have none */
+    info->unlinked = s->store->unlinked;
+    info->backing_files = s->store->nfiles;
+    snprintf (info->backing_path, sizeof info->backing_path, "%s",
+              s->store->path);
+  }
   snprintf (info->mountpoint, sizeof info->mountpoint, "%s",
             s->mountpoint ? s->mountpoint : "");
 }

@@ -9,8 +9,11 @@
  *                 short).  Concurrent calls for different chunks.
  *   read_chunk    from any reader thread, for a chunk whose write_chunk has
  *                 completed successfully; part of the chunk.
- *   destroy       once, when nothing refers to the snapshot any more: close
- *                 and remove what the store created.
+ *   sync          from the committer: make every write_chunk that has
+ *                 returned durable (files and the directory entries of
+ *                 files created since the last sync).
+ *   destroy       once, when nothing refers to the snapshot any more:
+ *                 close, and with 'remove' delete what the store created.
  *
  * store_file.c is the store of sparse files (the old copy of chunk c at
  * offset c * chunksize, split over several files when asked).
@@ -18,6 +21,7 @@
 #ifndef FSSNAP_STORE_H
 #define FSSNAP_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,7 +34,8 @@ struct store_ops {
                       size_t len);
   int (*read_chunk) (struct store *st, uint64_t chunk, void *buf,
                      size_t skip, size_t len);
-  void (*destroy) (struct store *st);
+  int (*sync) (struct store *st);
+  void (*destroy) (struct store *st, bool remove);
 };
 
 struct store {
@@ -56,6 +61,15 @@ struct store_file_params {
 int store_file_create (const struct store_file_params *p, struct store **stp,
                        char *errmsg, size_t errlen);
 
+/* Reopen the files of an existing store (after a restart).  Files not
+ * there are taken as never created; the caller checks that they hold what
+ * the owner map says (store_file_size).
+ */
+int store_file_open (const struct store_file_params *p, struct store **stp,
+                     char *errmsg, size_t errlen);
+/* Size of file i, or -ENOENT if it does not exist. */
+int64_t store_file_size (struct store *st, unsigned i);
+
 /* Which file chunk c lives in and where: exposed for the tests. */
 void store_file_locate (const struct store *st, uint64_t chunk,
                         unsigned *filep, uint64_t *offp);
@@ -73,11 +87,17 @@ store_read_chunk (struct store *st, uint64_t c, void *buf, size_t skip,
   return st->ops->read_chunk (st, c, buf, skip, len);
 }
 
+static inline int
+store_sync (struct store *st)
+{
+  return st->ops->sync (st);
+}
+
 static inline void
-store_destroy (struct store *st)
+store_destroy (struct store *st, bool remove)
 {
   if (st)
-    st->ops->destroy (st);
+    st->ops->destroy (st, remove);
 }
 
 #endif /* FSSNAP_STORE_H */

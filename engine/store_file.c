@@ -11,6 +11,10 @@
  * files after the first are created on their first write, so a store never
  * holds more files than it has data for.  All files are sparse.
  *
+ * Durability: each file remembers whether it was written since the last
+ * sync, and the store whether it created a file since then (the directory
+ * entry must be synced too), so a sync touches only what changed.
+ *
  * Locks: file_lock (a leaf) guards the lazily opened descriptors.
  */
 #include <errno.h>
@@ -19,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <libgen.h>
 #include <sys/stat.h>
 
 #include "engine/internal.h"
@@ -31,6 +36,8 @@ struct store_file {
   uint64_t chunks_per_file;
   pthread_mutex_t file_lock;
   int *fds;                     /* -1: not created yet */
+  _Atomic bool *written;        /* file written since the last sync */
+  _Atomic bool dir_changed;     /* a file was created since the last sync */
   bool unlink;
 };
 
@@ -73,6 +80,7 @@ store_file_open_locked (struct store_file *f, unsigned i)
   if (fd < 0)
     return fd;
   f->fds[i] = fd;
+  atomic_store (&f->dir_changed, true);
   return 0;
 }
 
@@ -104,7 +112,10 @@ store_file_write_chunk (struct store *st, uint64_t chunk, const void *buf,
   int fd = store_file_fd (f, i, true);
   if (fd < 0)
     return fd;
-  return io_pwrite_full (f->io, fd, buf, len, off);
+  int r = io_pwrite_full (f->io, fd, buf, len, off);
+  if (r == 0)
+    atomic_store (&f->written[i], true);
+  return r;
 }
 
 static int
@@ -121,15 +132,67 @@ store_file_read_chunk (struct store *st, uint64_t chunk, void *buf,
   return io_pread_full (f->io, fd, buf, len, off + skip);
 }
 
+/* fsync the directory holding the store's files. */
+static int
+store_file_sync_dir (struct store_file *f)
+{
+  char *copy = strdup (f->base.path);
+  if (!copy)
+    return -ENOMEM;
+  int fd = f->io->open (f->io->opaque, dirname (copy),
+                        O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  free (copy);
+  if (fd < 0)
+    return fd;
+  int r = f->io->fsync (f->io->opaque, fd);
+  f->io->close (f->io->opaque, fd);
+  return r;
+}
+
+/* Takes file_lock while reading the descriptors. */
+static int
+store_file_sync (struct store *st)
+{
+  struct store_file *f = sf (st);
+  int r = 0;
+  for (unsigned i = 0; r == 0 && i < st->nfiles; i++) {
+    if (!atomic_exchange (&f->written[i], false))
+      continue;
+    pthread_mutex_lock (&f->file_lock);
+    int fd = f->fds[i];
+    pthread_mutex_unlock (&f->file_lock);
+    r = f->io->fsync (f->io->opaque, fd);
+    if (r < 0)
+      atomic_store (&f->written[i], true);
+  }
+  if (r == 0 && !f->unlink && atomic_exchange (&f->dir_changed, false)) {
+    r = store_file_sync_dir (f);
+    if (r < 0)
+      atomic_store (&f->dir_changed, true);
+  }
+  return r;
+}
+
+int64_t
+store_file_size (struct store *st, unsigned i)
+{
+  struct store_file *f = sf (st);
+  uint64_t size;
+  if (f->fds[i] < 0)
+    return -ENOENT;
+  int r = f->io->getsize (f->io->opaque, f->fds[i], &size);
+  return r < 0 ? r : (int64_t) size;
+}
+
 static void
-store_file_destroy (struct store *st)
+store_file_destroy (struct store *st, bool remove)
 {
   struct store_file *f = sf (st);
   for (unsigned i = 0; i < st->nfiles; i++) {
     if (f->fds[i] < 0)
       continue;
     f->io->close (f->io->opaque, f->fds[i]);
-    if (!f->unlink) {
+    if (remove && !f->unlink) {
       char *name = store_file_name (f, i);
       if (name)
         f->io->unlink (f->io->opaque, name);
@@ -138,6 +201,7 @@ store_file_destroy (struct store *st)
   }
   pthread_mutex_destroy (&f->file_lock);
   free (f->fds);
+  free ((void *) f->written);
   free (st->path);
   free (f);
 }
@@ -145,6 +209,7 @@ store_file_destroy (struct store *st)
 static const struct store_ops store_file_ops = {
   .write_chunk = store_file_write_chunk,
   .read_chunk = store_file_read_chunk,
+  .sync = store_file_sync,
   .destroy = store_file_destroy,
 };
 
@@ -153,7 +218,7 @@ store_file_path (const struct store_file_params *p)
 {
   struct stat st;
   char *path;
-  if (stat (p->location, &st) == 0 && S_ISDIR (st.st_mode)) {
+  if (p->name && stat (p->location, &st) == 0 && S_ISDIR (st.st_mode)) {
     if (asprintf (&path, "%s/%s", p->location, p->name) < 0)
       return NULL;
     return path;
@@ -161,13 +226,13 @@ store_file_path (const struct store_file_params *p)
   return strdup (p->location);
 }
 
-int
-store_file_create (const struct store_file_params *p, struct store **stp,
-                   char *errmsg, size_t errlen)
+/* Allocate the store's state; no file is opened yet. */
+static struct store_file *
+store_file_alloc (const struct store_file_params *p)
 {
   struct store_file *f = calloc (1, sizeof *f);
   if (!f)
-    return -ENOMEM;
+    return NULL;
   f->base.ops = &store_file_ops;
   f->io = p->io;
   f->chunksize = p->chunksize;
@@ -185,23 +250,61 @@ store_file_create (const struct store_file_params *p, struct store **stp,
                                 / f->chunks_per_file : 1;
   f->base.path = store_file_path (p);
   f->fds = malloc (f->base.nfiles * sizeof *f->fds);
-  if (!f->base.path || !f->fds) {
+  f->written = calloc (f->base.nfiles, sizeof *f->written);
+  if (!f->base.path || !f->fds || !f->written) {
     free (f->base.path);
     free (f->fds);
+    free ((void *) f->written);
     free (f);
-    return -ENOMEM;
+    return NULL;
   }
   for (unsigned i = 0; i < f->base.nfiles; i++)
     f->fds[i] = -1;
   pthread_mutex_init (&f->file_lock, NULL);
+  return f;
+}
 
+int
+store_file_create (const struct store_file_params *p, struct store **stp,
+                   char *errmsg, size_t errlen)
+{
+  struct store_file *f = store_file_alloc (p);
+  if (!f)
+    return -ENOMEM;
   int r = store_file_open_locked (f, 0);
   if (r < 0) {
     snprintf (errmsg, errlen, "cannot create backing store %s: %s",
               f->base.path, strerror (-r));
-    f->base.nfiles = 0;         /* nothing of ours to remove */
-    store_file_destroy (&f->base);
+    store_file_destroy (&f->base, false);
     return r;
+  }
+  *stp = &f->base;
+  return 0;
+}
+
+int
+store_file_open (const struct store_file_params *p, struct store **stp,
+                 char *errmsg, size_t errlen)
+{
+  struct store_file *f = store_file_alloc (p);
+  if (!f)
+    return -ENOMEM;
+  for (unsigned i = 0; i < f->base.nfiles; i++) {
+    char *name = store_file_name (f, i);
+    if (!name) {
+      store_file_destroy (&f->base, false);
+      return -ENOMEM;
+    }
+    int fd = f->io->open (f->io->opaque, name, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0 && fd != -ENOENT) {
+      snprintf (errmsg, errlen, "cannot open backing store %s: %s", name,
+                strerror (-fd));
+      free (name);
+      store_file_destroy (&f->base, false);
+      return fd;
+    }
+    free (name);
+    f->fds[i] = fd < 0 ? -1 : fd;
   }
   *stp = &f->base;
   return 0;

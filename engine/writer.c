@@ -47,6 +47,7 @@ static void
 writer_write (struct fssnap_origin *o, struct xentry *e)
 {
   struct snap *s = e->owner;
+  uint64_t epoch = e->epoch;
   if (atomic_load (&s->removed))
     xtable_remove (&s->table, e);
   else {
@@ -56,6 +57,8 @@ writer_write (struct fssnap_origin *o, struct xentry *e)
     else
       xtable_remove (&s->table, e);
   }
+  if (epoch)
+    commit_store_done (o, epoch);
   throttle_release (o);
   snap_unref (s);
 }

@@ -26,6 +26,7 @@ struct xentry {
   size_t len;
   void *data;                   /* NULL once the store write failed */
   struct snap *owner;
+  uint64_t epoch;               /* commit epoch; 0: nobody waits for it */
   struct xentry *hash_next;     /* xtable.lock */
   struct xentry *queue_next;    /* origin queue_lock */
 };

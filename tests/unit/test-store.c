@@ -69,7 +69,7 @@ test_store_split_locate (void **state)
   assert_true (f == 1 && off == 4096);
   store_file_locate (st, 9, &f, &off);
   assert_true (f == 3 && off == 0);
-  store_destroy (st);
+  store_destroy (st, true);
 }
 
 static void
@@ -88,7 +88,7 @@ test_store_lazy_files_and_data (void **state)
   assert_memory_equal (out, buf, 96);
   /* a chunk in a file never created cannot be read */
   assert_int_equal (store_read_chunk (st, 3, out, 0, 10), -EIO);
-  store_destroy (st);
+  store_destroy (st, true);
   assert_false (exists ("s"));                 /* destroy removes them */
   assert_false (exists ("s.2"));
 }
@@ -104,7 +104,7 @@ test_store_unlink (void **state)
   assert_int_equal (store_write_chunk (st, 9, buf, sizeof buf), 0);
   assert_int_equal (store_read_chunk (st, 9, out, 0, 6), 0);
   assert_string_equal (out, "hello");
-  store_destroy (st);
+  store_destroy (st, true);
 }
 
 static void

@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Group commit: the durability order of persistent snapshots.
+ *
+ * A write may reach the origin only once the old copy of every chunk it
+ * overwrites, and the bits that point to the copy (H of every snapshot that
+ * needs it, O of its owner), are durable.  Making each write sync on its own
+ * would cost a store fsync and a metadata fsync per write; instead copies
+ * are grouped in epochs:
+ *
+ *   1. The copy path (cow.c) logs each copy's bits in the open epoch E and
+ *      counts its store write as pending in E; the write then waits until
+ *      E is committed (commit_wait).
+ *   2. The committer thread closes E (new copies go to E+1), waits until
+ *      the store writers have written every copy of E, fsyncs those stores,
+ *      sets E's bits in each snapshot's durable maps, writes the dirty
+ *      metadata blocks and fsyncs them, and declares E committed.
+ *
+ * Bits of E+1 are never written with E's, so the metadata on disk never
+ * points at a copy that is not durable.  A storm of writes pays one round
+ * of fsyncs per epoch, however many copies the epoch holds.  Copies that
+ * only transient snapshots need are not logged and nobody waits for them.
+ *
+ * If a store or metadata sync fails, every snapshot with bits in the epoch
+ * is disabled (conservatively: it may depend on a copy that is not durable)
+ * before the epoch is declared committed, so the origin write that follows
+ * can never leave a persistent snapshot pointing at missing data.
+ *
+ * Locks: commit_lock (a leaf) guards the epochs and logs; the committer
+ * does its I/O holding none.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/internal.h"
+
+/* Whether copies for s must be durable before the origin changes. */
+static bool
+commit_needed (const struct snap *s)
+{
+  return s->meta && !s->transient;
+}
+
+/* Caller holds commit_lock. */
+static int
+commit_append (struct commit_log *log, struct snap *s, uint64_t c, bool owner)
+{
+  if (log->n == log->alloc) {
+    size_t n = log->alloc ? 2 * log->alloc : 256;
+    struct commit_rec *p = realloc (log->recs, n * sizeof *p);
+    if (!p)
+      return -ENOMEM;
+    log->recs = p;
+    log->alloc = n;
+  }
+  snap_ref (s);
+  log->recs[log->n++] = (struct commit_rec) { s, c, owner };
+  return 0;
+}
+
+uint64_t
+commit_add_copy (struct fssnap_origin *o, struct xentry *e, struct snap **set,
+                 size_t n)
+{
+  bool needed = false;
+  for (size_t i = 0; i < n; i++)
+    needed |= commit_needed (set[i]);
+  if (!needed)
+    return 0;
+  pthread_mutex_lock (&o->commit_lock);
+  uint64_t epoch = o->open_epoch;
+  struct commit_log *log = &o->logs[epoch & 1];
+  int r = commit_append (log, e->owner, e->chunk, true);
+  for (size_t i = 0; r == 0 && i < n; i++)
+    if (set[i]->meta)
+      r = commit_append (log, set[i], e->chunk, false);
+  if (r < 0)
+    log->failed = true;         /* disable what this epoch touches */
+  log->pending++;
+  e->epoch = epoch;
+  pthread_cond_signal (&o->commit_cond);
+  pthread_mutex_unlock (&o->commit_lock);
+  return epoch;
+}
+
+void
+commit_store_done (struct fssnap_origin *o, uint64_t epoch)
+{
+  pthread_mutex_lock (&o->commit_lock);
+  if (--o->logs[epoch & 1].pending == 0)
+    pthread_cond_signal (&o->commit_cond);
+  pthread_mutex_unlock (&o->commit_lock);
+}
+
+void
+commit_wait (struct fssnap_origin *o, uint64_t epoch)
+{
+  pthread_mutex_lock (&o->commit_lock);
+  while (o->committed_epoch < epoch)
+    pthread_cond_wait (&o->commit_done, &o->commit_lock);
+  pthread_mutex_unlock (&o->commit_lock);
+}
+
+/* Disable every snapshot with bits in the epoch.  Takes state_lock. */
+static void
+commit_fail (struct commit_rec *recs, size_t n, const char *what, int err)
+{
+  for (size_t i = 0; i < n; i++)
+    snap_disable (recs[i].s, "%s failed: %s; a copy it needs may not be "
+                  "durable", what, strerror (-err));
+}
+
+/* Make the epoch's copies and bits durable.  Runs in the committer. */
+static void
+commit_apply (struct fssnap_origin *o, struct commit_log *log)
+{
+  uint64_t round = ++o->commit_round;
+  int r = log->failed ? -ENOMEM : 0;
+  for (size_t i = 0; r == 0 && i < log->n; i++) {
+    struct snap *s = log->recs[i].s;
+    if (log->recs[i].owner && s->synced_round != round) {
+      s->synced_round = round;
+      r = store_sync (s->store);
+    }
+  }
+  if (r < 0) {
+    commit_fail (log->recs, log->n, "syncing a backing store", r);
+    return;
+  }
+  for (size_t i = 0; i < log->n; i++)
+    meta_set_bit (log->recs[i].s->meta,
+                  log->recs[i].owner ? META_MAP_OWNER : META_MAP_PRES,
+                  log->recs[i].chunk);
+  for (size_t i = 0; r == 0 && i < log->n; i++) {
+    struct snap *s = log->recs[i].s;
+    if (s->flushed_round != round) {
+      s->flushed_round = round;
+      r = meta_flush (s->meta);
+    }
+  }
+  if (r < 0)
+    commit_fail (log->recs, log->n, "writing snapshot metadata", r);
+}
+
+static void
+commit_release (struct commit_log *log)
+{
+  for (size_t i = 0; i < log->n; i++)
+    snap_unref (log->recs[i].s);
+  free (log->recs);
+}
+
+static void *
+commit_main (void *arg)
+{
+  struct fssnap_origin *o = arg;
+  pthread_mutex_lock (&o->commit_lock);
+  for (;;) {
+    struct commit_log *log = &o->logs[o->open_epoch & 1];
+    while (!o->commit_stopping && log->n == 0 && log->pending == 0)
+      pthread_cond_wait (&o->commit_cond, &o->commit_lock);
+    if (log->n == 0 && log->pending == 0)
+      break;                    /* stopping, nothing left */
+    uint64_t epoch = o->open_epoch++;
+    while (log->pending > 0)
+      pthread_cond_wait (&o->commit_cond, &o->commit_lock);
+    struct commit_log done = *log;
+    memset (log, 0, sizeof *log);
+    pthread_mutex_unlock (&o->commit_lock);
+
+    commit_apply (o, &done);
+    commit_release (&done);
+
+    pthread_mutex_lock (&o->commit_lock);
+    o->committed_epoch = epoch;
+    pthread_cond_broadcast (&o->commit_done);
+  }
+  pthread_mutex_unlock (&o->commit_lock);
+  return NULL;
+}
+
+int
+commit_start (struct fssnap_origin *o)
+{
+  o->open_epoch = 1;
+  o->committed_epoch = 0;
+  int r = pthread_create (&o->committer, NULL, commit_main, o);
+  if (r)
+    return -r;
+  o->committer_running = true;
+  return 0;
+}
+
+/* Commit what is left, then end the thread.  Store writers must be idle. */
+void
+commit_stop (struct fssnap_origin *o)
+{
+  if (!o->committer_running)
+    return;
+  pthread_mutex_lock (&o->commit_lock);
+  o->commit_stopping = true;
+  pthread_cond_signal (&o->commit_cond);
+  pthread_mutex_unlock (&o->commit_lock);
+  pthread_join (o->committer, NULL);
+  o->committer_running = false;
+}

@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Snapshot metadata files: what lets a snapshot survive a restart or a
+ * crash.  The format is described in meta.c and docs/format.md.
+ *
+ * A struct meta is used by one thread at a time: the creator, then the
+ * committer (commit.c) for bitmap updates, and state changes under
+ * origin->state_lock.  meta->lock (a leaf) serialises header writes
+ * against bitmap flushes.
+ */
+#ifndef FSSNAP_META_H
+#define FSSNAP_META_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "libfssnap.h"
+#include "common/bitmap.h"
+
+#define META_VERSION 1
+
+enum meta_state { META_CREATING, META_VALID, META_DISABLED, META_DELETED };
+enum meta_map { META_MAP_CAND, META_MAP_PRES, META_MAP_OWNER, META_NMAPS };
+
+#define META_F_TRANSIENT 1u
+#define META_F_UNLINK    2u
+
+#define META_ORIGIN_FILE 1u
+#define META_ORIGIN_BLOCKDEV 2u
+
+struct meta_header {
+  uint32_t version;
+  uint64_t generation;
+  uint64_t seq;
+  uint32_t number;
+  uint32_t state;                       /* enum meta_state */
+  uint32_t flags;
+  uint32_t chunksize;
+  uint64_t nchunks;
+  uint64_t origin_size;
+  uint32_t origin_kind;
+  uint64_t origin_dev, origin_ino;      /* regular files: st_dev, st_ino */
+  uint64_t maxsize, max_backfile_size;
+  int64_t create_time;
+  char uuid[FSSNAP_UUID_STRLEN];
+  char origin_path[1024];
+  char store_path[1024];
+  char mountpoint[1024];
+  char reason[256];
+};
+
+struct meta {
+  const struct fssnap_io *io;
+  pthread_mutex_t lock;
+  int fd;
+  char *path;
+  struct meta_header hdr;
+  uint32_t blocks_per_map;
+  /* What is durable (or being made so) of H and O; committer only. */
+  struct bitmap durable[2];
+  struct bitmap dirty;                  /* blocks of H then O to write */
+};
+
+/* Write a new metadata file: header, C, and empty H and O; fsync it if
+ * 'sync'.
+ * On error returns a negative errno with a message in err.
+ */
+int meta_create (const struct fssnap_io *io, const char *path,
+                 const struct meta_header *hdr, const struct bitmap *cand,
+                 bool sync, struct meta **mp, char *err, size_t errlen);
+
+/* Read and verify a metadata file into *mp and the three maps (which it
+ * allocates).  On a damaged or foreign file returns a negative errno and
+ * the reason in err; *mp is then NULL.
+ */
+int meta_load (const struct fssnap_io *io, const char *path,
+               struct meta **mp, struct bitmap maps[META_NMAPS],
+               char *err, size_t errlen);
+
+/* Write the header (with the next generation, to the other slot).
+ * Takes meta->lock.
+ */
+int meta_write_header (struct meta *m, bool sync);
+
+/* Committer: a bit of H or O is durable once the next meta_flush returns. */
+void meta_set_bit (struct meta *m, enum meta_map map, uint64_t chunk);
+/* Write the dirty bitmap blocks and fsync.  Takes meta->lock. */
+int meta_flush (struct meta *m);
+
+/* A stand-in for a file that cannot be loaded: it only knows its path, so
+ * that deleting its snapshot removes it.
+ */
+struct meta *meta_placeholder (const struct fssnap_io *io, const char *path);
+
+/* Close; with 'remove', delete the file too. */
+void meta_close (struct meta *m, bool remove);
+
+#endif /* FSSNAP_META_H */

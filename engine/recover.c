@@ -1,0 +1,389 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Recovery: reopen, at start, the snapshots recorded in the state dir.
+ *
+ * Every file named ORIGIN.snapN.SEQ.meta is read and checked (meta.c checks
+ * the header and every bitmap block).  (A crash mid-create leaves no such
+ * file: it is written when the snapshot is published.)  Then, for each:
+ *   - the origin is not the one it was taken of (size, inode), its chunk
+ *     size differs from the others', its store is missing or shorter than
+ *     the copies it owns, or its file is damaged: it comes back disabled,
+ *     with the reason, holding its number, and is never served;
+ *   - transient: it comes back deleted (kept only while an older snapshot
+ *     reads copies it owns);
+ *   - otherwise it comes back as it was, with its number.
+ * Last, every valid snapshot must find each copy it needs (H) at its owner
+ * by cow.c's rule, with no untrusted snapshot in between (whose lost owner
+ * map might have held the copy); one that does not is disabled too.
+ *
+ * Runs in fssnap_origin_open before any other thread exists; takes
+ * snap_lock only through the helpers it shares with the rest.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/size.h"
+#include "engine/internal.h"
+
+struct found {
+  unsigned number;
+  uint64_t seq;
+  char *path;
+  struct snap *snap;            /* trusted so far, or NULL */
+  struct meta *meta;            /* kept for removal when untrusted */
+  struct store *store;
+  char reason[256];             /* why untrusted */
+};
+
+/* Whether name is ORIGIN.snapN.SEQ.meta for this origin. */
+static bool
+recover_parse_name (struct fssnap_origin *o, const char *name, unsigned *num,
+                    uint64_t *seq)
+{
+  size_t n = strlen (o->basename);
+  if (strncmp (name, o->basename, n) != 0 || strncmp (name + n, ".snap", 5))
+    return false;
+  unsigned long long sq;
+  char check[512];
+  if (sscanf (name + n + 5, "%u.%llu.meta", num, &sq) != 2)
+    return false;
+  snprintf (check, sizeof check, "%s.snap%u.%llu.meta", o->basename, *num, sq);
+  *seq = sq;
+  return strcmp (check, name) == 0 && *num < FSSNAP_MAX_SNAPSHOTS;
+}
+
+static int
+found_cmp (const void *a, const void *b)
+{
+  const struct found *x = a, *y = b;
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* List the metadata files of this origin, oldest first. */
+static int
+recover_scan (struct fssnap_origin *o, struct found **foundp, size_t *np)
+{
+  DIR *d = opendir (o->state_dir);
+  *foundp = NULL;
+  *np = 0;
+  if (!d)
+    return errno == ENOENT ? 0 : -errno;
+  size_t alloc = 0;
+  struct dirent *de;
+  int r = 0;
+  while (r == 0 && (de = readdir (d)) != NULL) {
+    unsigned num;
+    uint64_t seq;
+    if (!recover_parse_name (o, de->d_name, &num, &seq))
+      continue;
+    if (*np == alloc) {
+      alloc = alloc ? 2 * alloc : 16;
+      struct found *p = realloc (*foundp, alloc * sizeof *p);
+      if (!p) {
+        r = -ENOMEM;
+        break;
+      }
+      *foundp = p;
+    }
+    struct found *f = &(*foundp)[(*np)++];
+    memset (f, 0, sizeof *f);
+    f->number = num;
+    f->seq = seq;
+    if (asprintf (&f->path, "%s/%s", o->state_dir, de->d_name) < 0) {
+      f->path = NULL;
+      r = -ENOMEM;
+    }
+  }
+  closedir (d);
+  if (*np)
+    qsort (*foundp, *np, sizeof **foundp, found_cmp);
+  return r;
+}
+
+/* Whether the header describes this origin; else a reason. */
+static bool
+recover_origin_matches (struct fssnap_origin *o, const struct meta_header *h,
+                        char *why, size_t len)
+{
+  if (h->origin_size != o->size) {
+    snprintf (why, len, "the origin's size changed from %" PRIu64 " to %"
+              PRIu64 " bytes since the snapshot was taken", h->origin_size,
+              o->size);
+    return false;
+  }
+  if (h->origin_kind != o->origin_kind
+      || (o->origin_kind == META_ORIGIN_FILE
+          && (h->origin_dev != o->origin_dev
+              || h->origin_ino != o->origin_ino))) {
+    snprintf (why, len, "the origin is not the file the snapshot was taken "
+              "of (%.160s)", h->origin_path);
+    return false;
+  }
+  if (!chunksize_valid (h->chunksize)
+      || h->nchunks != (o->size + h->chunksize - 1) / h->chunksize) {
+    snprintf (why, len, "metadata header inconsistent (chunk geometry)");
+    return false;
+  }
+  return true;
+}
+
+/* Reopen the store and check that it holds every copy O says it owns. */
+static int
+recover_open_store (struct fssnap_origin *o, struct found *f,
+                    const struct meta_header *h, const struct bitmap *owner)
+{
+  struct store_file_params p = {
+    .io = o->io, .location = h->store_path, .chunksize = h->chunksize,
+    .nchunks = h->nchunks, .max_file_size = h->max_backfile_size,
+  };
+  int r = store_file_open (&p, &f->store, f->reason, sizeof f->reason);
+  if (r < 0)
+    return r;
+  for (uint64_t c = bitmap_find (owner, 0, true); c < owner->nbits;
+       c = bitmap_find (owner, c + 1, true)) {
+    unsigned file;
+    uint64_t off;
+    store_file_locate (f->store, c, &file, &off);
+    uint64_t start = c * h->chunksize;
+    uint64_t need = off + (o->size - start < h->chunksize ? o->size - start
+                                                          : h->chunksize);
+    int64_t size = store_file_size (f->store, file);
+    if (size == -ENOENT) {
+      snprintf (f->reason, sizeof f->reason, "backing store file %u of %.160s is "
+                "missing", file, h->store_path);
+      return -ENOENT;
+    }
+    if (size < (int64_t) need) {
+      snprintf (f->reason, sizeof f->reason, "backing store file %u of %.160s is "
+                "truncated (%" PRId64 " bytes, copies need %" PRIu64 ")",
+                file, h->store_path, size, need);
+      return -EIO;
+    }
+  }
+  return 0;
+}
+
+/* Build the snap of a file that passed every check on its own. */
+static struct snap *
+recover_build (struct fssnap_origin *o, struct found *f,
+               struct bitmap maps[META_NMAPS])
+{
+  const struct meta_header *h = &f->meta->hdr;
+  struct snap *s = snap_alloc (o, h->chunksize, f->number, f->seq);
+  if (!s)
+    return NULL;
+  bitmap_free (&s->cand);
+  bitmap_free (&s->pres);
+  bitmap_free (&s->owner);
+  s->cand = maps[META_MAP_CAND];
+  s->pres = maps[META_MAP_PRES];
+  s->owner = maps[META_MAP_OWNER];
+  s->cand_count = bitmap_count (&s->cand);
+  atomic_store (&s->pres_count, bitmap_count (&s->pres));
+  atomic_store (&s->owned_count, bitmap_count (&s->owner));
+  memcpy (s->uuid, h->uuid, sizeof s->uuid);
+  s->maxsize = h->maxsize;
+  s->max_backfile_size = h->max_backfile_size;
+  s->transient = h->flags & (META_F_TRANSIENT | META_F_UNLINK);
+  s->create_time = h->create_time;
+  s->mountpoint = h->mountpoint[0] ? strdup (h->mountpoint) : NULL;
+  snprintf (s->reason, sizeof s->reason, "%s", h->reason);
+  s->meta = f->meta;
+  s->store = f->store;
+  f->meta = NULL;
+  f->store = NULL;
+  return s;
+}
+
+/* Check one file; on success f->snap is set, else f->reason says why it
+ * cannot be trusted.
+ */
+static void
+recover_one (struct fssnap_origin *o, struct found *f)
+{
+  struct bitmap maps[META_NMAPS];
+  if (meta_load (o->io, f->path, &f->meta, maps, f->reason,
+                 sizeof f->reason) < 0)
+    return;
+  const struct meta_header *h = &f->meta->hdr;
+  bool ok = true;
+  if (h->seq != f->seq || h->number != f->number) {
+    snprintf (f->reason, sizeof f->reason, "the metadata header does not "
+              "match its file name");
+    ok = false;
+  }
+  else if (!recover_origin_matches (o, h, f->reason, sizeof f->reason))
+    ok = false;
+  else if (!(h->flags & META_F_UNLINK)
+           && recover_open_store (o, f, h, &maps[META_MAP_OWNER]) < 0)
+    ok = false;
+  if (ok)
+    f->snap = recover_build (o, f, maps);
+  if (!f->snap)
+    for (unsigned m = 0; m < META_NMAPS; m++)
+      bitmap_free (&maps[m]);
+}
+
+/* Turn an untrusted file into a disabled snap holding its number, with
+ * empty maps of the origin's geometry.
+ */
+static struct snap *
+recover_disabled (struct fssnap_origin *o, struct found *f)
+{
+  struct snap *s = snap_alloc (o, o->chunksize, f->number, f->seq);
+  if (!s)
+    return NULL;
+  atomic_store (&s->state, SNAP_DISABLED);
+  s->untrusted = true;
+  snprintf (s->reason, sizeof s->reason, "%s", f->reason);
+  snprintf (s->uuid, sizeof s->uuid, "%s",
+            f->meta ? f->meta->hdr.uuid : "unknown");
+  s->meta = f->meta ? f->meta : meta_placeholder (o->io, f->path);
+  s->store = f->store;
+  f->meta = NULL;
+  f->store = NULL;
+  engine_log (o, FSSNAP_LOG_ERR, "snapshot %u cannot be trusted and is "
+              "disabled: %s", f->number, f->reason);
+  return s;
+}
+
+/* The chunk size of the origin: that of the oldest trusted snapshot; a
+ * snapshot of another chunk size becomes untrusted.
+ */
+static void
+recover_chunksize (struct fssnap_origin *o, struct found *found, size_t n)
+{
+  uint32_t cs = 0;
+  for (size_t i = 0; i < n; i++) {
+    struct snap *s = found[i].snap;
+    if (!s)
+      continue;
+    if (!cs) {
+      cs = s->chunksize;
+      origin_set_chunksize (o, cs);
+      continue;
+    }
+    if (s->chunksize == cs)
+      continue;
+    char a[32], b[32];
+    size_format (s->chunksize, a, sizeof a);
+    size_format (cs, b, sizeof b);
+    snprintf (found[i].reason, sizeof found[i].reason, "its chunk size %s "
+              "differs from %s, that of the older snapshots", a, b);
+    found[i].meta = s->meta;
+    found[i].store = s->store;
+    s->meta = NULL;
+    s->store = NULL;
+    snap_unref (s);
+    found[i].snap = NULL;
+  }
+}
+
+/* Put s in the list with its number; a number taken twice leaves the
+ * newer one hidden (deleted).  Caller owns the origin alone.
+ */
+static void
+recover_publish (struct fssnap_origin *o, struct snap *s,
+                 enum meta_state state)
+{
+  int st = state == META_VALID && !s->transient ? SNAP_VALID
+         : state == META_DISABLED ? SNAP_DISABLED
+         : SNAP_DELETED;
+  if (state == META_VALID && s->transient)
+    snprintf (s->reason, sizeof s->reason, "transient: gone at restart");
+  atomic_store (&s->state, st);
+  s->number_held = st != SNAP_DELETED;
+  if (s->number_held && o->number_used[s->number]) {
+    engine_log (o, FSSNAP_LOG_ERR, "snapshot %u (sequence %" PRIu64 ") is "
+                "hidden: its number is taken by an older one", s->number,
+                s->seq);
+    atomic_store (&s->state, SNAP_DELETED);
+    s->number_held = false;
+  }
+  if (s->number_held)
+    o->number_used[s->number] = true;
+  if (snap_is_valid (s))
+    atomic_fetch_add (&o->valid_snaps, 1);
+  o->snaps[o->nsnaps++] = s;
+  if (s->seq >= o->next_seq)
+    o->next_seq = s->seq + 1;
+}
+
+/* The oldest untrusted snap at or after list index i, or NULL. */
+static struct snap *
+recover_untrusted_from (struct fssnap_origin *o, size_t i)
+{
+  for (; i < o->nsnaps; i++)
+    if (o->snaps[i]->untrusted)
+      return o->snaps[i];
+  return NULL;
+}
+
+/* Disable each valid snapshot that needs a copy no trusted owner holds. */
+static void
+recover_check_copies (struct fssnap_origin *o)
+{
+  for (size_t i = 0; i < o->nsnaps; i++) {
+    struct snap *s = o->snaps[i];
+    if (!snap_is_valid (s))
+      continue;
+    struct snap *u = recover_untrusted_from (o, i);
+    for (uint64_t c = bitmap_find (&s->pres, 0, true); c < s->pres.nbits;
+         c = bitmap_find (&s->pres, c + 1, true)) {
+      struct snap *owner = cow_owner_of (o, s, c);
+      if (owner && owner->store && (!u || owner->seq < u->seq))
+        continue;
+      if (u)
+        snap_disable (s, "the copy of chunk %" PRIu64 " it needs may be "
+                      "in snapshot %u, which cannot be trusted", c, u->number);
+      else
+        snap_disable (s, "no snapshot holds the copy of chunk %" PRIu64
+                      " it needs", c);
+      break;
+    }
+  }
+}
+
+int
+recover_snapshots (struct fssnap_origin *o)
+{
+  struct found *found;
+  size_t n;
+  int r = recover_scan (o, &found, &n);
+  if (r < 0 || n == 0) {
+    free (found);
+    return r;
+  }
+  for (size_t i = 0; i < n; i++)
+    recover_one (o, &found[i]);
+  recover_chunksize (o, found, n);
+
+  o->snaps = calloc (n, sizeof *o->snaps);
+  o->snaps_alloc = n;
+  r = o->snaps ? 0 : -ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    struct found *f = &found[i];
+    enum meta_state state = f->snap ? f->snap->meta->hdr.state : META_DISABLED;
+    if (r == 0 && !f->snap && !(f->snap = recover_disabled (o, f)))
+      r = -ENOMEM;
+    if (r == 0 && f->snap)
+      recover_publish (o, f->snap, state);
+    else if (f->snap)
+      snap_unref (f->snap);
+    meta_close (f->meta, false);
+    store_destroy (f->store, false);
+    free (f->path);
+  }
+  free (found);
+  if (r < 0)
+    return r;
+  recover_check_copies (o);
+  snap_reap (o);
+  engine_log (o, FSSNAP_LOG_INFO, "reopened %zu snapshot file(s) of %s from "
+              "%s", n, o->path, o->state_dir);
+  return 0;
+}
