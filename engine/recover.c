@@ -37,6 +37,7 @@ struct found {
   struct meta *meta;            /* kept for removal when untrusted */
   struct store *store;
   char reason[256];             /* why untrusted */
+  bool gone;                    /* a transient one, removed */
 };
 
 /* Whether name is ORIGIN.snapN.SEQ.meta for this origin. */
@@ -223,6 +224,15 @@ recover_one (struct fssnap_origin *o, struct found *f)
     ok = false;
   if (ok)
     f->snap = recover_build (o, f, maps);
+  else if (h->flags & (META_F_TRANSIENT | META_F_UNLINK)) {
+    engine_log (o, FSSNAP_LOG_INFO, "transient snapshot %u is gone (%s)",
+                f->number, f->reason);
+    meta_close (f->meta, true);         /* it would be gone anyway */
+    store_destroy (f->store, true);
+    f->meta = NULL;
+    f->store = NULL;
+    f->gone = true;
+  }
   if (!f->snap)
     for (unsigned m = 0; m < META_NMAPS; m++)
       bitmap_free (&maps[m]);
@@ -368,7 +378,7 @@ recover_snapshots (struct fssnap_origin *o)
   for (size_t i = 0; i < n; i++) {
     struct found *f = &found[i];
     enum meta_state state = f->snap ? f->snap->meta->hdr.state : META_DISABLED;
-    if (r == 0 && !f->snap && !(f->snap = recover_disabled (o, f)))
+    if (r == 0 && !f->snap && !f->gone && !(f->snap = recover_disabled (o, f)))
       r = -ENOMEM;
     if (r == 0 && f->snap)
       recover_publish (o, f->snap, state);

@@ -1,0 +1,339 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Persistence: snapshots come back after the origin is closed and opened
+ * again, with their numbers, contents and counters; transient ones do not;
+ * a damaged metadata file, a truncated or missing store, or an origin of
+ * another size disables exactly the snapshots concerned, with a reason,
+ * and the others and the volume keep working.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <cmocka.h>
+
+#include "tests/engine/harness.h"
+
+#define KiB 1024u
+
+struct world {
+  struct harness *h;
+  struct fssnap_origin *o;
+  char *img[3];                 /* what snapshots 0, 1, 2 must read */
+  char *model;
+};
+
+static void
+write_pattern (struct world *w, uint64_t off, size_t len, char fill)
+{
+  char *buf = malloc (len);
+  memset (buf, fill, len);
+  assert_int_equal (fssnap_origin_write (w->o, buf, len, off, 0), 0);
+  memcpy (w->model + off, buf, len);
+  free (buf);
+}
+
+/* Three snapshots with writes between them; snapshot 1 is transient. */
+static struct world *
+world_new (void)
+{
+  struct world *w = calloc (1, sizeof *w);
+  w->h = harness_new (512 * KiB);
+  w->o = harness_origin (w->h, 16 * KiB, 0);
+  w->model = harness_image (w->h);
+  struct fssnap_create_opts transient = { .transient = true };
+  for (int i = 0; i < 3; i++) {
+    w->img[i] = harness_image (w->h);
+    assert_int_equal (harness_snap (w->o, i == 1 ? &transient : NULL), i);
+    write_pattern (w, (uint64_t) i * 100 * KiB + 777, 150 * KiB, 'a' + i);
+  }
+  return w;
+}
+
+static void
+world_reopen (struct world *w)
+{
+  fssnap_origin_close (w->o);
+  w->o = harness_origin (w->h, 0, 0);
+}
+
+static void
+world_free (struct world *w)
+{
+  fssnap_origin_close (w->o);
+  for (int i = 0; i < 3; i++)
+    free (w->img[i]);
+  free (w->model);
+  harness_free (w->h);
+  free (w);
+}
+
+static void
+assert_reads (struct world *w, unsigned num, const char *expect)
+{
+  int r;
+  char *got = harness_read_all (w->o, num, &r);
+  assert_int_equal (r, 0);
+  assert_memory_equal (got, expect, w->h->size);
+  free (got);
+}
+
+static void
+assert_disabled (struct world *w, unsigned num, const char *needle)
+{
+  struct fssnap_snapshot_info info;
+  assert_int_equal (fssnap_snapshot_info (w->o, num, &info), 0);
+  assert_int_equal (info.state, FSSNAP_STATE_DISABLED);
+  if (!strstr (info.reason, needle))
+    fail_msg ("reason \"%s\" lacks \"%s\"", info.reason, needle);
+  struct fssnap_snapshot *s;
+  assert_int_equal (fssnap_snapshot_open (w->o, num, &s), -EIO);
+}
+
+static char *
+state_file (struct world *w, unsigned num, const char *ext)
+{
+  struct fssnap_snapshot_info info;
+  static char path[512];
+  assert_int_equal (fssnap_snapshot_info (w->o, num, &info), 0);
+  snprintf (path, sizeof path, "%s/origin.img.snap%u.%llu.%s", w->h->dir, num,
+            (unsigned long long) info.seq, ext);
+  return path;
+}
+
+static void
+test_restart_keeps_snapshots (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  struct fssnap_snapshot_info before[3], after;
+  for (int i = 0; i < 3; i++)
+    assert_int_equal (fssnap_snapshot_info (w->o, i, &before[i]), 0);
+  world_reopen (w);
+  /* the chunk size comes back from the snapshots, not the default */
+  assert_int_equal (fssnap_origin_chunksize (w->o), 16 * KiB);
+  unsigned nums[4];
+  assert_int_equal (fssnap_snapshot_list (w->o, nums, 4), 2);
+  assert_true (nums[0] == 0 && nums[1] == 2);   /* transient 1 is gone */
+  for (int i = 0; i < 3; i += 2) {
+    assert_reads (w, i, w->img[i]);
+    assert_int_equal (fssnap_snapshot_info (w->o, i, &after), 0);
+    assert_string_equal (after.uuid, before[i].uuid);
+    assert_int_equal (after.seq, before[i].seq);
+    assert_int_equal (after.create_time, before[i].create_time);
+    assert_int_equal (after.candidate_chunks, before[i].candidate_chunks);
+    assert_int_equal (after.preserved_chunks, before[i].preserved_chunks);
+    assert_int_equal (after.owned_chunks, before[i].owned_chunks);
+    assert_string_equal (after.backing_path, before[i].backing_path);
+    assert_int_equal (after.state, FSSNAP_STATE_IDLE);
+  }
+  /* snapshot 0 still reads copies the transient one owned: it is kept */
+  struct fssnap_stats st;
+  fssnap_origin_stats (w->o, &st);
+  assert_int_equal (st.retained, 1);
+  /* copy-on-write goes on after the restart, with new numbers reused */
+  write_pattern (w, 0, 512 * KiB, 'z');
+  assert_reads (w, 0, w->img[0]);
+  assert_reads (w, 2, w->img[2]);
+  char *now = harness_image (w->h);
+  assert_int_equal (harness_snap (w->o, NULL), 1);
+  write_pattern (w, 5, 100, 'y');
+  assert_reads (w, 1, now);
+  world_reopen (w);
+  assert_reads (w, 0, w->img[0]);
+  assert_reads (w, 1, now);
+  assert_reads (w, 2, w->img[2]);
+  free (now);
+  world_free (w);
+}
+
+static void
+test_delete_survives_restart (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  assert_int_equal (fssnap_snapshot_delete (w->o, 2), 0);
+  world_reopen (w);
+  assert_int_equal (fssnap_snapshot_list (w->o, NULL, 0), 1);
+  assert_reads (w, 0, w->img[0]);
+  assert_int_equal (fssnap_snapshot_delete (w->o, 0), 0);
+  world_reopen (w);
+  assert_int_equal (fssnap_snapshot_list (w->o, NULL, 0), 0);
+  struct fssnap_stats st;
+  fssnap_origin_stats (w->o, &st);
+  assert_int_equal (st.retained, 0);
+  /* every file is gone: only the origin is left */
+  char cmd[200];
+  snprintf (cmd, sizeof cmd, "test $(ls '%s' | wc -l) -eq 1", w->h->dir);
+  assert_int_equal (system (cmd), 0);
+  world_free (w);
+}
+
+static void
+flip_byte (const char *path, off_t off)
+{
+  int fd = open (path, O_RDWR);
+  unsigned char b;
+  assert_true (fd >= 0);
+  assert_int_equal (pread (fd, &b, 1, off), 1);
+  b ^= 0x10;
+  assert_int_equal (pwrite (fd, &b, 1, off), 1);
+  close (fd);
+}
+
+static void
+test_damaged_bitmap_disables_one (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  char path[512];
+  snprintf (path, sizeof path, "%s", state_file (w, 0, "meta"));
+  world_reopen (w);                     /* 1 is gone; 0 and 2 are back */
+  fssnap_origin_close (w->o);
+  flip_byte (path, 8192 + 2 * 512 + 100);   /* map O, block 0 */
+  w->o = harness_origin (w->h, 0, 0);
+  /* 0 is the oldest: nothing reads its copies, so only it is disabled */
+  assert_disabled (w, 0, "block 0 of map O damaged");
+  assert_reads (w, 2, w->img[2]);
+  write_pattern (w, 1000, 300 * KiB, 'q');
+  assert_reads (w, 2, w->img[2]);
+  char *img = harness_image (w->h);
+  assert_memory_equal (img, w->model, w->h->size);
+  free (img);
+  /* a disabled snapshot can be deleted, files and all */
+  assert_int_equal (fssnap_snapshot_delete (w->o, 0), 0);
+  struct stat st;
+  assert_int_equal (stat (path, &st), -1);
+  world_free (w);
+}
+
+static void
+test_damaged_owner_disables_dependents (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  char path[512];
+  snprintf (path, sizeof path, "%s", state_file (w, 2, "meta"));
+  fssnap_origin_close (w->o);
+  flip_byte (path, 8192 + 1 * 512 + 200);   /* map H, block 0 */
+  w->o = harness_origin (w->h, 0, 0);
+  assert_disabled (w, 2, "block 0 of map H damaged");
+  /* 0 reads copies 2 owns (the writes after 2 copied once for both) */
+  assert_disabled (w, 0, "which cannot be trusted");
+  world_free (w);
+}
+
+static void
+test_damaged_header_disables (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  char path[512];
+  snprintf (path, sizeof path, "%s", state_file (w, 0, "meta"));
+  fssnap_origin_close (w->o);
+  flip_byte (path, 4096 + 40);          /* slot 1: the only header */
+  w->o = harness_origin (w->h, 0, 0);
+  assert_disabled (w, 0, "header damaged");
+  /* 2 is newer: it never needs 0's copies */
+  assert_reads (w, 2, w->img[2]);
+  world_free (w);
+}
+
+static void
+test_truncated_store_disables_dependents (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  char path[512];
+  snprintf (path, sizeof path, "%s", state_file (w, 2, "cow"));
+  fssnap_origin_close (w->o);
+  assert_int_equal (truncate (path, 16 * KiB), 0);
+  w->o = harness_origin (w->h, 0, 0);
+  assert_disabled (w, 2, "truncated");
+  /* 0 read copies owned by 2 (made after 2 was taken): it cannot be
+   * trusted either, and says why */
+  assert_disabled (w, 0, "cannot be trusted");
+  char *img = harness_image (w->h);
+  assert_memory_equal (img, w->model, w->h->size);
+  free (img);
+  world_free (w);
+}
+
+static void
+test_missing_store (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  char path[512];
+  snprintf (path, sizeof path, "%s", state_file (w, 0, "cow"));
+  fssnap_origin_close (w->o);
+  assert_int_equal (unlink (path), 0);
+  w->o = harness_origin (w->h, 0, 0);
+  assert_disabled (w, 0, "missing");
+  assert_reads (w, 2, w->img[2]);
+  world_free (w);
+}
+
+static void
+test_origin_size_changed (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  fssnap_origin_close (w->o);
+  assert_int_equal (truncate (w->h->origin_path, w->h->size + 4096), 0);
+  w->o = harness_origin (w->h, 0, 0);
+  assert_disabled (w, 0, "size changed");
+  assert_disabled (w, 2, "size changed");
+  /* the volume still works, and a new snapshot takes a free number */
+  char buf[10] = "volume ok";
+  assert_int_equal (fssnap_origin_write (w->o, buf, 10, w->h->size, 0), 0);
+  assert_int_equal (harness_snap (w->o, NULL), 1);
+  world_free (w);
+}
+
+static void
+test_needs_state_dir_or_transient (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (64 * KiB);
+  struct fssnap_origin_opts oo = { .path = h->origin_path, .io = &h->io };
+  struct fssnap_origin *o;
+  assert_int_equal (fssnap_origin_open (&oo, &o), 0);
+  struct fssnap_create_opts opts = { .backing_store = h->dir };
+  unsigned num;
+  char err[256];
+  assert_int_equal (fssnap_snapshot_create (o, &opts, &num, err, sizeof err),
+                    -EINVAL);
+  assert_non_null (strstr (err, "needs a state directory"));
+  opts.transient = true;
+  assert_int_equal (fssnap_snapshot_create (o, &opts, &num, err, sizeof err),
+                    0);
+  fssnap_origin_close (o);
+  /* unlink is refused next to a persistent snapshot */
+  o = harness_origin (h, 0, 0);
+  harness_snap (o, NULL);
+  struct fssnap_create_opts unl = { .unlink = true };
+  assert_int_equal (fssnap_snapshot_create (o, &unl, &num, err, sizeof err),
+                    -EINVAL);
+  assert_non_null (strstr (err, "unlink"));
+  fssnap_origin_close (o);
+  harness_free (h);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_restart_keeps_snapshots),
+    cmocka_unit_test (test_delete_survives_restart),
+    cmocka_unit_test (test_damaged_bitmap_disables_one),
+    cmocka_unit_test (test_damaged_owner_disables_dependents),
+    cmocka_unit_test (test_damaged_header_disables),
+    cmocka_unit_test (test_truncated_store_disables_dependents),
+    cmocka_unit_test (test_missing_store),
+    cmocka_unit_test (test_origin_size_changed),
+    cmocka_unit_test (test_needs_state_dir_or_transient),
+  };
+  return cmocka_run_group_tests (tests, NULL, NULL);
+}
