@@ -33,7 +33,8 @@ int cli_bad_option (int c, char **argv);
 
 /* Send req (consumed) to fssnapd and wait for the reply.  Returns
  * CLI_EXIT_OK with the reply in *replyp (the caller puts it), or the exit
- * code after printing why: unreachable, no such snapshot, refused.
+ * code after printing why: unreachable, no such snapshot (ENOENT for a
+ * request with a "number"), refused.
  */
 int cli_request (struct cli *cli, json_object *req, json_object **replyp);
 

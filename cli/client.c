@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,9 +164,11 @@ cli_read_reply (int fd)
   return NULL;
 }
 
-/* Turn an error reply into an exit code and a message. */
+/* Turn an error reply into an exit code and a message.  ENOENT means "no
+ * such snapshot" only for a request that names one.
+ */
 static int
-cli_reply_status (json_object *reply)
+cli_reply_status (json_object *reply, bool names_snapshot)
 {
   json_object *ok, *err, *name;
 
@@ -179,7 +182,8 @@ cli_reply_status (json_object *reply)
   json_object_object_get_ex (reply, "errno", &name);
   cli_error (CLI_EXIT_REFUSED, "%s", err ? json_object_get_string (err)
                                          : "request refused");
-  if (name && strcmp (json_object_get_string (name), "ENOENT") == 0)
+  if (names_snapshot && name
+      && strcmp (json_object_get_string (name), "ENOENT") == 0)
     return CLI_EXIT_NOSNAP;
   return CLI_EXIT_REFUSED;
 }
@@ -187,21 +191,23 @@ cli_reply_status (json_object *reply)
 int
 cli_request (struct cli *cli, json_object *req, json_object **replyp)
 {
+  bool names_snapshot = json_object_object_get_ex (req, "number", NULL);
   json_object *reply;
   char *line;
   int fd, r, e;
 
   r = cli_connect (cli, &fd);
-  if (r == CLI_EXIT_OK && (e = ctl_send (fd, req)) < 0) {
-    close (fd);
-    r = cli_error (CLI_EXIT_UNREACHABLE, "cannot send to fssnapd: %s",
-                   strerror (-e));
-  }
-  json_object_put (req);
-  if (r != CLI_EXIT_OK)
+  if (r != CLI_EXIT_OK) {
+    json_object_put (req);
     return r;
+  }
+  e = ctl_send (fd, req);       /* on EPIPE a refusal may still be there */
+  json_object_put (req);
   line = cli_read_reply (fd);
   close (fd);
+  if (!line && e < 0)
+    return cli_error (CLI_EXIT_UNREACHABLE, "cannot send to fssnapd: %s",
+                      strerror (-e));
   if (!line)
     return cli_error (CLI_EXIT_UNREACHABLE, "fssnapd closed the connection "
                       "without a reply");
@@ -211,7 +217,7 @@ cli_request (struct cli *cli, json_object *req, json_object **replyp)
     json_object_put (reply);
     return cli_error (CLI_EXIT_UNREACHABLE, "fssnapd sent a malformed reply");
   }
-  r = cli_reply_status (reply);
+  r = cli_reply_status (reply, names_snapshot);
   if (r != CLI_EXIT_OK) {
     json_object_put (reply);
     return r;

@@ -39,6 +39,9 @@ ctl_log (const struct ctl_context *ctx, enum fssnap_log_level level,
   ctx->log (ctx->log_opaque, level, msg);
 }
 
+static json_object *ctl_engine_error (int r, const char *errmsg,
+                                      const char *what);
+
 /* ---- Field access: each returns 1 if present, 0 if absent, -1 with an
  * error reply in *reply when the field has the wrong type or value. */
 
@@ -100,36 +103,41 @@ ctl_get_number (json_object *req, const char *key, unsigned *out,
   return 1;
 }
 
-/* A size field as "key=VALUE" for the -o parser: a non-negative integer or
- * a size string such as "64k".  Appends to opt (of optlen bytes).
+/* A size field: a non-negative integer or a size string such as "64k",
+ * parsed by the engine's -o parser as "key=VALUE" into *tmp.
  */
 static int
-ctl_append_size (json_object *req, const char *key, char *opt, size_t optlen,
-                 json_object **reply)
+ctl_get_size (json_object *req, const char *key,
+              struct fssnap_create_opts *tmp, json_object **reply)
 {
+  char opt[128], *storage = NULL, errmsg[CTL_ERRMSG] = "";
   json_object *v;
-  size_t used = strlen (opt);
-  const char *sep = used ? "," : "";
+  int r;
 
   if (!json_object_object_get_ex (req, key, &v))
     return 0;
   if (json_object_is_type (v, json_type_int)
-      && json_object_get_int64 (v) >= 0) {
-    snprintf (opt + used, optlen - used, "%s%s=%" PRIu64, sep, key,
+      && json_object_get_int64 (v) >= 0)
+    snprintf (opt, sizeof opt, "%s=%" PRIu64, key,
               json_object_get_uint64 (v));
-    return 1;
+  else if (json_object_is_type (v, json_type_string)
+           && json_object_get_string_len (v) > 0
+           && json_object_get_string_len (v) < 64
+           && !strpbrk (json_object_get_string (v), ",="))
+    snprintf (opt, sizeof opt, "%s=%s", key, json_object_get_string (v));
+  else {
+    *reply = ctl_reply_error (EINVAL, "\"%s\" must be a size in bytes (an "
+                              "integer or a string such as \"64k\")", key);
+    return -1;
   }
-  if (json_object_is_type (v, json_type_string)
-      && json_object_get_string_len (v) > 0
-      && !strpbrk (json_object_get_string (v), ",=")
-      && json_object_get_string_len (v) < 64) {
-    snprintf (opt + used, optlen - used, "%s%s=%s", sep, key,
-              json_object_get_string (v));
-    return 1;
+  memset (tmp, 0, sizeof *tmp);
+  r = fssnap_create_opts_parse (opt, tmp, &storage, errmsg, sizeof errmsg);
+  free (storage);
+  if (r < 0) {
+    *reply = ctl_engine_error (r, errmsg, "bad snapshot options");
+    return -1;
   }
-  *reply = ctl_reply_error (EINVAL, "\"%s\" must be a size in bytes "
-                            "(an integer or a string such as \"64k\")", key);
-  return -1;
+  return 1;
 }
 
 /* Reject fields that this request does not know. */
@@ -223,29 +231,37 @@ static const char *const ctl_create_fields[] = {
   "unlink", "transient", "mount", NULL
 };
 
-/* Fill opts from the request; *storage is freed by the caller. */
+/* Fill opts from the request; fields override "options".  *storage is
+ * freed by the caller.
+ */
 static json_object *
 ctl_create_opts (json_object *req, struct fssnap_create_opts *opts,
                  char **storage)
 {
-  static const char *const sizes[] = { "maxsize", "chunksize",
-                                       "maxfilesize" };
+  struct fssnap_create_opts tmp;
   const char *options = "", *str;
-  char optstr[CTL_LINE_MAX + 256], errmsg[CTL_ERRMSG] = "";
+  char errmsg[CTL_ERRMSG] = "";
   json_object *reply = NULL;
   bool flag;
-  size_t i;
   int r;
 
   if (ctl_get_string (req, "options", &options, &reply) < 0)
     return reply;
-  snprintf (optstr, sizeof optstr, "%s", options);
-  for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-    if (ctl_append_size (req, sizes[i], optstr, sizeof optstr, &reply) < 0)
-      return reply;
-  r = fssnap_create_opts_parse (optstr, opts, storage, errmsg, sizeof errmsg);
+  r = fssnap_create_opts_parse (options, opts, storage, errmsg, sizeof errmsg);
   if (r < 0)
     return ctl_engine_error (r, errmsg, "bad snapshot options");
+  if ((r = ctl_get_size (req, "maxsize", &tmp, &reply)) < 0)
+    return reply;
+  if (r > 0)
+    opts->maxsize = tmp.maxsize;
+  if ((r = ctl_get_size (req, "chunksize", &tmp, &reply)) < 0)
+    return reply;
+  if (r > 0)
+    opts->chunksize = tmp.chunksize;
+  if ((r = ctl_get_size (req, "maxfilesize", &tmp, &reply)) < 0)
+    return reply;
+  if (r > 0)
+    opts->max_backfile_size = tmp.max_backfile_size;
   if ((r = ctl_get_string (req, "backing-store", &str, &reply)) < 0)
     return reply;
   if (r > 0)

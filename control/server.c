@@ -18,10 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "control/proto.h"
 #include "control/server.h"
+
+#define CTL_REFUSE_WAIT 2      /* seconds */
 
 struct ctl_client {
   struct ctl_server *server;
@@ -112,6 +115,33 @@ ctl_client_serve (struct ctl_client *client)
   free (reader);
 }
 
+/* A client that may not use the daemon: its first request (awaited for
+ * at most CTL_REFUSE_WAIT seconds) gets an EACCES reply, then it is cut off.
+ */
+static void
+ctl_client_refuse (struct ctl_client *client, uid_t uid)
+{
+  struct timeval wait = { .tv_sec = CTL_REFUSE_WAIT };
+  struct ctl_reader *reader = malloc (sizeof *reader);
+  json_object *reply;
+  char msg[128], *line;
+  size_t len;
+
+  if (reader) {
+    setsockopt (client->fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+    ctl_reader_init (reader);
+    ctl_read_line (client->fd, reader, &line, &len);
+    free (reader);
+  }
+  reply = ctl_reply_error (EACCES, "permission denied: uid %u may not "
+                           "control this fssnapd", (unsigned) uid);
+  ctl_send (client->fd, reply);
+  json_object_put (reply);
+  snprintf (msg, sizeof msg, "control: refused a client with uid %u",
+            (unsigned) uid);
+  ctl_server_log (client->server, FSSNAP_LOG_WARN, msg);
+}
+
 /* Takes server->lock to leave the client list. */
 static void *
 ctl_client_thread (void *arg)
@@ -123,17 +153,8 @@ ctl_client_thread (void *arg)
 
   if (ctl_peer_allowed (client, &uid))
     ctl_client_serve (client);
-  else {
-    char msg[128];
-    json_object *reply = ctl_reply_error (EACCES, "permission denied: uid %u "
-                                          "may not control this fssnapd",
-                                          (unsigned) uid);
-    ctl_send (client->fd, reply);
-    json_object_put (reply);
-    snprintf (msg, sizeof msg, "control: refused a client with uid %u",
-              (unsigned) uid);
-    ctl_server_log (server, FSSNAP_LOG_WARN, msg);
-  }
+  else
+    ctl_client_refuse (client, uid);
   pthread_mutex_lock (&server->lock);
   for (p = &server->clients; *p != client; p = &(*p)->next)
     ;
