@@ -83,7 +83,8 @@ static const char daemon_usage[] =
 "\n"
 "Options:\n"
 "  --run-dir DIR       sockets go here: DIR/nbd.sock (NBD) and DIR/control.sock\n"
-"                      (control, mode 0600).  Default: /run/fssnap/NAME, where\n"
+"                      (control), both mode 0600: the volume is as private\n"
+"                      as a block device.  Default: /run/fssnap/NAME, where\n"
 "                      NAME is the basename of ORIGIN.\n"
 "  --state-dir DIR     snapshot metadata and, unless backing-store= says\n"
 "                      otherwise, backing stores.  Default:\n"
@@ -247,7 +248,7 @@ daemon_claim (struct daemon *d)
       || daemon_mkdirs (d->state_dir, 0700, err, sizeof err) < 0)
     daemon_die ("%s", err);
   snprintf (path, sizeof path, "%s/%s", d->run_dir, DAEMON_NBD_SOCKET);
-  if (daemon_listen_unix (path, 0666, &d->nbd_fds[0], err, sizeof err) < 0)
+  if (daemon_listen_unix (path, 0600, &d->nbd_fds[0], err, sizeof err) < 0)
     daemon_die ("%s", err);
   d->nnbd_fds = 1;
   for (i = 0; i < d->nlisten; i++) {
