@@ -1,0 +1,263 @@
+/* Unit tests of the control protocol: line framing and parsing
+ * (control/proto.c, shared with the CLI) and the request handlers
+ * (control/requests.c) against a real engine on a small image.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "libfssnap.h"
+#include "control/proto.h"
+#include "control/requests.h"
+
+/* ---- Framing ----------------------------------------------------------- */
+
+static void
+test_read_line_framing (void **state)
+{
+  struct ctl_reader *r = malloc (sizeof *r);
+  char *line;
+  size_t len;
+  int sv[2];
+
+  (void) state;
+  assert_int_equal (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  ctl_reader_init (r);
+  assert_int_equal (write (sv[1], "one\ntw", 6), 6);
+  assert_int_equal (ctl_read_line (sv[0], r, &line, &len), 1);
+  assert_string_equal (line, "one");
+  assert_int_equal (len, 3);
+  assert_int_equal (write (sv[1], "o\n\nlast", 7), 7);
+  assert_int_equal (ctl_read_line (sv[0], r, &line, &len), 1);
+  assert_string_equal (line, "two");
+  assert_int_equal (ctl_read_line (sv[0], r, &line, &len), 1);
+  assert_int_equal (len, 0);
+  close (sv[1]);
+  assert_int_equal (ctl_read_line (sv[0], r, &line, &len), 1);
+  assert_string_equal (line, "last");       /* no newline before EOF */
+  assert_int_equal (ctl_read_line (sv[0], r, &line, &len), 0);
+  close (sv[0]);
+  free (r);
+}
+
+static void
+test_read_line_too_long (void **state)
+{
+  struct ctl_reader *r = malloc (sizeof *r);
+  size_t big = CTL_LINE_MAX * 2, len;
+  char *data = malloc (big + 8), *line;
+  int sv[2], status;
+  pid_t pid;
+
+  (void) state;
+  memset (data, 'x', big);
+  memcpy (data + big, "\nok\n", 4);
+  assert_int_equal (socketpair (AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  pid = fork ();
+  if (pid == 0) {
+    close (sv[0]);
+    _exit (write (sv[1], data, big + 4) == (ssize_t) big + 4 ? 0 : 1);
+  }
+  close (sv[1]);
+  ctl_reader_init (r);
+  assert_int_equal (ctl_read_line (sv[0], r, &line, &len), -E2BIG);
+  assert_int_equal (ctl_read_line (sv[0], r, &line, &len), 1);
+  assert_string_equal (line, "ok");         /* the rest was skipped */
+  assert_int_equal (ctl_read_line (sv[0], r, &line, &len), 0);
+  assert_int_equal (waitpid (pid, &status, 0), pid);
+  assert_int_equal (status, 0);
+  close (sv[0]);
+  free (data);
+  free (r);
+}
+
+static void
+test_parse_line (void **state)
+{
+  char err[256];
+  json_object *o;
+
+  (void) state;
+  o = ctl_parse_line ("{\"a\":1}  ", 9, err, sizeof err);
+  assert_non_null (o);
+  json_object_put (o);
+  assert_null (ctl_parse_line ("{\"a\":1} x", 9, err, sizeof err));
+  assert_non_null (strstr (err, "text after"));
+  assert_null (ctl_parse_line ("[1]", 3, err, sizeof err));
+  assert_non_null (strstr (err, "must be a JSON object"));
+  assert_null (ctl_parse_line ("{\"a\":", 5, err, sizeof err));
+  assert_null (ctl_parse_line ("{}\0{}", 5, err, sizeof err));
+  assert_null (ctl_parse_line ("", 0, err, sizeof err));
+  assert_string_equal (ctl_errno_name (ENOENT), "ENOENT");
+  assert_string_equal (ctl_errno_name (100000), "EUNKNOWN");
+}
+
+/* ---- Requests against an engine -------------------------------------- */
+
+struct fixture {
+  char dir[64];
+  struct fssnap_origin *origin;
+  struct ctl_context ctx;
+};
+
+static void
+quiet (void *opaque, enum fssnap_log_level level, const char *msg)
+{
+  (void) opaque;
+  (void) level;
+  (void) msg;
+}
+
+static int
+setup (void **state)
+{
+  struct fixture *f = calloc (1, sizeof *f);
+  struct fssnap_origin_opts opts = { .log = quiet };
+  char path[128];
+  int fd;
+
+  snprintf (f->dir, sizeof f->dir, "/tmp/test-control.XXXXXX");
+  assert_non_null (mkdtemp (f->dir));
+  snprintf (path, sizeof path, "%s/disk.img", f->dir);
+  fd = open (path, O_RDWR | O_CREAT, 0600);
+  assert_int_equal (ftruncate (fd, 1 << 20), 0);
+  close (fd);
+  opts.path = path;
+  opts.state_dir = f->dir;
+  assert_int_equal (fssnap_origin_open (&opts, &f->origin), 0);
+  f->ctx = (struct ctl_context) { .origin = f->origin, .run_dir = "/R" };
+  *state = f;
+  return 0;
+}
+
+static int
+teardown (void **state)
+{
+  struct fixture *f = *state;
+  char cmd[128];
+
+  fssnap_origin_close (f->origin);
+  snprintf (cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+  assert_int_equal (system (cmd), 0);
+  free (f);
+  return 0;
+}
+
+/* Handle a request; return the reply (put by the caller). */
+static json_object *
+ask (struct fixture *f, const char *line)
+{
+  return ctl_handle_line (&f->ctx, line, strlen (line));
+}
+
+static bool
+is_ok (json_object *reply)
+{
+  json_object *ok;
+  return json_object_object_get_ex (reply, "ok", &ok)
+         && json_object_get_boolean (ok);
+}
+
+static const char *
+field (json_object *obj, const char *key)
+{
+  json_object *v;
+  return json_object_object_get_ex (obj, key, &v)
+         ? json_object_get_string (v) : NULL;
+}
+
+static void
+test_create_info_delete (void **state)
+{
+  struct fixture *f = *state;
+  json_object *r, *snap, *arr;
+
+  r = ask (f, "{\"request\":\"create\",\"options\":\"maxsize=1m\","
+              "\"chunksize\":\"4k\",\"maxsize\":131072,\"transient\":true,"
+              "\"mount\":\"/m\"}");
+  assert_true (is_ok (r));
+  assert_true (json_object_object_get_ex (r, "snapshot", &snap));
+  assert_string_equal (field (snap, "number"), "0");
+  assert_string_equal (field (snap, "device"), "/R/dev/snap/0");
+  assert_string_equal (field (snap, "maxsize"), "131072");
+  assert_string_equal (field (snap, "chunksize"), "4096");
+  assert_string_equal (field (snap, "transient"), "true");
+  assert_string_equal (field (snap, "mountpoint"), "/m");
+  assert_int_equal (strlen (field (snap, "uuid")), 36);
+  json_object_put (r);
+
+  r = ask (f, "{\"request\":\"info\",\"number\":0}");
+  assert_true (is_ok (r));
+  assert_true (json_object_object_get_ex (r, "snapshots", &arr));
+  assert_int_equal (json_object_array_length (arr), 1);
+  assert_string_equal (field (json_object_array_get_idx (arr, 0), "state"),
+                       "idle");
+  json_object_put (r);
+
+  r = ask (f, "{\"request\":\"delete\",\"number\":0}");
+  assert_true (is_ok (r));
+  json_object_put (r);
+  r = ask (f, "{\"request\":\"delete\",\"number\":0}");
+  assert_false (is_ok (r));
+  assert_string_equal (field (r, "errno"), "ENOENT");
+  json_object_put (r);
+}
+
+static void
+test_bad_requests_change_nothing (void **state)
+{
+  static const char *const bad[] = {
+    "", "nope", "{", "[]", "{}", "{\"request\":null}",
+    "{\"request\":\"create\",\"chunksize\":3000}",
+    "{\"request\":\"create\",\"maxsize\":\"1,unlink\"}",
+    "{\"request\":\"create\",\"options\":\"maxsize=1m\",\"unlink\":1}",
+    "{\"request\":\"create\",\"mount\":[]}",
+    "{\"request\":\"create\",\"what\":1}",
+    "{\"request\":\"delete\",\"number\":4294967296}",
+    "{\"request\":\"info\",\"number\":-1}",
+    "{\"request\":\"stats\",\"number\":0}",
+  };
+  struct fixture *f = *state;
+  json_object *r, *arr;
+  size_t i;
+
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    r = ask (f, bad[i]);
+    assert_false (is_ok (r));
+    assert_non_null (field (r, "error"));
+    assert_string_equal (field (r, "errno"), "EINVAL");
+    json_object_put (r);
+  }
+  r = ask (f, "{\"request\":\"list\"}");
+  assert_true (is_ok (r));
+  assert_true (json_object_object_get_ex (r, "snapshots", &arr));
+  assert_int_equal (json_object_array_length (arr), 0);
+  json_object_put (r);
+  r = ask (f, "{\"request\":\"stats\"}");
+  assert_true (is_ok (r));
+  json_object_put (r);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_read_line_framing),
+    cmocka_unit_test (test_read_line_too_long),
+    cmocka_unit_test (test_parse_line),
+    cmocka_unit_test_setup_teardown (test_create_info_delete, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_bad_requests_change_nothing, setup,
+                                     teardown),
+  };
+  return cmocka_run_group_tests (tests, NULL, NULL);
+}
