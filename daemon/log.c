@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Logging of fssnapd to stderr or syslog.  The destination is chosen during
- * start-up, before any thread exists, so the two settings below are only
- * written single-threaded and read afterwards; each message is one write
- * (stderr) or one syslog call, so lines from threads never interleave.
+ * Logging of fssnapd to stderr or syslog.  The level is set before any
+ * thread exists; the destination switches to syslog once start-up is over,
+ * while engine threads may already log, hence the atomic flag.  Each
+ * message is one write (stderr) or one syslog call, so lines from threads
+ * never interleave.
  */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <syslog.h>
@@ -13,7 +15,7 @@
 
 #include "daemon/log.h"
 
-static bool log_syslog;
+static atomic_bool log_syslog;
 static enum fssnap_log_level log_max_level = FSSNAP_LOG_INFO;
 
 void
