@@ -2,7 +2,8 @@
 # SIGTERM and SIGINT stop fssnapd cleanly (exit 0, sockets and pidfile
 # removed, data written before the signal on the origin), also while a
 # client is connected; in the background (no --foreground) the starting
-# process exits 0 once the daemon serves and 1 when it cannot start.
+# process exits 0 once the daemon serves and 1 when it cannot start;
+# --syslog keeps stderr quiet once started.
 source "$(dirname "$0")/functions.sh"
 requires_root
 requires nbdsh
@@ -70,6 +71,10 @@ for _ in $(seq 100); do kill -0 "$bgpid" 2>/dev/null || break; sleep 0.1; done
 expect_exit 1 "cannot write pidfile" "$FSSNAPD" --run-dir "$RUN_DIR" \
   --state-dir "$STATE_DIR" --pidfile "$TESTDIR/no/such/dir/x.pid" "$img"
 [ ! -e "$CTL_SOCK" ] || fail "sockets left after a failed background start"
-start_fssnapd "$img"
+# --syslog in the foreground: once started, nothing more on stderr.
+: >"$FSSNAPD_LOG"
+start_fssnapd "$img" --syslog
+fssnap create >/dev/null || fail "create with --syslog"
 stop_fssnapd
+! grep -q "fssnapd: serving\|created\|stopped" "$FSSNAPD_LOG" || fail "--syslog still logs to stderr: $(cat "$FSSNAPD_LOG")"
 echo "signals ok"
