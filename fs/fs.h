@@ -31,7 +31,9 @@ int fs_detect (const char *path, char *type, size_t len);
 int fs_type_is_ext (const char *type);
 
 /* The opaque argument of fs_candidates: set log (may be NULL), read the
- * result after the snapshot is created.
+ * result after the snapshot is created.  The engine runs candidate
+ * callbacks one creation at a time (origin writes quiesced), so a daemon
+ * may share one context between clients.
  */
 struct fs_candidates_ctx {
   fssnap_log_fn log;

@@ -434,7 +434,11 @@ devfs_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
     fuse_reply_err (req, EBADF);
     return;
   }
-  if (size > 0 && !devfs_clip (d, off, &size)) {
+  if (size == 0) {
+    fuse_reply_write (req, 0);
+    return;
+  }
+  if (!devfs_clip (d, off, &size)) {
     fuse_reply_err (req, ENOSPC);
     return;
   }
