@@ -531,15 +531,19 @@ int
 devfs_cleanup_stale (const char *mountdir)
 {
   struct statfs sfs;
+  int n;
 
   /* statfs always asks the server (a stat may come from cached
-   * attributes), so a dead one shows as ENOTCONN.
+   * attributes), so a dead one shows as ENOTCONN.  Crashes in a row may
+   * have stacked several.
    */
-  if (statfs (mountdir, &sfs) == 0 || errno != ENOTCONN)
-    return 0;
-  /* The daemon that served it is gone: detach it now, whoever holds it. */
-  if (umount2 (mountdir, MNT_DETACH) == -1)
-    return -errno;
+  for (n = 0; n < 16; n++) {
+    if (statfs (mountdir, &sfs) == 0 || errno != ENOTCONN)
+      return n > 0;
+    /* Its daemon is gone: detach it now, whoever still holds it. */
+    if (umount2 (mountdir, MNT_DETACH) == -1)
+      return -errno;
+  }
   return 1;
 }
 
