@@ -187,6 +187,7 @@ count_candidates (struct fixture *f)
 /* What e2fsprogs says the file system uses, one byte per block. */
 struct usage {
   uint64_t blocks, first, blocksize;
+  uint64_t cluster;             /* blocks per cluster (bigalloc) */
   unsigned char *free;          /* listed under "Free blocks:" */
   unsigned char *meta;          /* listed as "... at A-B" */
   uint64_t nmeta;
@@ -207,9 +208,12 @@ set_range (unsigned char *map, uint64_t blocks, uint64_t a, uint64_t b)
   memset (map + a, 1, b - a + 1);
 }
 
-/* "12-40, 50, 60-61" (stops at anything else). */
+/* "12-40, 50, 60-61" (stops at anything else).  With bigalloc dumpe2fs
+ * names each cluster by its first block: a range ends a cluster later.
+ */
 static void
-parse_ranges (const char *p, unsigned char *map, uint64_t blocks)
+parse_ranges (const char *p, unsigned char *map, uint64_t blocks,
+              uint64_t cluster)
 {
   char *end;
   uint64_t a, b;
@@ -222,7 +226,7 @@ parse_ranges (const char *p, unsigned char *map, uint64_t blocks)
     a = b = strtoull (p, &end, 10);
     if (*end == '-')
       b = strtoull (end + 1, &end, 10);
-    set_range (map, blocks, a, b);
+    set_range (map, blocks, a, b + cluster - 1);
     p = end;
   }
 }
@@ -264,12 +268,15 @@ read_usage (struct fixture *f, struct usage *u)
       u->blocksize = header_value (line, "Block size:");
     else if (strncmp (line, "First block:", 12) == 0)
       u->first = header_value (line, "First block:");
+    else if (header_value (line, "Cluster size:"))
+      u->cluster = header_value (line, "Cluster size:");
     if (u->blocks && u->free == NULL) {
       u->free = calloc (u->blocks, 1);
       u->meta = calloc (u->blocks, 1);
     }
     if (strncmp (line, "  Free blocks: ", 15) == 0)
-      parse_ranges (line + 15, u->free, u->blocks);
+      parse_ranges (line + 15, u->free, u->blocks,
+                    u->cluster ? u->cluster / u->blocksize : 1);
     else if (strncmp (line, "  ", 2) == 0 && u->meta)
       parse_meta (u, line);
   }
@@ -418,6 +425,19 @@ test_meta_bg_tail (void **state)
   assert_true (f->cand[f->chunks - 2]);
 }
 
+/* Allocation by clusters of 4 blocks. */
+static void
+test_bigalloc (void **state)
+{
+  struct fixture *f = *state;
+
+  make_image (f, 256 << 20, "mkfs.ext4 -b 4096 -O bigalloc -C 16384",
+              24 << 20);
+  snapshot (f, 4096);
+  report (f, "bigalloc", check_usage (f));
+  check_tree_files (f);
+}
+
 static void
 test_ext2_ext3 (void **state)
 {
@@ -536,6 +556,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_no_flex_bg, setup, teardown),
     cmocka_unit_test_setup_teardown (test_small_1k, setup, teardown),
     cmocka_unit_test_setup_teardown (test_meta_bg_tail, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_bigalloc, setup, teardown),
     cmocka_unit_test_setup_teardown (test_ext2_ext3, setup, teardown),
     cmocka_unit_test_setup_teardown (test_sparse_1g, setup, teardown),
     cmocka_unit_test_setup_teardown (test_not_ext, setup, teardown),
