@@ -4,7 +4,8 @@
 # moments while the file system keeps changing (delete half, overwrite,
 # append, fill the free space, fstrim); the middle snapshot is deleted.
 # Each remaining snapshot, attached, must pass fsck.ext4 -fn, mount
-# -o ro,noload and hold exactly the files it had when it was taken.
+# -o ro,noload and hold exactly the files it had when it was taken.  The
+# kept snapshots are persistent (synced stores), the middle one transient.
 source "$(dirname "$0")/functions.sh"
 requires_root
 requires mkfs.ext4 fsck.ext4 losetup fstrim sha256sum
@@ -72,7 +73,7 @@ fill_and_trim() {
 
 snap_create() {
   local dev
-  dev=$(fssnap create -o transient --mount "$MNT") || fail "create --mount failed"
+  dev=$(fssnap create ${1:+-o "$1"} --mount "$MNT") || fail "create --mount failed"
   basename "$dev"
 }
 
@@ -112,7 +113,7 @@ manifest "$MNT" >"$TESTDIR/m0"
 s0=$(snap_create)
 churn_delete_overwrite_append "$MNT" 1
 manifest "$MNT" >"$TESTDIR/m1"
-s1=$(snap_create)
+s1=$(snap_create transient)
 churn_delete_overwrite_append "$MNT" 2
 manifest "$MNT" >"$TESTDIR/m2"
 s2=$(snap_create)
