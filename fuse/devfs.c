@@ -3,10 +3,13 @@
  * FUSE frontend: the device files volume and snap/<N> (see devfs.h).
  *
  * Low-level libfuse3 API.  The callbacks run in parallel on libfuse's
- * worker threads: the only shared state is the engine (thread-safe) and
- * struct devfs, which is read-only once the session runs.  An open
- * snapshot's handle lives in fi->fh, opened on open and closed on release,
- * so a deleted snapshot goes away when its last user closes it.
+ * worker threads: the shared state is the engine (thread-safe), struct
+ * devfs, read-only once the session runs, and its list of open snapshot
+ * handles under devfs.lock.  An open snapshot's handle (struct
+ * devfs_handle in fi->fh) is opened on open and closed on release, so a
+ * deleted snapshot goes away when its last user closes it; the kernel may
+ * drop the releases of a session that ends, so devfs_stop closes what is
+ * left before the engine goes.
  *
  * Inode numbers: 1 the root, 2 volume, 3 snap/, and DEVFS_INO_SNAP + seq
  * for a snapshot, seq being its creation sequence number.  A snapshot
@@ -45,6 +48,12 @@
 #define DEVFS_MAX_IO      (1u << 20)
 #define DEVFS_THREADS     16
 
+/* An open snapshot file; on devfs.handles while open. */
+struct devfs_handle {
+  struct fssnap_snapshot *snap;
+  struct devfs_handle *prev, *next;
+};
+
 struct devfs {
   struct fssnap_origin *origin;
   char *mountdir;
@@ -55,7 +64,49 @@ struct devfs {
   struct fuse_session *se;
   pthread_t thread;
   dev_t conn_dev;               /* st_dev of the mount: the connection */
+  pthread_mutex_t lock;         /* guards handles */
+  struct devfs_handle *handles;
 };
+
+static struct fssnap_snapshot *
+devfs_snap_of (struct fuse_file_info *fi)
+{
+  return ((struct devfs_handle *) (uintptr_t) fi->fh)->snap;
+}
+
+/* Takes devfs.lock. */
+static struct devfs_handle *
+devfs_handle_add (struct devfs *d, struct fssnap_snapshot *snap)
+{
+  struct devfs_handle *h = calloc (1, sizeof *h);
+
+  if (h == NULL)
+    return NULL;
+  h->snap = snap;
+  pthread_mutex_lock (&d->lock);
+  h->next = d->handles;
+  if (d->handles)
+    d->handles->prev = h;
+  d->handles = h;
+  pthread_mutex_unlock (&d->lock);
+  return h;
+}
+
+/* Close the snapshot and forget the handle.  Takes devfs.lock. */
+static void
+devfs_handle_close (struct devfs *d, struct devfs_handle *h)
+{
+  pthread_mutex_lock (&d->lock);
+  if (h->prev)
+    h->prev->next = h->next;
+  else
+    d->handles = h->next;
+  if (h->next)
+    h->next->prev = h->prev;
+  pthread_mutex_unlock (&d->lock);
+  fssnap_snapshot_close (h->snap);
+  free (h);
+}
 
 static void devfs_log (struct devfs *d, enum fssnap_log_level level,
                        const char *fmt, ...)
@@ -213,7 +264,7 @@ static void
 devfs_open_snap_attr (struct devfs *d, fuse_ino_t ino,
                       struct fuse_file_info *fi, struct stat *st)
 {
-  struct fssnap_snapshot *snap = (void *) (uintptr_t) fi->fh;
+  struct fssnap_snapshot *snap = devfs_snap_of (fi);
   struct fssnap_snapshot_info info;
   time_t t = d->start_time;
 
@@ -339,6 +390,7 @@ devfs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   struct devfs *d = fuse_req_userdata (req);
   struct fssnap_snapshot_info info;
   struct fssnap_snapshot *snap;
+  struct devfs_handle *h;
   int rc;
 
   if (ino == DEVFS_INO_VOLUME) {
@@ -363,11 +415,17 @@ devfs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_err (req, rc == -ENOENT ? ESTALE : -rc);
     return;
   }
-  fi->fh = (uintptr_t) snap;
+  h = devfs_handle_add (d, snap);
+  if (h == NULL) {
+    fssnap_snapshot_close (snap);
+    fuse_reply_err (req, ENOMEM);
+    return;
+  }
+  fi->fh = (uintptr_t) h;
   /* A snapshot never changes while this inode exists. */
   fi->keep_cache = 1;
   if (fuse_reply_open (req, fi) != 0)
-    fssnap_snapshot_close (snap);
+    devfs_handle_close (d, h);
 }
 
 static void
@@ -375,7 +433,8 @@ devfs_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
   (void) ino;
   if (fi->fh)
-    fssnap_snapshot_close ((struct fssnap_snapshot *) (uintptr_t) fi->fh);
+    devfs_handle_close (fuse_req_userdata (req),
+                        (struct devfs_handle *) (uintptr_t) fi->fh);
   fuse_reply_err (req, 0);
 }
 
@@ -411,8 +470,7 @@ devfs_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     return;
   }
   if (fi->fh)
-    rc = fssnap_snapshot_read ((struct fssnap_snapshot *) (uintptr_t) fi->fh,
-                               buf, size, off);
+    rc = fssnap_snapshot_read (devfs_snap_of (fi), buf, size, off);
   else
     rc = fssnap_origin_read (d->origin, buf, size, off);
   if (rc < 0)
@@ -578,6 +636,7 @@ devfs_mount (struct devfs *d)
             "default_permissions,max_read=%u%s", DEVFS_MAX_IO,
             geteuid () == 0 ? ",allow_other" : "");
   d->se = fuse_session_new (&args, &devfs_ops, sizeof devfs_ops, d);
+  fuse_opt_free_args (&args);
   if (d->se == NULL)
     return -EINVAL;
   if (fuse_session_mount (d->se, d->mountdir) != 0) {
@@ -604,9 +663,13 @@ devfs_run (struct devfs *d)
   return -rc;
 }
 
+/* Closes the handles whose release never came.  No thread may run. */
 static void
 devfs_free (struct devfs *d)
 {
+  while (d->handles)
+    devfs_handle_close (d, d->handles);
+  pthread_mutex_destroy (&d->lock);
   free (d->mountdir);
   free (d);
 }
@@ -625,6 +688,7 @@ devfs_start (const struct devfs_opts *opts, struct devfs **devfsp)
   d->log_opaque = opts->log_opaque;
   d->max_threads = opts->max_threads ? opts->max_threads : DEVFS_THREADS;
   d->start_time = time (NULL);
+  pthread_mutex_init (&d->lock, NULL);
   d->mountdir = strdup (opts->mountdir);
   if (d->mountdir == NULL) {
     devfs_free (d);

@@ -274,19 +274,31 @@ test_fallocate (void **state)
   close (vfd);
 }
 
-/* Stopping while a file is open does not hang; the holder gets errors. */
+/* Stopping while files are open does not hang; the holders get errors
+ * and the snapshot handle is closed before the engine goes.
+ */
 static void
 test_stop_busy (void **state)
 {
   struct fixture *f = *state;
-  char buf[512];
-  int fd = open (f->volume, O_RDONLY);
+  struct fssnap_snapshot_info info;
+  char buf[512], p[160];
+  int fd = open (f->volume, O_RDONLY), sfd, num = snap_create (f);
 
   assert_true (fd >= 0);
+  path_of (f, p, sizeof p, "snap/0");
+  sfd = open (p, O_RDONLY);
+  assert_true (sfd >= 0);
+  assert_int_equal (fssnap_snapshot_info (f->origin, num, &info), 0);
+  assert_int_equal (info.open_count, 1);
   devfs_stop (f->devfs);
   f->devfs = NULL;
   assert_int_equal (pread (fd, buf, sizeof buf, 0), -1);
+  assert_int_equal (pread (sfd, buf, sizeof buf, 0), -1);
+  assert_int_equal (fssnap_snapshot_info (f->origin, num, &info), 0);
+  assert_int_equal (info.open_count, 0);
   close (fd);
+  close (sfd);
 }
 
 /* A server killed with its mount in place: the next start cleans up. */
