@@ -13,8 +13,13 @@
  *      E is committed (commit_wait).
  *   2. The committer thread closes E (new copies go to E+1), waits until
  *      the store writers have written every copy of E, fsyncs those stores,
- *      sets E's bits in each snapshot's durable maps, writes the dirty
- *      metadata blocks and fsyncs them, and declares E committed.
+ *      then makes E's owner bits (O) durable in the owners' metadata files,
+ *      then E's preserved bits (H) in the members' files, and declares E
+ *      committed.  O before H, because they sit in different files: an H
+ *      bit must never be durable without the O bit that says where the
+ *      copy is, while an O bit alone is harmless (nobody resolves to it
+ *      without an H bit, and by cow.c's proof it cannot come between an
+ *      older H bit and its owner).
  *
  * Bits of E+1 are never written with E's, so the metadata on disk never
  * points at a copy that is not durable.  A storm of writes pays one round
@@ -111,6 +116,29 @@ commit_fail (struct commit_rec *recs, size_t n, const char *what, int err)
                   "durable", what, strerror (-err));
 }
 
+/* Make the epoch's O bits (owner) or H bits durable: set them in the
+ * durable maps, then write and fsync each file concerned once ('pass'
+ * tells files already flushed in this pass).
+ */
+static int
+commit_flush_bits (struct commit_log *log, bool owner, uint64_t pass)
+{
+  int r = 0;
+  for (size_t i = 0; i < log->n; i++)
+    if (log->recs[i].owner == owner)
+      meta_set_bit (log->recs[i].s->meta,
+                    owner ? META_MAP_OWNER : META_MAP_PRES,
+                    log->recs[i].chunk);
+  for (size_t i = 0; r == 0 && i < log->n; i++) {
+    struct snap *s = log->recs[i].s;
+    if (log->recs[i].owner == owner && s->flushed_pass != pass) {
+      s->flushed_pass = pass;
+      r = meta_flush (s->meta);
+    }
+  }
+  return r;
+}
+
 /* Make the epoch's copies and bits durable.  Runs in the committer. */
 static void
 commit_apply (struct fssnap_origin *o, struct commit_log *log)
@@ -128,17 +156,9 @@ commit_apply (struct fssnap_origin *o, struct commit_log *log)
     commit_fail (log->recs, log->n, "syncing a backing store", r);
     return;
   }
-  for (size_t i = 0; i < log->n; i++)
-    meta_set_bit (log->recs[i].s->meta,
-                  log->recs[i].owner ? META_MAP_OWNER : META_MAP_PRES,
-                  log->recs[i].chunk);
-  for (size_t i = 0; r == 0 && i < log->n; i++) {
-    struct snap *s = log->recs[i].s;
-    if (s->flushed_round != round) {
-      s->flushed_round = round;
-      r = meta_flush (s->meta);
-    }
-  }
+  r = commit_flush_bits (log, true, 2 * round);
+  if (r == 0)
+    r = commit_flush_bits (log, false, 2 * round + 1);
   if (r < 0)
     commit_fail (log->recs, log->n, "writing snapshot metadata", r);
 }

@@ -93,7 +93,7 @@ struct snap {
   bool discard;                 /* remove its files when freed */
   bool untrusted;               /* recovered from a file that failed a check:
                                    its maps are empty, not what it had */
-  uint64_t synced_round, flushed_round;  /* committer only */
+  uint64_t synced_round, flushed_pass;   /* committer only */
 };
 
 /* Group commit (commit.c): the bits of one epoch's copies. */

@@ -9,6 +9,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <string.h>
@@ -116,6 +117,13 @@ posix_unlink (void *opaque, const char *path)
   return unlink (path) < 0 ? -errno : 0;
 }
 
+static int
+posix_rename (void *opaque, const char *from, const char *to)
+{
+  (void) opaque;
+  return rename (from, to) < 0 ? -errno : 0;
+}
+
 static const struct fssnap_io io_posix = {
   .open = posix_open,
   .close = posix_close,
@@ -127,6 +135,7 @@ static const struct fssnap_io io_posix = {
   .zero = posix_zero,
   .discard = posix_discard,
   .unlink = posix_unlink,
+  .rename = posix_rename,
 };
 
 const struct fssnap_io *

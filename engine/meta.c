@@ -414,6 +414,22 @@ meta_load (const struct fssnap_io *io, const char *path, struct meta **mp,
   return 0;
 }
 
+int
+meta_rename (struct meta *m, const char *path)
+{
+  char *copy = strdup (path);
+  if (!copy)
+    return -ENOMEM;
+  int r = m->io->rename (m->io->opaque, m->path, path);
+  if (r < 0) {
+    free (copy);
+    return r;
+  }
+  free (m->path);
+  m->path = copy;
+  return 0;
+}
+
 struct meta *
 meta_placeholder (const struct fssnap_io *io, const char *path)
 {

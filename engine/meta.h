@@ -78,6 +78,11 @@ int meta_load (const struct fssnap_io *io, const char *path,
                struct meta **mp, struct bitmap maps[META_NMAPS],
                char *err, size_t errlen);
 
+/* Give the file its final name (it is created under a temporary one, so
+ * that a crash never leaves a half-written file under the final name).
+ */
+int meta_rename (struct meta *m, const char *path);
+
 /* Write the header (with the next generation, to the other slot).
  * Takes meta->lock.
  */

@@ -2,9 +2,12 @@
 /*
  * Recovery: reopen, at start, the snapshots recorded in the state dir.
  *
- * Every file named ORIGIN.snapN.SEQ.meta is read and checked (meta.c checks
- * the header and every bitmap block).  (A crash mid-create leaves no such
- * file: it is written when the snapshot is published.)  Then, for each:
+ * A crash mid-create leaves ORIGIN.snapN.SEQ.meta.tmp (the metadata file
+ * gets its final name once complete): it is removed with the store files
+ * of that snapshot that sit in the state dir.  (A store created elsewhere,
+ * with backing-store=, cannot be found from an incomplete file: the log
+ * names it.)  Every file named ORIGIN.snapN.SEQ.meta is read and checked
+ * (meta.c checks the header and every bitmap block).  Then, for each:
  *   - the origin is not the one it was taken of (size, inode), its chunk
  *     size differs from the others', its store is missing or shorter than
  *     the copies it owns, or its file is damaged: it comes back disabled,
@@ -40,21 +43,49 @@ struct found {
   bool gone;                    /* a transient one, removed */
 };
 
-/* Whether name is ORIGIN.snapN.SEQ.meta for this origin. */
+/* Whether name is ORIGIN.snapN.SEQ.EXT for this origin. */
 static bool
-recover_parse_name (struct fssnap_origin *o, const char *name, unsigned *num,
-                    uint64_t *seq)
+recover_parse_name (struct fssnap_origin *o, const char *name,
+                    const char *ext, unsigned *num, uint64_t *seq)
 {
   size_t n = strlen (o->basename);
   if (strncmp (name, o->basename, n) != 0 || strncmp (name + n, ".snap", 5))
     return false;
   unsigned long long sq;
   char check[512];
-  if (sscanf (name + n + 5, "%u.%llu.meta", num, &sq) != 2)
+  if (sscanf (name + n + 5, "%u.%llu.", num, &sq) != 2)
     return false;
-  snprintf (check, sizeof check, "%s.snap%u.%llu.meta", o->basename, *num, sq);
+  snprintf (check, sizeof check, "%s.snap%u.%llu.%s", o->basename, *num, sq,
+            ext);
   *seq = sq;
   return strcmp (check, name) == 0 && *num < FSSNAP_MAX_SNAPSHOTS;
+}
+
+/* Remove every file of snapshot (num, seq) in the state dir: what a crash
+ * during its creation left.
+ */
+static void
+recover_remove_partial (struct fssnap_origin *o, unsigned num, uint64_t seq)
+{
+  char prefix[512];
+  size_t n = snprintf (prefix, sizeof prefix, "%s.snap%u.%llu.", o->basename,
+                       num, (unsigned long long) seq);
+  DIR *d = opendir (o->state_dir);
+  if (!d)
+    return;
+  struct dirent *de;
+  while ((de = readdir (d)) != NULL) {
+    char path[4096];
+    if (strncmp (de->d_name, prefix, n) != 0)
+      continue;
+    snprintf (path, sizeof path, "%s/%s", o->state_dir, de->d_name);
+    o->io->unlink (o->io->opaque, path);
+  }
+  closedir (d);
+  engine_log (o, FSSNAP_LOG_WARN, "snapshot %u: removed the files of a "
+              "creation cut short by a crash (%s/%s*); a backing store "
+              "outside the state dir, if one was given, is left", num,
+              o->state_dir, prefix);
 }
 
 static int
@@ -79,7 +110,11 @@ recover_scan (struct fssnap_origin *o, struct found **foundp, size_t *np)
   while (r == 0 && (de = readdir (d)) != NULL) {
     unsigned num;
     uint64_t seq;
-    if (!recover_parse_name (o, de->d_name, &num, &seq))
+    if (recover_parse_name (o, de->d_name, "meta.tmp", &num, &seq)) {
+      recover_remove_partial (o, num, seq);
+      continue;
+    }
+    if (!recover_parse_name (o, de->d_name, "meta", &num, &seq))
       continue;
     if (*np == alloc) {
       alloc = alloc ? 2 * alloc : 16;

@@ -60,8 +60,14 @@ static void
 snap_destroy (struct snap *s)
 {
   xtable_destroy (&s->table);
-  store_destroy (s->store, s->discard);
+  /* The metadata file is what makes a snapshot exist after a restart:
+   * remove it (durably) before the store it points into.
+   */
+  bool had_meta = s->meta != NULL;
   meta_close (s->meta, s->discard);
+  if (s->discard && had_meta && !s->transient)
+    origin_sync_state_dir (s->origin);
+  store_destroy (s->store, s->discard);
   bitmap_free (&s->cand);
   bitmap_free (&s->pres);
   bitmap_free (&s->owner);
@@ -389,8 +395,9 @@ snap_state_file (struct fssnap_origin *o, unsigned num, uint64_t seq,
   return path;
 }
 
-/* Write s's metadata file and make its directory entries durable.  Caller
- * holds io_lock exclusive (the candidate map is final).
+/* Write s's metadata file (as NAME.tmp, renamed once complete) and make
+ * its directory entries durable.  Caller holds io_lock exclusive (the
+ * candidate map is final).
  */
 static int
 snap_write_meta (struct fssnap_origin *o, struct snap *s, char *err,
@@ -399,13 +406,21 @@ snap_write_meta (struct fssnap_origin *o, struct snap *s, char *err,
   if (!o->state_dir)
     return 0;
   char *path = snap_state_file (o, s->number, s->seq, "meta");
-  if (!path)
-    return -ENOMEM;
-  struct meta_header h;
-  snap_fill_header (s, &h);
-  int r = meta_create (o->io, path, &h, &s->cand, !s->transient, &s->meta,
-                       err, errlen);
+  char *tmp = snap_state_file (o, s->number, s->seq, "meta.tmp");
+  int r = -ENOMEM;
+  if (path && tmp) {
+    struct meta_header h;
+    snap_fill_header (s, &h);
+    r = meta_create (o->io, tmp, &h, &s->cand, !s->transient, &s->meta, err,
+                     errlen);
+  }
+  if (r == 0) {
+    r = meta_rename (s->meta, path);
+    if (r < 0)
+      snprintf (err, errlen, "cannot rename %s: %s", tmp, strerror (-r));
+  }
   free (path);
+  free (tmp);
   if (r == 0 && !s->transient)
     r = store_sync (s->store);
   if (r == 0 && !s->transient)
@@ -459,6 +474,7 @@ snap_abandon (struct fssnap_origin *o, struct snap *s, bool listed)
         snap_list_remove_locked (o, i);
   pthread_rwlock_unlock (&o->snap_lock);
   snap_release_number (o, s->number);
+  s->discard = true;            /* remove the store (and meta) it made */
   snap_unref (s);
 }
 
@@ -494,10 +510,19 @@ snap_fill_and_publish (struct fssnap_origin *o, struct snap *s,
 {
   if (s->chunksize != o->chunksize)
     origin_set_chunksize (o, s->chunksize);
+  /* The snapshot is the origin as acknowledged so far: what it reads from
+   * the origin must survive a crash as it is, so make it durable first.
+   */
+  int r = s->transient ? 0 : o->io->fsync (o->io->opaque, o->fd);
+  if (r < 0) {
+    snprintf (err, errlen, "cannot flush %s before the snapshot: %s",
+              o->path, strerror (-r));
+    return r;
+  }
 
   struct fssnap_candidates cands = { .origin = o, .map = &s->cand };
   if (opts->candidates) {
-    int r = opts->candidates (opts->candidates_opaque, &cands);
+    r = opts->candidates (opts->candidates_opaque, &cands);
     if (r < 0) {
       snprintf (err, errlen, "building the candidate map failed: %s",
                 strerror (-r));
@@ -507,7 +532,7 @@ snap_fill_and_publish (struct fssnap_origin *o, struct snap *s,
   else
     fssnap_candidates_mark_all (&cands);
   s->cand_count = bitmap_count (&s->cand);
-  int r = snap_write_meta (o, s, err, errlen);
+  r = snap_write_meta (o, s, err, errlen);
   if (r < 0)
     return r;
 
@@ -836,6 +861,7 @@ snap_fill_info (struct fssnap_origin *o, struct snap *s,
   info->owned_chunks = atomic_load (&s->owned_count);
   info->backing_bytes = info->owned_chunks * s->chunksize;
   info->maxsize = s->maxsize;
+  info->max_backfile_size = s->max_backfile_size;
   info->create_time = s->create_time;
   info->open_count = s->open_count;
   info->transient = s->transient;

@@ -72,6 +72,7 @@ struct fssnap_io {
   /* Tell the device [off, off+len) is unused; may return -EOPNOTSUPP. */
   int (*discard) (void *opaque, int fd, off_t off, off_t len);
   int (*unlink) (void *opaque, const char *path);
+  int (*rename) (void *opaque, const char *from, const char *to);
 };
 
 const struct fssnap_io *fssnap_io_posix (void);

@@ -33,7 +33,33 @@ struct harness {
   _Atomic unsigned long long store_writes;
 };
 
-static struct harness *harness_current;
+
+/* xorshift64*: small, fast, reproducible from a seed. */
+static inline uint64_t
+rng_next (uint64_t *s)
+{
+  uint64_t x = *s;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *s = x;
+  return x * UINT64_C (2685821657736338717);
+}
+
+static inline bool
+rng_bit (uint64_t *s)
+{
+  return rng_next (s) >> 63;
+}
+
+/* A log callback that keeps only errors (tests that expect none). */
+static inline void
+harness_quiet_log (void *opaque, enum fssnap_log_level level, const char *msg)
+{
+  (void) opaque;
+  if (level == FSSNAP_LOG_ERR)
+    fprintf (stderr, "libfssnap: error: %s\n", msg);
+}
 
 static int
 harness_open (void *opaque, const char *path, int flags, mode_t mode)
@@ -89,7 +115,6 @@ harness_new (uint64_t size)
   h->io.open = harness_open;
   h->io.pwrite = harness_pwrite;
   atomic_store (&h->store_budget, -1);
-  harness_current = h;
   return h;
 }
 

@@ -54,17 +54,6 @@ struct model {
 };
 
 static uint64_t
-rng_next (uint64_t *s)
-{
-  uint64_t x = *s;
-  x ^= x >> 12;
-  x ^= x << 25;
-  x ^= x >> 27;
-  *s = x;
-  return x * UINT64_C (2685821657736338717);
-}
-
-static uint64_t
 rnd (struct model *m, uint64_t n)
 {
   return n ? rng_next (&m->rng) % n : 0;

@@ -1,0 +1,556 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Power loss, simulated.
+ *
+ * The engine runs over a recording I/O layer: every write, zero and discard
+ * of every file is passed to the real file and also remembered as pending
+ * for that file; an fsync makes the file's pending writes durable (in the
+ * record: the real fsync is skipped, which makes the test fast).  Creating,
+ * renaming and unlinking files count as durable at once (a simplification:
+ * the engine syncs the directory after it creates or renames files).
+ *
+ * A crasher thread cuts at a random moment while a random workload runs
+ * (writes, zeroes, flushes, creates and deletes of snapshots).  After the
+ * cut nothing more is recorded; the engine is closed, and every file is
+ * rebuilt in place as the disk could hold it after a power loss at the cut:
+ * what was durable, plus a random subset of the pending writes.  Files
+ * created after the cut are removed.  Then the engine opens the rebuilt
+ * state and the test checks the two promises:
+ *   - every snapshot that comes back is valid and reads exactly the image
+ *     it had at creation; every snapshot created (and not being deleted)
+ *     before the cut comes back; none deleted before the cut does;
+ *   - the volume holds every byte as of the last flush acknowledged before
+ *     the cut, except bytes written after that flush.
+ * FSSNAP_CRASH_POINTS sets how many cuts (default 300).
+ */
+#include <dirent.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "tests/engine/harness.h"
+
+#define SIZE (256 * 1024)
+#define CHUNK 4096
+#define MAX_FILES 512
+#define MAX_SNAPS 64
+
+struct pending {
+  uint64_t off;
+  size_t len;
+  unsigned char *data;          /* NULL: zeros */
+  struct pending *next;
+};
+
+struct rfile {
+  char *path;
+  unsigned char *durable;
+  size_t size;
+  struct pending *head, *tail;
+  bool unlinked;
+};
+
+struct recorder {
+  struct fssnap_io io;
+  pthread_mutex_t lock;
+  bool recording;
+  struct rfile files[MAX_FILES];
+  int nfiles;
+  int fd_file[HARNESS_MAX_FD];  /* -1: not recorded */
+};
+
+static struct rfile *
+rec_file (struct recorder *r, int fd)
+{
+  if (fd < 0 || fd >= HARNESS_MAX_FD || r->fd_file[fd] < 0)
+    return NULL;
+  return &r->files[r->fd_file[fd]];
+}
+
+static int
+rec_register (struct recorder *r, const char *path, const void *content,
+              size_t size)
+{
+  if (r->nfiles == MAX_FILES)
+    abort ();
+  struct rfile *f = &r->files[r->nfiles];
+  memset (f, 0, sizeof *f);
+  f->path = strdup (path);
+  f->durable = malloc (size ? size : 1);
+  memcpy (f->durable, content, size);
+  f->size = size;
+  return r->nfiles++;
+}
+
+static int
+rec_find (struct recorder *r, const char *path)
+{
+  for (int i = r->nfiles - 1; i >= 0; i--)
+    if (!r->files[i].unlinked && strcmp (r->files[i].path, path) == 0)
+      return i;
+  return -1;
+}
+
+static void
+rec_add_pending (struct rfile *f, uint64_t off, size_t len, const void *data)
+{
+  struct pending *p = calloc (1, sizeof *p);
+  p->off = off;
+  p->len = len;
+  if (data) {
+    p->data = malloc (len);
+    memcpy (p->data, data, len);
+  }
+  if (f->tail)
+    f->tail->next = p;
+  else
+    f->head = p;
+  f->tail = p;
+}
+
+static void
+rfile_apply (unsigned char **buf, size_t *size, const struct pending *p)
+{
+  if (p->off + p->len > *size) {
+    *buf = realloc (*buf, p->off + p->len);
+    memset (*buf + *size, 0, p->off + p->len - *size);
+    *size = p->off + p->len;
+  }
+  if (p->data)
+    memcpy (*buf + p->off, p->data, p->len);
+  else
+    memset (*buf + p->off, 0, p->len);
+}
+
+static void
+rfile_free_pending (struct rfile *f)
+{
+  struct pending *p = f->head, *next;
+  for (; p; p = next) {
+    next = p->next;
+    free (p->data);
+    free (p);
+  }
+  f->head = f->tail = NULL;
+}
+
+static int
+rec_open (void *opaque, const char *path, int flags, mode_t mode)
+{
+  struct recorder *r = opaque;
+  pthread_mutex_lock (&r->lock);
+  int fd = fssnap_io_posix ()->open (NULL, path, flags, mode);
+  if (fd >= 0 && fd < HARNESS_MAX_FD) {
+    r->fd_file[fd] = -1;
+    if (r->recording && !(flags & O_DIRECTORY)) {
+      int i = rec_find (r, path);
+      if (i < 0 && (flags & O_CREAT))
+        i = rec_register (r, path, "", 0);
+      r->fd_file[fd] = i;
+    }
+  }
+  pthread_mutex_unlock (&r->lock);
+  return fd;
+}
+
+static int
+rec_close (void *opaque, int fd)
+{
+  struct recorder *r = opaque;
+  pthread_mutex_lock (&r->lock);
+  if (fd >= 0 && fd < HARNESS_MAX_FD)
+    r->fd_file[fd] = -1;
+  int ret = fssnap_io_posix ()->close (NULL, fd);
+  pthread_mutex_unlock (&r->lock);
+  return ret;
+}
+
+static ssize_t
+rec_pwrite (void *opaque, int fd, const void *buf, size_t len, off_t off)
+{
+  struct recorder *r = opaque;
+  pthread_mutex_lock (&r->lock);
+  ssize_t n = fssnap_io_posix ()->pwrite (NULL, fd, buf, len, off);
+  struct rfile *f = rec_file (r, fd);
+  if (n > 0 && f && r->recording)
+    rec_add_pending (f, off, n, buf);
+  pthread_mutex_unlock (&r->lock);
+  return n;
+}
+
+static int
+rec_fsync (void *opaque, int fd)
+{
+  struct recorder *r = opaque;
+  pthread_mutex_lock (&r->lock);
+  struct rfile *f = rec_file (r, fd);
+  if (f && r->recording) {
+    for (struct pending *p = f->head; p; p = p->next)
+      rfile_apply (&f->durable, &f->size, p);
+    rfile_free_pending (f);
+  }
+  pthread_mutex_unlock (&r->lock);
+  return 0;
+}
+
+static int
+rec_zeroing (struct recorder *r, int fd, off_t off, off_t len, bool discard)
+{
+  pthread_mutex_lock (&r->lock);
+  const struct fssnap_io *px = fssnap_io_posix ();
+  int ret = discard ? px->discard (NULL, fd, off, len)
+                    : px->zero (NULL, fd, off, len);
+  struct rfile *f = rec_file (r, fd);
+  if (ret == 0 && f && r->recording)
+    rec_add_pending (f, off, len, NULL);
+  pthread_mutex_unlock (&r->lock);
+  return ret;
+}
+
+static int
+rec_zero (void *opaque, int fd, off_t off, off_t len)
+{
+  return rec_zeroing (opaque, fd, off, len, false);
+}
+
+static int
+rec_discard (void *opaque, int fd, off_t off, off_t len)
+{
+  return rec_zeroing (opaque, fd, off, len, true);
+}
+
+static int
+rec_unlink (void *opaque, const char *path)
+{
+  struct recorder *r = opaque;
+  pthread_mutex_lock (&r->lock);
+  int ret = fssnap_io_posix ()->unlink (NULL, path);
+  int i = rec_find (r, path);
+  if (ret == 0 && i >= 0 && r->recording)
+    r->files[i].unlinked = true;
+  pthread_mutex_unlock (&r->lock);
+  return ret;
+}
+
+static int
+rec_rename (void *opaque, const char *from, const char *to)
+{
+  struct recorder *r = opaque;
+  pthread_mutex_lock (&r->lock);
+  int ret = fssnap_io_posix ()->rename (NULL, from, to);
+  int i = rec_find (r, from);
+  if (ret == 0 && i >= 0 && r->recording) {
+    free (r->files[i].path);
+    r->files[i].path = strdup (to);
+  }
+  pthread_mutex_unlock (&r->lock);
+  return ret;
+}
+
+static bool
+rec_still_recording (struct recorder *r)
+{
+  pthread_mutex_lock (&r->lock);
+  bool on = r->recording;
+  pthread_mutex_unlock (&r->lock);
+  return on;
+}
+
+static void
+rec_cut (struct recorder *r)
+{
+  pthread_mutex_lock (&r->lock);
+  r->recording = false;
+  pthread_mutex_unlock (&r->lock);
+}
+
+static struct recorder *
+rec_new (struct harness *h)
+{
+  struct recorder *r = calloc (1, sizeof *r);
+  r->io = *fssnap_io_posix ();
+  r->io.opaque = r;
+  r->io.open = rec_open;
+  r->io.close = rec_close;
+  r->io.pwrite = rec_pwrite;
+  r->io.fsync = rec_fsync;
+  r->io.zero = rec_zero;
+  r->io.discard = rec_discard;
+  r->io.unlink = rec_unlink;
+  r->io.rename = rec_rename;
+  pthread_mutex_init (&r->lock, NULL);
+  r->recording = true;
+  for (int i = 0; i < HARNESS_MAX_FD; i++)
+    r->fd_file[i] = -1;
+  char *img = harness_image (h);
+  rec_register (r, h->origin_path, img, h->size);
+  free (img);
+  return r;
+}
+
+static void
+rec_free (struct recorder *r)
+{
+  for (int i = 0; i < r->nfiles; i++) {
+    rfile_free_pending (&r->files[i]);
+    free (r->files[i].durable);
+    free (r->files[i].path);
+  }
+  pthread_mutex_destroy (&r->lock);
+  free (r);
+}
+
+/* Write every file as a power loss at the cut could have left it. */
+static void
+rec_rebuild (struct recorder *r, const char *dir, uint64_t *rng)
+{
+  for (int i = 0; i < r->nfiles; i++) {
+    struct rfile *f = &r->files[i];
+    if (f->unlinked) {
+      unlink (f->path);
+      continue;
+    }
+    size_t size = f->size;
+    unsigned char *img = malloc (size ? size : 1);
+    memcpy (img, f->durable, size);
+    for (struct pending *p = f->head; p; p = p->next)
+      if (rng_bit (rng))
+        rfile_apply (&img, &size, p);
+    int fd = open (f->path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || pwrite (fd, img, size, 0) != (ssize_t) size)
+      abort ();
+    close (fd);
+    free (img);
+  }
+  DIR *d = opendir (dir);
+  struct dirent *de;
+  while ((de = readdir (d)) != NULL) {
+    char path[512];
+    snprintf (path, sizeof path, "%s/%s", dir, de->d_name);
+    if (de->d_name[0] != '.' && rec_find (r, path) < 0)
+      unlink (path);                    /* created after the cut */
+  }
+  closedir (d);
+}
+
+/* ---- The workload and its model --------------------------------------- */
+
+struct msnap {
+  char uuid[FSSNAP_UUID_STRLEN];
+  unsigned num;
+  char *image;
+  bool create_acked, delete_issued, delete_acked;
+};
+
+struct run {
+  uint64_t rng;
+  struct recorder *rec;
+  struct fssnap_origin *o;
+  unsigned char model[SIZE];
+  unsigned char flushed[SIZE];          /* as of the last acked flush */
+  bool dirty[SIZE];                     /* written since that flush */
+  struct msnap snaps[MAX_SNAPS];
+  int nsnaps;
+  unsigned max_cut_us;
+};
+
+static void
+run_write (struct run *w, bool zero)
+{
+  uint64_t off = rng_next (&w->rng) % SIZE;
+  uint64_t len = 1 + rng_next (&w->rng) % (3 * CHUNK);
+  if (len > SIZE - off)
+    len = SIZE - off;
+  unsigned char buf[3 * CHUNK];
+  for (uint64_t i = 0; i < len; i++)
+    buf[i] = zero ? 0 : (unsigned char) rng_next (&w->rng);
+  memset (w->dirty + off, 1, len);      /* before: it may land at any time */
+  int r = zero ? fssnap_origin_zero (w->o, len, off, 0)
+               : fssnap_origin_write (w->o, buf, len, off, 0);
+  assert_int_equal (r, 0);
+  memcpy (w->model + off, buf, len);
+}
+
+static void
+run_flush (struct run *w)
+{
+  unsigned char copy[SIZE];
+  memcpy (copy, w->model, SIZE);
+  assert_int_equal (fssnap_origin_flush (w->o), 0);
+  if (rec_still_recording (w->rec)) {
+    memcpy (w->flushed, copy, SIZE);
+    memset (w->dirty, 0, SIZE);
+  }
+}
+
+static void
+run_create (struct run *w)
+{
+  int live = 0;
+  for (int i = 0; i < w->nsnaps; i++)
+    live += !w->snaps[i].delete_issued;
+  if (live >= 5 || w->nsnaps == MAX_SNAPS)
+    return;
+  struct msnap *s = &w->snaps[w->nsnaps++];
+  s->image = malloc (SIZE);
+  memcpy (s->image, w->model, SIZE);
+  struct fssnap_create_opts opts = { 0 };
+  char err[256];
+  assert_int_equal (fssnap_snapshot_create (w->o, &opts, &s->num, err,
+                                            sizeof err), 0);
+  s->create_acked = rec_still_recording (w->rec);
+  struct fssnap_snapshot_info info;
+  assert_int_equal (fssnap_snapshot_info (w->o, s->num, &info), 0);
+  memcpy (s->uuid, info.uuid, sizeof s->uuid);
+}
+
+static void
+run_delete (struct run *w)
+{
+  int i = w->nsnaps ? (int) (rng_next (&w->rng) % w->nsnaps) : -1;
+  if (i < 0 || w->snaps[i].delete_issued)
+    return;
+  w->snaps[i].delete_issued = true;
+  assert_int_equal (fssnap_snapshot_delete (w->o, w->snaps[i].num), 0);
+  w->snaps[i].delete_acked = rec_still_recording (w->rec);
+}
+
+static void *
+crasher (void *arg)
+{
+  struct run *w = arg;
+  unsigned us = rng_next (&w->rng) % w->max_cut_us;
+  struct timespec ts = { us / 1000000, (long) (us % 1000000) * 1000 };
+  nanosleep (&ts, NULL);
+  rec_cut (w->rec);
+  return NULL;
+}
+
+static void
+run_workload (struct run *w)
+{
+  pthread_t t;
+  pthread_create (&t, NULL, crasher, w);
+  while (rec_still_recording (w->rec)) {
+    unsigned p = rng_next (&w->rng) % 100;
+    if (p < 60) run_write (w, false);
+    else if (p < 65) run_write (w, true);
+    else if (p < 78) run_flush (w);
+    else if (p < 92) run_create (w);
+    else run_delete (w);
+  }
+  pthread_join (t, NULL);
+}
+
+/* ---- Checking the state after the crash ------------------------------- */
+
+static struct msnap *
+model_by_uuid (struct run *w, const char *uuid)
+{
+  for (int i = 0; i < w->nsnaps; i++)
+    if (strcmp (w->snaps[i].uuid, uuid) == 0)
+      return &w->snaps[i];
+  return NULL;
+}
+
+static void
+check_after_crash (struct run *w, struct fssnap_origin *o, uint64_t seed)
+{
+  unsigned nums[FSSNAP_MAX_SNAPSHOTS];
+  int n = fssnap_snapshot_list (o, nums, FSSNAP_MAX_SNAPSHOTS);
+  bool seen[MAX_SNAPS] = { false };
+  for (int i = 0; i < n; i++) {
+    struct fssnap_snapshot_info info;
+    assert_int_equal (fssnap_snapshot_info (o, nums[i], &info), 0);
+    struct msnap *s = model_by_uuid (w, info.uuid);
+    if (!s)
+      fail_msg ("seed %llu: unknown snapshot %u came back",
+                (unsigned long long) seed, nums[i]);
+    if (info.state != FSSNAP_STATE_IDLE)
+      fail_msg ("seed %llu: snapshot %u came back %s: %s",
+                (unsigned long long) seed, nums[i],
+                fssnap_state_name (info.state), info.reason);
+    if (s->delete_acked)
+      fail_msg ("seed %llu: deleted snapshot %u came back",
+                (unsigned long long) seed, nums[i]);
+    seen[s - w->snaps] = true;
+    int r;
+    char *got = harness_read_all (o, nums[i], &r);
+    assert_int_equal (r, 0);
+    if (memcmp (got, s->image, SIZE) != 0)
+      fail_msg ("seed %llu: snapshot %u differs from its creation image",
+                (unsigned long long) seed, nums[i]);
+    free (got);
+  }
+  for (int i = 0; i < w->nsnaps; i++)
+    if (w->snaps[i].create_acked && !w->snaps[i].delete_issued && !seen[i])
+      fail_msg ("seed %llu: snapshot %u was lost", (unsigned long long) seed,
+                w->snaps[i].num);
+  unsigned char *img = malloc (SIZE);
+  assert_int_equal (fssnap_origin_read (o, img, SIZE, 0), 0);
+  for (size_t i = 0; i < SIZE; i++)
+    if (!w->dirty[i] && img[i] != w->flushed[i])
+      fail_msg ("seed %llu: volume byte %zu lost a flushed write",
+                (unsigned long long) seed, i);
+  free (img);
+}
+
+static unsigned
+crash_points (void)
+{
+  const char *s = getenv ("FSSNAP_CRASH_POINTS");
+  return s ? (unsigned) strtoul (s, NULL, 10) : 300;
+}
+
+static void
+test_power_loss (void **state)
+{
+  (void) state;
+  unsigned points = crash_points ();
+  unsigned long long recovered_snaps = 0;
+  for (unsigned k = 0; k < points; k++) {
+    uint64_t seed = 1000 + k;
+    struct harness *h = harness_new (SIZE);
+    struct run *w = calloc (1, sizeof *w);
+    w->rng = seed * 0x9E3779B97F4A7C15ull | 1;
+    w->max_cut_us = 2000 + k % 40 * 500;   /* early cuts and later ones */
+    w->rec = rec_new (h);
+    memcpy (w->model, w->rec->files[0].durable, SIZE);
+    memcpy (w->flushed, w->model, SIZE);
+    struct fssnap_origin_opts oo = {
+      .path = h->origin_path, .state_dir = h->dir, .chunksize = CHUNK,
+      .max_mem = 8 * CHUNK, .io = &w->rec->io, .log = harness_quiet_log,
+    };
+    assert_int_equal (fssnap_origin_open (&oo, &w->o), 0);
+    run_workload (w);
+    fssnap_origin_close (w->o);
+    rec_rebuild (w->rec, h->dir, &w->rng);
+
+    oo.io = NULL;
+    struct fssnap_origin *o;
+    assert_int_equal (fssnap_origin_open (&oo, &o), 0);
+    check_after_crash (w, o, seed);
+    recovered_snaps += fssnap_snapshot_list (o, NULL, 0);
+    fssnap_origin_close (o);
+
+    for (int i = 0; i < w->nsnaps; i++)
+      free (w->snaps[i].image);
+    rec_free (w->rec);
+    free (w);
+    harness_free (h);
+  }
+  printf ("power loss: %u crash points checked, %llu snapshots recovered "
+          "and verified\n", points, recovered_snaps);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_power_loss),
+  };
+  return cmocka_run_group_tests (tests, NULL, NULL);
+}
