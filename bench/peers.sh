@@ -18,7 +18,7 @@
 #   qemu-qcow2   a fresh qcow2 overlay (cluster 64 KiB) backed by the raw
 #                image, served by qemu-nbd with the same options
 
-PEER_ID= PEER_PID= PEER_URI= PEER_DIR= FSSNAPD_RUN=
+PEER_ID= PEER_PID= PEER_URI= PEER_DIR= PEER_LOG= FSSNAPD_RUN=
 
 peer_label() {
   case $1 in
@@ -68,6 +68,7 @@ peer_start() {
   sock=$PEER_DIR/nbd.sock
   case $id in
     fssnapd|fssnapd-*)
+      PEER_LOG=fssnapd
       fssnapd_start "$PEER_DIR" "$img" --no-fuse
       PEER_PID=$FSSNAPD_PID
       sock=$PEER_DIR/run/nbd.sock
@@ -87,6 +88,7 @@ peer_start() {
       local filt=() args=()
       [ "$id" = nbdkit-cow ] && filt=(--filter=cow) args=(cow-block-size=64K)
       cmdlog "TMPDIR=\$S/peer nbdkit --unix $sock --foreground ${filt[*]} file $img ${args[*]}"
+      PEER_LOG=nbdkit
       start_bg nbdkit env TMPDIR="$PEER_DIR" nbdkit --unix "$sock" --foreground \
         "${filt[@]}" file "$img" "${args[@]}"
       PEER_PID=$BG_PID
@@ -101,6 +103,7 @@ peer_start() {
           >>"$S/logs/qemu.log" 2>&1 || die "qemu-img create failed"
       fi
       cmdlog "qemu-nbd --socket=$sock -t -f $fmt --cache=writeback --aio=threads -x volume $file"
+      PEER_LOG=qemu-nbd
       start_bg qemu-nbd qemu-nbd --socket="$sock" -t -f "$fmt" --cache=writeback \
         --aio=threads -x volume "$file"
       PEER_PID=$BG_PID
@@ -109,6 +112,15 @@ peer_start() {
     *) die "unknown peer $id" ;;
   esac
   PEER_URI="nbd+unix:///volume?socket=$sock"
+}
+
+# True (and forgets the peer) if it is no longer running.
+peer_died() {
+  [ -n "$PEER_PID" ] && kill -0 "$PEER_PID" 2>/dev/null && return 1
+  wait "$PEER_PID" 2>/dev/null
+  PEER_PID=
+  rm -rf "$PEER_DIR"
+  return 0
 }
 
 peer_stop() {

@@ -293,7 +293,7 @@ def aggregate(raw, out):
     result = {
         "machine": {k: meta.get(k) for k in ("cpu", "cpus", "memory", "kernel", "os", "scratch_fs")},
         "versions": {k: meta.get(k) for k in ("fssnap", "fio", "nbdkit", "qemu-nbd", "nbdcopy", "e2fsprogs")},
-        "config": {k: meta.get(k) for k in ("quick", "reps", "runtime", "chunk", "image_size",
+        "config": {k: meta.get(k) for k in ("quick", "reps", "runtime", "chunk", "image_size", "fill_offset",
                                             "region_a_size", "region_b_offset", "region_b_size",
                                             "ext4_size", "ext4_big", "ext4_keep", "snap_opts",
                                             "settle", "started", "finished", "elapsed")},
@@ -408,7 +408,7 @@ def markdown(r, chunk_kib):
     gib = 1024 ** 3
     mib = 1024 ** 2
     o.append(
-        "- Scratch image: %s MiB filled with data by fio (no holes), in a temp dir under /var/tmp. "
+        "- Scratch image: %s MiB, %s, in a temp dir under /var/tmp. "
         "Every server uses buffered I/O on it (fssnapd pread/pwrite, `nbdkit file` cache=default, "
         "`qemu-nbd --cache=writeback --aio=threads`), on a unix socket; fio's nbd engine sends no "
         "flushes. fssnapd runs with `--no-fuse` for the NBD workloads; its snapshots are created "
@@ -422,6 +422,8 @@ def markdown(r, chunk_kib):
         "snapshot is the first touch), reads.\n"
         "- Time-based fio runs last %s s. Between peers the scratch data is synced (untimed).\n" % (
             int(cfg["image_size"]) // mib,
+            "filled with data by fio (no holes)" if cfg.get("fill_offset") in ("0", None)
+            else "sparse except region B (quick mode)",
             (" -o " + cfg["snap_opts"]) if cfg.get("snap_opts") else "",
             int(cfg["region_a_size"]) // mib, int(cfg["region_b_size"]) // mib,
             int(cfg["region_b_offset"]) // mib, cfg.get("runtime")))
