@@ -69,9 +69,11 @@ start_fssnapd() {
   FSSNAPD_PID=$!
   cleanup_fn "stop_fssnapd_quietly"
   local i
-  for ((i = 0; i < 200; i++)); do
-    [ -S "$NBD_SOCK" ] && [ -S "$CTL_SOCK" ] && return 0
+  # Ready once the control socket answers: fssnapd opens it last, and the
+  # sockets of a killed daemon may still be lying there until it does.
+  for ((i = 0; i < 400; i++)); do
     kill -0 "$FSSNAPD_PID" 2>/dev/null || { cat "$FSSNAPD_LOG" >&2; fail "fssnapd exited at start"; }
+    [ -S "$NBD_SOCK" ] && "$FSSNAP" --run-dir "$RUN_DIR" list >/dev/null 2>&1 && return 0
     sleep 0.05
   done
   cat "$FSSNAPD_LOG" >&2
