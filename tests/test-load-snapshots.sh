@@ -25,7 +25,7 @@ quarter=$((size / 4))
 fio --name=load --thread --ioengine=nbd --uri="$(nbd_uri volume)" \
     --numjobs=4 --offset_increment="$quarter" --size="$quarter" \
     --rw=randwrite --bsrange=4k-64k --iodepth=4 --time_based --runtime=25 \
-    --verify=crc32c --verify_backlog=256 --verify_fatal=1 \
+    --verify=crc32c --verify_backlog=256 --verify_fatal=1 --verify_state_save=0 \
     --group_reporting >"$TESTDIR/fio.log" 2>&1 &
 fio_pid=$!
 cleanup_fn "kill -CONT $fio_pid 2>/dev/null; kill $fio_pid 2>/dev/null"
