@@ -95,7 +95,7 @@ snap_is_valid (const struct snap *s)
 static void
 snap_persist_state_locked (struct snap *s, enum meta_state state)
 {
-  if (!s->meta)
+  if (!s->meta || s->untrusted)   /* its file is never trusted again */
     return;
   s->meta->hdr.state = state;
   snprintf (s->meta->hdr.reason, sizeof s->meta->hdr.reason, "%s", s->reason);

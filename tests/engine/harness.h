@@ -75,7 +75,7 @@ static ssize_t
 harness_pwrite (void *opaque, int fd, const void *buf, size_t len, off_t off)
 {
   struct harness *h = opaque;
-  if (fd < HARNESS_MAX_FD && atomic_load (&h->is_store[fd])) {
+  if (fd >= 0 && fd < HARNESS_MAX_FD && atomic_load (&h->is_store[fd])) {
     atomic_fetch_add (&h->store_writes, 1);
     unsigned delay = atomic_load (&h->store_delay_us);
     if (delay) {

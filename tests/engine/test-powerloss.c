@@ -355,6 +355,7 @@ struct run {
   struct msnap snaps[MAX_SNAPS];
   int nsnaps;
   unsigned max_cut_us;
+  unsigned cut_us;                      /* chosen before the crasher starts */
 };
 
 static void
@@ -422,7 +423,7 @@ static void *
 crasher (void *arg)
 {
   struct run *w = arg;
-  unsigned us = rng_next (&w->rng) % w->max_cut_us;
+  unsigned us = w->cut_us;
   struct timespec ts = { us / 1000000, (long) (us % 1000000) * 1000 };
   nanosleep (&ts, NULL);
   rec_cut (w->rec);
@@ -433,6 +434,7 @@ static void
 run_workload (struct run *w)
 {
   pthread_t t;
+  w->cut_us = rng_next (&w->rng) % w->max_cut_us;
   pthread_create (&t, NULL, crasher, w);
   while (rec_still_recording (w->rec)) {
     unsigned p = rng_next (&w->rng) % 100;
