@@ -8,11 +8,17 @@
  *   - the first write after 1 snapshot           (every write copies)
  *   - a second pass over the same chunks         (nothing left to copy)
  *   - the first write after 8 snapshots          (still one copy a chunk)
- * and prints each as MB/s and writes/s, and the ratios: first write vs
- * repeat write, 8 snapshots vs 1, and bytes copied per byte written.
+ * and prints each as writes/s, and the ratios: first write vs repeat
+ * write, 8 snapshots vs 1, and bytes copied per byte written.  Those use
+ * transient snapshots (no syncs).  Then the cost of persistence: the first
+ * write after 1 persistent snapshot vs 1 transient one, with one writer
+ * and with 8 writer threads (whose copies share group commits).  The
+ * persistent figures depend on the disk under $TMPDIR (fsync latency).
  * Usage: engine [SIZE_MIB [CHUNK_KIB]]
  */
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +80,44 @@ open_origin (const char *path, const char *dir, uint32_t cs)
   return o;
 }
 
+struct pass_thread {
+  struct fssnap_origin *o;
+  int id, nthreads;
+};
+
+static void *
+pass_thread_main (void *arg)
+{
+  struct pass_thread *t = arg;
+  uint32_t cs = fssnap_origin_chunksize (t->o);
+  uint64_t size = fssnap_origin_size (t->o);
+  char buf[4096];
+  memset (buf, 'p', sizeof buf);
+  for (uint64_t off = (uint64_t) t->id * cs; off + sizeof buf <= size;
+       off += (uint64_t) t->nthreads * cs) {
+    int r = fssnap_origin_write (t->o, buf, sizeof buf, off, 0);
+    if (r < 0)
+      die ("write", r);
+  }
+  return NULL;
+}
+
+/* Like pass(), with the chunks shared out among n threads. */
+static double
+pass_threads (struct fssnap_origin *o, int n)
+{
+  pthread_t tid[8];
+  struct pass_thread t[8];
+  double t0 = now ();
+  for (int i = 0; i < n; i++) {
+    t[i] = (struct pass_thread) { o, i, n };
+    pthread_create (&tid[i], NULL, pass_thread_main, &t[i]);
+  }
+  for (int i = 0; i < n; i++)
+    pthread_join (tid[i], NULL);
+  return now () - t0;
+}
+
 /* Fresh origin with k snapshots; time the first and the repeat pass. */
 static void
 measure (const char *path, const char *dir, uint32_t cs, int k,
@@ -99,6 +143,25 @@ measure (const char *path, const char *dir, uint32_t cs, int k,
   for (int i = 0; i < k; i++)
     fssnap_snapshot_delete (o, i);
   fssnap_origin_close (o);
+}
+
+/* First-write pass with n threads after one snapshot, persistent or not. */
+static double
+measure_persistence (const char *path, const char *dir, uint32_t cs,
+                     bool transient, int nthreads)
+{
+  struct fssnap_origin *o = open_origin (path, dir, cs);
+  struct fssnap_create_opts opts = { .transient = transient };
+  unsigned num;
+  char err[256];
+  if (fssnap_snapshot_create (o, &opts, &num, err, sizeof err) < 0) {
+    fprintf (stderr, "bench/engine: create: %s\n", err);
+    exit (1);
+  }
+  double t = pass_threads (o, nthreads);
+  fssnap_snapshot_delete (o, num);
+  fssnap_origin_close (o);
+  return t;
 }
 
 int
@@ -129,6 +192,10 @@ main (int argc, char **argv)
   double f1, r1, c1, f8, r8, c8;
   measure (path, dir, cs, 1, &f1, &r1, &c1);
   measure (path, dir, cs, 8, &f8, &r8, &c8);
+  double tr1 = measure_persistence (path, dir, cs, true, 1);
+  double pe1 = measure_persistence (path, dir, cs, false, 1);
+  double tr8 = measure_persistence (path, dir, cs, true, 8);
+  double pe8 = measure_persistence (path, dir, cs, false, 8);
   unlink (path);
   rmdir (dir);
 
@@ -149,5 +216,18 @@ main (int argc, char **argv)
   printf ("ratio first write, 8 vs 1 snapshots:    %.2f\n", f8 / f1);
   printf ("bytes copied per byte written: 1 snapshot %.2f, 8 snapshots %.2f "
           "(one copy per chunk either way)\n", c1, c8);
+  printf ("%-34s %10s %12s\n", "first write after 1 snapshot", "writes/s",
+          "us/write");
+  struct { const char *name; double t; } prow[] = {
+    { "transient, 1 writer", tr1 }, { "persistent, 1 writer", pe1 },
+    { "transient, 8 writers", tr8 }, { "persistent, 8 writers", pe8 },
+  };
+  for (size_t i = 0; i < sizeof prow / sizeof prow[0]; i++)
+    printf ("%-34s %10.0f %12.2f\n", prow[i].name, writes / prow[i].t,
+            prow[i].t / writes * 1e6);
+  printf ("ratio persistent/transient write throughput, 1 writer:  %.3f\n",
+          tr1 / pe1);
+  printf ("ratio persistent/transient write throughput, 8 writers: %.3f\n",
+          tr8 / pe8);
   return 0;
 }
