@@ -154,7 +154,10 @@ def rows_vs_fssnapd(sm, w, metric):
 
 
 ENGINE_ROWS = ["no snapshot", "1 snapshot, first write", "1 snapshot, repeat write",
-               "8 snapshots, first write", "8 snapshots, repeat write"]
+               "8 snapshots, first write", "8 snapshots, repeat write",
+               # since bench/engine measures persistence (first writes, 1 snapshot)
+               "transient, 1 writer", "persistent, 1 writer",
+               "transient, 8 writers", "persistent, 8 writers"]
 
 
 def engine_rows(raw):
@@ -177,7 +180,11 @@ def engine_rows(raw):
     rows = []
     for label in ENGINE_ROWS:
         reps = {i: r[label] for i, r in enumerate(runs) if label in r}
+        if not reps:
+            continue
         base = {i: r["no snapshot"] for i, r in enumerate(runs) if "no snapshot" in r}
+        if label.endswith("writer") or label.endswith("writers"):
+            label = "first write after 1 snapshot, " + label
         rows.append({"case": label, "peer": "libfssnap", "metric": "writes/s",
                      **(summary(list(reps.values())) or {}),
                      "ratio_to_no_snapshot": paired_ratio(reps, base)})
