@@ -54,9 +54,13 @@ $(BUILD)/fssnapd: $(call obj,$(DAEMON_SRC)) $(LIB)
 $(BUILD)/fssnap: $(call obj,$(CLI_SRC)) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
-# Unit tests may use any object of the daemon except its main().
+# Engine tests link the engine alone; unit tests may use any object of the
+# daemon except its main().
 TEST_OBJS = $(call obj,$(filter-out daemon/main.c,$(DAEMON_SRC)))
-$(BUILD)/tests/%: tests/%.c $(TEST_OBJS) $(LIB)
+$(BUILD)/tests/engine/%: tests/engine/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LDLIBS)
+$(BUILD)/tests/unit/%: tests/unit/%.c $(TEST_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka $(LDLIBS)
 

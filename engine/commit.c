@@ -26,6 +26,10 @@
  * of fsyncs per epoch, however many copies the epoch holds.  Copies that
  * only transient snapshots need are not logged and nobody waits for them.
  *
+ * Changed-block tracking rides on the same epochs: the first write to a
+ * chunk since the newest snapshot logs bit A of that snapshot (changes.c),
+ * made durable with the H bits, before the write reaches the origin.
+ *
  * If a store or metadata sync fails, every snapshot with bits in the epoch
  * is disabled (conservatively: it may depend on a copy that is not durable)
  * before the epoch is declared committed, so the origin write that follows
@@ -49,7 +53,8 @@ commit_needed (const struct snap *s)
 
 /* Caller holds commit_lock. */
 static int
-commit_append (struct commit_log *log, struct snap *s, uint64_t c, bool owner)
+commit_append (struct commit_log *log, struct snap *s, uint64_t c,
+               enum meta_map map)
 {
   if (log->n == log->alloc) {
     size_t n = log->alloc ? 2 * log->alloc : 256;
@@ -60,7 +65,7 @@ commit_append (struct commit_log *log, struct snap *s, uint64_t c, bool owner)
     log->alloc = n;
   }
   snap_ref (s);
-  log->recs[log->n++] = (struct commit_rec) { s, c, owner };
+  log->recs[log->n++] = (struct commit_rec) { s, c, map };
   return 0;
 }
 
@@ -76,14 +81,29 @@ commit_add_copy (struct fssnap_origin *o, struct xentry *e, struct snap **set,
   pthread_mutex_lock (&o->commit_lock);
   uint64_t epoch = o->open_epoch;
   struct commit_log *log = &o->logs[epoch & 1];
-  int r = commit_append (log, e->owner, e->chunk, true);
+  int r = commit_append (log, e->owner, e->chunk, META_MAP_OWNER);
   for (size_t i = 0; r == 0 && i < n; i++)
     if (set[i]->meta)
-      r = commit_append (log, set[i], e->chunk, false);
+      r = commit_append (log, set[i], e->chunk, META_MAP_PRES);
   if (r < 0)
     log->failed = true;         /* disable what this epoch touches */
   log->pending++;
   e->epoch = epoch;
+  pthread_cond_signal (&o->commit_cond);
+  pthread_mutex_unlock (&o->commit_lock);
+  return epoch;
+}
+
+uint64_t
+commit_add_change (struct fssnap_origin *o, struct snap *s, uint64_t c)
+{
+  if (!commit_needed (s))
+    return 0;
+  pthread_mutex_lock (&o->commit_lock);
+  uint64_t epoch = o->open_epoch;
+  struct commit_log *log = &o->logs[epoch & 1];
+  if (commit_append (log, s, c, META_MAP_AFTER) < 0)
+    log->failed = true;
   pthread_cond_signal (&o->commit_cond);
   pthread_mutex_unlock (&o->commit_lock);
   return epoch;
@@ -116,22 +136,22 @@ commit_fail (struct commit_rec *recs, size_t n, const char *what, int err)
                   "durable", what, strerror (-err));
 }
 
-/* Make the epoch's O bits (owner) or H bits durable: set them in the
- * durable maps, then write and fsync each file concerned once ('pass'
- * tells files already flushed in this pass).
+/* Make the epoch's O bits durable (owner), or its H and A bits: set them
+ * in the durable maps, then write and fsync each file concerned once
+ * ('pass' tells files already flushed in this pass).
  */
 static int
 commit_flush_bits (struct commit_log *log, bool owner, uint64_t pass)
 {
   int r = 0;
   for (size_t i = 0; i < log->n; i++)
-    if (log->recs[i].owner == owner)
-      meta_set_bit (log->recs[i].s->meta,
-                    owner ? META_MAP_OWNER : META_MAP_PRES,
+    if ((log->recs[i].map == META_MAP_OWNER) == owner)
+      meta_set_bit (log->recs[i].s->meta, log->recs[i].map,
                     log->recs[i].chunk);
   for (size_t i = 0; r == 0 && i < log->n; i++) {
     struct snap *s = log->recs[i].s;
-    if (log->recs[i].owner == owner && s->flushed_pass != pass) {
+    if ((log->recs[i].map == META_MAP_OWNER) == owner
+        && s->flushed_pass != pass) {
       s->flushed_pass = pass;
       r = meta_flush (s->meta);
     }
@@ -147,7 +167,7 @@ commit_apply (struct fssnap_origin *o, struct commit_log *log)
   int r = log->failed ? -ENOMEM : 0;
   for (size_t i = 0; r == 0 && i < log->n; i++) {
     struct snap *s = log->recs[i].s;
-    if (log->recs[i].owner && s->synced_round != round) {
+    if (log->recs[i].map == META_MAP_OWNER && s->synced_round != round) {
       s->synced_round = round;
       r = store_sync (s->store);
     }

@@ -34,7 +34,8 @@
  * Durability: when a persistent snapshot needs the copy, the copy's bits
  * are logged for group commit (commit.c) and the write waits, after all
  * its chunks are copied and before it touches the origin, until the copy
- * and its bits are durable.
+ * and its bits are durable; so does the change-tracking bit of the first
+ * write to a chunk since the newest snapshot (changes.c).
  *
  * A copy charges the owner's maxsize; an owner that would exceed it is
  * deleted on the spot (logged) and the next newest member of N takes the
@@ -193,15 +194,21 @@ cow_chunk (struct fssnap_origin *o, uint64_t c, uint64_t *epochp)
 int
 cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len)
 {
-  if (len == 0 || atomic_load (&o->valid_snaps) == 0)
+  if (len == 0)
     return 0;
   uint64_t first = off >> o->chunk_shift;
   uint64_t last = (off + len - 1) >> o->chunk_shift;
   uint64_t wait_for = 0;
   int r = 0;
-  for (uint64_t c = first; r == 0 && c <= last; c++) {
+  for (uint64_t c = first; r == 0 && c <= last
+       && atomic_load (&o->valid_snaps) > 0; c++) {
     uint64_t epoch = 0;
     r = cow_chunk (o, c, &epoch);
+    if (epoch > wait_for)
+      wait_for = epoch;
+  }
+  if (r == 0) {
+    uint64_t epoch = changes_track (o, off, len);
     if (epoch > wait_for)
       wait_for = epoch;
   }

@@ -80,6 +80,10 @@ struct snap {
   _Atomic bool removed;         /* out of the list: writers skip its I/O */
   _Atomic unsigned refs;        /* list membership + queued copies + handles */
 
+  struct bitmap changed;        /* D: written between the previous snapshot
+                                   and this one; merged into the next one
+                                   when this one is freed (snap_lock) */
+  bool changed_lost;            /* D cannot be trusted (snap_lock) */
   struct bitmap cand;           /* C: immutable once published */
   struct bitmap pres;           /* H: bit c changes under chunk lock c */
   struct bitmap owner;          /* O: bit c changes under chunk lock c */
@@ -100,7 +104,7 @@ struct snap {
 struct commit_rec {
   struct snap *s;
   uint64_t chunk;
-  bool owner;                   /* O bit of the owner; else H bit */
+  enum meta_map map;            /* O (owner), H, or A (changed since s) */
 };
 
 struct commit_log {
@@ -141,6 +145,13 @@ struct fssnap_origin {
   uint64_t next_seq;
   bool number_used[FSSNAP_MAX_SNAPSHOTS];
   _Atomic unsigned valid_snaps; /* fast path: zero means nothing to copy */
+  /* Changed-block tracking: chunks written since the newest published
+   * snapshot (X).  Bits are set by writers under snap_lock shared; the map
+   * is reset by create (io_lock exclusive) and merged into by reap
+   * (snap_lock exclusive).  Durable as map A of the newest snapshot.
+   */
+  struct bitmap changed;
+  bool changed_lost;            /* X cannot be trusted (snap_lock) */
 
   /* Throttle on copies held in memory (throttle_lock). */
   pthread_mutex_t throttle_lock;
@@ -203,11 +214,11 @@ chunksize_valid (uint64_t cs)
     && (cs & (cs - 1)) == 0;
 }
 
-/* origin.c: set the chunk geometry (and the throttle bound that depends on
- * it).  Caller holds io_lock exclusive, or owns the origin alone, and no
+/* origin.c: set the chunk geometry (and the throttle bound and change map
+ * that depend on it); -ENOMEM leaves the origin as it was.  Caller holds io_lock exclusive, or owns the origin alone, and no
  * snap exists but the one being created.
  */
-void origin_set_chunksize (struct fssnap_origin *o, uint32_t cs);
+int origin_set_chunksize (struct fssnap_origin *o, uint32_t cs);
 /* fsync the state dir (new or removed files).  No lock needed. */
 int origin_sync_state_dir (struct fssnap_origin *o);
 
@@ -223,10 +234,37 @@ struct snap *cow_owner_of (struct fssnap_origin *o, struct snap *s,
  */
 uint64_t commit_add_copy (struct fssnap_origin *o, struct xentry *e,
                           struct snap **set, size_t n);
+/* Log bit c of map A of s (the newest snapshot); returns the epoch to wait
+ * for, or 0 if s is not persistent.  Caller holds snap_lock shared.
+ */
+uint64_t commit_add_change (struct fssnap_origin *o, struct snap *s,
+                            uint64_t c);
 void commit_store_done (struct fssnap_origin *o, uint64_t epoch);
 void commit_wait (struct fssnap_origin *o, uint64_t epoch);
 int commit_start (struct fssnap_origin *o);
 void commit_stop (struct fssnap_origin *o);
+
+/* changes.c: changed-block tracking. */
+/* Note the chunks of [off, off+len) as written since the newest snapshot;
+ * returns the commit epoch to wait for (0: none).  Caller holds io_lock
+ * shared; takes snap_lock shared.
+ */
+uint64_t changes_track (struct fssnap_origin *o, uint64_t off, uint64_t len);
+/* A new snapshot s takes the volume's changes as its D and the volume
+ * starts afresh.  Caller holds io_lock exclusive.
+ */
+void changes_hand_over (struct fssnap_origin *o, struct snap *s);
+/* snaps[i] is being freed: merge its D into the next snapshot, or into
+ * the volume's changes if it is the newest, and make that durable.
+ * Caller holds snap_lock exclusive.
+ */
+void changes_merge_locked (struct fssnap_origin *o, size_t i);
+/* The newest published snap, or NULL.  Caller holds snap_lock. */
+struct snap *changes_newest_locked (struct fssnap_origin *o);
+/* Record D's and A's trust in s's metadata header.  Caller holds
+ * snap_lock (exclusive, or owns the origin alone).
+ */
+void changes_persist_flags (struct fssnap_origin *o, struct snap *s);
 
 /* recover.c: reopen the snapshots found in the state dir (at open). */
 int recover_snapshots (struct fssnap_origin *o);

@@ -8,8 +8,9 @@
  *
  *   offset 0     header slot 0 (4096 bytes)
  *   offset 4096  header slot 1 (4096 bytes)
- *   offset 8192  map 0 (C), then map 1 (H), then map 2 (O): each
- *                blocks_per_map blocks of 512 bytes
+ *   offset 8192  map 0 (C), map 1 (H), map 2 (O), map 3 (D: changed
+ *                since the previous snapshot), map 4 (A: changed since this
+ *                one): each blocks_per_map blocks of 512 bytes
  *
  * Header slot: a header is rewritten into the slot its generation picks
  * (generation % 2), so the previous one stays intact until the new one is
@@ -21,13 +22,14 @@
  *          with this field zeroed     104  8  create time (Unix seconds)
  *    16  8  generation                112  8  offset of map 0 (8192)
  *    24  8  creation sequence         120  4  blocks per map
- *    32  4  snapshot number           124  4  number of maps (3)
+ *    32  4  snapshot number           124  4  number of maps (5)
  *    36  4  state: 0 creating,        128 40  UUID, NUL-terminated
  *          1 valid, 2 disabled,       256 1024 origin path   (NUL-terminated)
  *          3 deleted (kept for       1280 1024 store path    (NUL-terminated)
  *          older snapshots)          2304 1024 mount point   (NUL-terminated)
  *    40  4  flags: 1 transient,      3328 256  reason for the state
- *          2 store unlinked          3584      zeros to 4096
+ *          2 store unlinked,         3584      zeros to 4096
+ *          4 D lost, 8 A lost
  *    44  4  chunk size
  *    48  8  chunks in the device
  *    56  8  origin size in bytes
@@ -39,8 +41,9 @@
  * 8 504 bits for chunks 4032k .. 4032k+4031, as 63 64-bit words, chunk c at
  * bit c % 64 of word c / 64.
  *
- * A newer release reads this version as it is: it may add maps after the
- * third (the header says how many) and fields in the reserved space.
+ * A newer release reads this version as it is: it may add maps at the end
+ * (the header says how many) and fields in the reserved space.  Files with
+ * only C, H and O (the first release) load with their change maps unknown.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -246,10 +249,11 @@ meta_alloc (const struct fssnap_io *io, const char *path, uint64_t nchunks)
   m->fd = -1;
   m->blocks_per_map = meta_blocks_per_map (nchunks);
   pthread_mutex_init (&m->lock, NULL);
-  if (!(m->path = strdup (path))
-      || bitmap_init (&m->durable[0], nchunks) < 0
-      || bitmap_init (&m->durable[1], nchunks) < 0
-      || bitmap_init (&m->dirty, 2 * (uint64_t) m->blocks_per_map) < 0) {
+  bool ok = (m->path = strdup (path)) != NULL
+    && bitmap_init (&m->dirty, META_NMAPS * (uint64_t) m->blocks_per_map) == 0;
+  for (unsigned map = META_MAP_PRES; ok && map < META_NMAPS; map++)
+    ok = bitmap_init (&m->durable[map], nchunks) == 0;
+  if (!ok) {
     meta_close (m, false);
     return NULL;
   }
@@ -282,7 +286,8 @@ meta_write_header (struct meta *m, bool sync)
 int
 meta_create (const struct fssnap_io *io, const char *path,
              const struct meta_header *hdr, const struct bitmap *cand,
-             bool sync, struct meta **mp, char *err, size_t errlen)
+             const struct bitmap *changed, bool sync, struct meta **mp,
+             char *err, size_t errlen)
 {
   struct meta *m = meta_alloc (io, path, hdr->nchunks);
   if (!m)
@@ -290,6 +295,9 @@ meta_create (const struct fssnap_io *io, const char *path,
   m->hdr = *hdr;
   m->hdr.version = META_VERSION;
   m->hdr.generation = 0;
+  m->has_changes = true;
+  memcpy ((void *) m->durable[META_MAP_CHANGED].words, (void *) changed->words,
+          (changed->nbits + 63) / 64 * sizeof (uint64_t));
   int r = m->fd = io->open (io->opaque, path,
                             O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (r >= 0) {
@@ -298,8 +306,7 @@ meta_create (const struct fssnap_io *io, const char *path,
     if (r == 0)
       r = meta_write_blocks (m, META_MAP_CAND, cand, 0, m->blocks_per_map);
     for (unsigned map = META_MAP_PRES; r == 0 && map < META_NMAPS; map++)
-      r = meta_write_blocks (m, map, &m->durable[map - 1], 0,
-                             m->blocks_per_map);
+      r = meta_write_blocks (m, map, &m->durable[map], 0, m->blocks_per_map);
     if (r == 0)
       r = meta_write_header_locked (m, sync);             /* generation 1 */
   }
@@ -339,7 +346,8 @@ meta_read_header (struct meta *m, uint32_t *nmaps, char *err, size_t errlen)
   }
   m->hdr = h[best];
   *nmaps = nm[best];
-  if (bpm[best] != meta_blocks_per_map (m->hdr.nchunks) || *nmaps < META_NMAPS) {
+  if (bpm[best] != meta_blocks_per_map (m->hdr.nchunks)
+      || *nmaps < META_NMAPS_V1_MIN) {
     snprintf (err, errlen, "metadata header inconsistent (map geometry)");
     return false;
   }
@@ -395,14 +403,15 @@ meta_load (const struct fssnap_io *io, const char *path, struct meta **mp,
   }
   m->fd = fd;
   m->hdr = tmp.hdr;
+  m->has_changes = nmaps >= META_NMAPS;
   int r = 0;
   for (unsigned map = 0; r == 0 && map < META_NMAPS; map++) {
     r = bitmap_init (&maps[map], m->hdr.nchunks);
-    if (r == 0)
+    if (r == 0 && map < nmaps)
       r = meta_read_map (m, map, &maps[map], err, errlen);
   }
   for (unsigned map = META_MAP_PRES; r == 0 && map < META_NMAPS; map++)
-    memcpy ((void *) m->durable[map - 1].words, (void *) maps[map].words,
+    memcpy ((void *) m->durable[map].words, (void *) maps[map].words,
             (maps[map].nbits + 63) / 64 * sizeof (uint64_t));
   if (r < 0) {
     for (unsigned map = 0; map < META_NMAPS; map++)
@@ -439,10 +448,25 @@ meta_placeholder (const struct fssnap_io *io, const char *path)
 void
 meta_set_bit (struct meta *m, enum meta_map map, uint64_t chunk)
 {
-  if (bitmap_set (&m->durable[map - 1], chunk))
+  if (bitmap_set (&m->durable[map], chunk))
     return;
-  bitmap_set (&m->dirty, (uint64_t) (map - 1) * m->blocks_per_map
+  bitmap_set (&m->dirty, (uint64_t) map * m->blocks_per_map
                            + chunk / META_BITS_PER_BLOCK);
+}
+
+int
+meta_write_map (struct meta *m, enum meta_map map, const struct bitmap *src,
+                bool sync)
+{
+  pthread_mutex_lock (&m->lock);
+  struct bitmap *dst = &m->durable[map];
+  for (uint64_t w = 0; w < (dst->nbits + 63) / 64; w++)
+    atomic_store (&dst->words[w], atomic_load (&src->words[w]));
+  int r = meta_write_blocks (m, map, dst, 0, m->blocks_per_map);
+  if (r == 0 && sync)
+    r = m->io->fsync (m->io->opaque, m->fd);
+  pthread_mutex_unlock (&m->lock);
+  return r;
 }
 
 int
@@ -456,9 +480,9 @@ meta_flush (struct meta *m)
     uint64_t map_end = (k / m->blocks_per_map + 1) * m->blocks_per_map;
     if (end > map_end)
       end = map_end;
-    unsigned map = META_MAP_PRES + k / m->blocks_per_map;
-    r = meta_write_blocks (m, map, &m->durable[map - 1],
-                           k % m->blocks_per_map, end - k);
+    unsigned map = k / m->blocks_per_map;
+    r = meta_write_blocks (m, map, &m->durable[map], k % m->blocks_per_map,
+                           end - k);
     for (uint64_t i = k; r == 0 && i < end; i++)
       bitmap_clear (&m->dirty, i);
     k = bitmap_find (&m->dirty, end, true);
@@ -478,8 +502,8 @@ meta_close (struct meta *m, bool remove)
     m->io->close (m->io->opaque, m->fd);
   if (remove && m->path)
     m->io->unlink (m->io->opaque, m->path);
-  bitmap_free (&m->durable[0]);
-  bitmap_free (&m->durable[1]);
+  for (unsigned map = 0; map < META_NMAPS; map++)
+    bitmap_free (&m->durable[map]);
   bitmap_free (&m->dirty);
   pthread_mutex_destroy (&m->lock);
   free (m->path);

@@ -21,10 +21,18 @@
 #define META_VERSION 1
 
 enum meta_state { META_CREATING, META_VALID, META_DISABLED, META_DELETED };
-enum meta_map { META_MAP_CAND, META_MAP_PRES, META_MAP_OWNER, META_NMAPS };
+/* C, H, O as in cow.c; D: chunks written between the previous snapshot and
+ * this one; A: chunks written since this one (kept up to date while it is
+ * the newest).  Files of the first releases have only C, H and O.
+ */
+enum meta_map { META_MAP_CAND, META_MAP_PRES, META_MAP_OWNER,
+                META_MAP_CHANGED, META_MAP_AFTER, META_NMAPS };
+#define META_NMAPS_V1_MIN 3
 
-#define META_F_TRANSIENT 1u
-#define META_F_UNLINK    2u
+#define META_F_TRANSIENT    1u
+#define META_F_UNLINK       2u
+#define META_F_CHANGED_LOST 4u          /* D cannot be trusted */
+#define META_F_AFTER_LOST   8u          /* A cannot be trusted */
 
 #define META_ORIGIN_FILE 1u
 #define META_ORIGIN_BLOCKDEV 2u
@@ -57,22 +65,27 @@ struct meta {
   char *path;
   struct meta_header hdr;
   uint32_t blocks_per_map;
-  /* What is durable (or being made so) of H and O; committer only. */
-  struct bitmap durable[2];
-  struct bitmap dirty;                  /* blocks of H then O to write */
+  /* What is durable (or being made so) of every map but C: bits by the
+   * committer (meta_set_bit), whole maps by meta_write_map.
+   */
+  struct bitmap durable[META_NMAPS];
+  struct bitmap dirty;                  /* blocks to write, map by map */
+  bool has_changes;                     /* the file has maps D and A */
 };
 
-/* Write a new metadata file: header, C, and empty H and O; fsync it if
- * 'sync'.
+/* Write a new metadata file: header, C and D as given, and empty H, O and
+ * A; fsync it if 'sync'.
  * On error returns a negative errno with a message in err.
  */
 int meta_create (const struct fssnap_io *io, const char *path,
                  const struct meta_header *hdr, const struct bitmap *cand,
-                 bool sync, struct meta **mp, char *err, size_t errlen);
+                 const struct bitmap *changed, bool sync, struct meta **mp,
+                 char *err, size_t errlen);
 
-/* Read and verify a metadata file into *mp and the three maps (which it
- * allocates).  On a damaged or foreign file returns a negative errno and
- * the reason in err; *mp is then NULL.
+/* Read and verify a metadata file into *mp and the maps (which it
+ * allocates; D and A stay empty in a file without them: see has_changes).
+ * On a damaged or foreign file returns a negative errno and the reason in
+ * err; *mp is then NULL.
  */
 int meta_load (const struct fssnap_io *io, const char *path,
                struct meta **mp, struct bitmap maps[META_NMAPS],
@@ -88,8 +101,15 @@ int meta_rename (struct meta *m, const char *path);
  */
 int meta_write_header (struct meta *m, bool sync);
 
-/* Committer: a bit of H or O is durable once the next meta_flush returns. */
+/* Committer: a bit of H, O or A is durable once the next meta_flush
+ * returns.
+ */
 void meta_set_bit (struct meta *m, enum meta_map map, uint64_t chunk);
+/* Replace a whole map (D or A) with src, write it and fsync if 'sync'.
+ * Takes meta->lock.
+ */
+int meta_write_map (struct meta *m, enum meta_map map,
+                    const struct bitmap *src, bool sync);
 /* Write the dirty bitmap blocks and fsync.  Takes meta->lock. */
 int meta_flush (struct meta *m);
 

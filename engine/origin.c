@@ -71,6 +71,7 @@ origin_free (struct fssnap_origin *o)
   if (o->fd >= 0)
     o->io->close (o->io->opaque, o->fd);
   origin_destroy_locks (o);
+  bitmap_free (&o->changed);
   free (o->snaps);
   free (o->path);
   free (o->basename);
@@ -106,13 +107,20 @@ origin_identify (struct fssnap_origin *o)
   }
 }
 
-void
+int
 origin_set_chunksize (struct fssnap_origin *o, uint32_t cs)
 {
+  struct bitmap changed;
+  if (bitmap_init (&changed, (o->size + cs - 1) / cs) < 0)
+    return -ENOMEM;
+  bitmap_free (&o->changed);
+  o->changed = changed;
+  o->changed_lost = false;
   o->chunksize = cs;
   o->chunk_shift = __builtin_ctz (cs);
   o->nchunks = (o->size + cs - 1) / cs;
   o->max_mem_chunks = o->max_mem / cs ? o->max_mem / cs : 1;
+  return 0;
 }
 
 int
@@ -149,8 +157,10 @@ fssnap_origin_open (const struct fssnap_origin_opts *opts,
   if (r < 0)
     goto fail;
 
-  origin_set_chunksize (o, opts->chunksize ? opts->chunksize
-                                            : FSSNAP_CHUNKSIZE_DEFAULT);
+  r = origin_set_chunksize (o, opts->chunksize ? opts->chunksize
+                                                : FSSNAP_CHUNKSIZE_DEFAULT);
+  if (r < 0)
+    goto fail;
 
   if (o->state_dir && (r = recover_snapshots (o)) < 0)
     goto fail;

@@ -41,6 +41,7 @@ struct found {
   struct store *store;
   char reason[256];             /* why untrusted */
   bool gone;                    /* a transient one, removed */
+  bool after_lost;              /* its map A cannot be trusted */
 };
 
 /* Whether name is ORIGIN.snapN.SEQ.EXT for this origin. */
@@ -215,9 +216,15 @@ recover_build (struct fssnap_origin *o, struct found *f,
   bitmap_free (&s->cand);
   bitmap_free (&s->pres);
   bitmap_free (&s->owner);
+  bitmap_free (&s->changed);
   s->cand = maps[META_MAP_CAND];
   s->pres = maps[META_MAP_PRES];
   s->owner = maps[META_MAP_OWNER];
+  s->changed = maps[META_MAP_CHANGED];
+  bitmap_free (&maps[META_MAP_AFTER]);  /* kept in meta->durable */
+  s->changed_lost = !f->meta->has_changes
+    || (h->flags & META_F_CHANGED_LOST);
+  f->after_lost = !f->meta->has_changes || (h->flags & META_F_AFTER_LOST);
   s->cand_count = bitmap_count (&s->cand);
   atomic_store (&s->pres_count, bitmap_count (&s->pres));
   atomic_store (&s->owned_count, bitmap_count (&s->owner));
@@ -284,6 +291,8 @@ recover_disabled (struct fssnap_origin *o, struct found *f)
     return NULL;
   atomic_store (&s->state, SNAP_DISABLED);
   s->untrusted = true;
+  s->changed_lost = true;
+  f->after_lost = true;
   snprintf (s->reason, sizeof s->reason, "%s", f->reason);
   snprintf (s->uuid, sizeof s->uuid, "%s",
             f->meta ? f->meta->hdr.uuid : "unknown");
@@ -393,6 +402,45 @@ recover_check_copies (struct fssnap_origin *o)
   }
 }
 
+/* Rebuild the volume's change map X and the trust of every map: X is map
+ * A of the newest snapshot; a transient snapshot's maps were never synced,
+ * so its own D and the one after it (or X) are lost, as are those next to
+ * a transient one whose file is already gone.  Caller owns the origin.
+ */
+static void
+recover_changes (struct fssnap_origin *o, struct found *found, size_t n)
+{
+  if (o->nsnaps == 0)
+    return;
+  struct snap *newest = o->snaps[o->nsnaps - 1];
+  bool newest_after_lost = true;
+  for (size_t i = 0; i < n; i++)
+    if (found[i].snap == newest)
+      newest_after_lost = found[i].after_lost;
+  if (newest->meta && !newest->untrusted && !newest_after_lost) {
+    const struct bitmap *a = &newest->meta->durable[META_MAP_AFTER];
+    for (uint64_t w = 0; w < (a->nbits + 63) / 64; w++)
+      atomic_store (&o->changed.words[w], atomic_load (&a->words[w]));
+  }
+  else
+    o->changed_lost = true;
+  for (size_t i = 0; i < n; i++) {
+    bool lost = found[i].gone || (found[i].snap && found[i].snap->transient);
+    if (!lost)
+      continue;
+    if (found[i].snap)
+      found[i].snap->changed_lost = true;
+    struct snap *next = NULL;
+    for (size_t k = 0; k < o->nsnaps && !next; k++)
+      if (o->snaps[k]->seq > found[i].seq)
+        next = o->snaps[k];
+    if (next)
+      next->changed_lost = true;
+    else
+      o->changed_lost = true;
+  }
+}
+
 int
 recover_snapshots (struct fssnap_origin *o)
 {
@@ -417,17 +465,23 @@ recover_snapshots (struct fssnap_origin *o)
       r = -ENOMEM;
     if (r == 0 && f->snap)
       recover_publish (o, f->snap, state);
-    else if (f->snap)
+    else if (f->snap) {
       snap_unref (f->snap);
+      f->snap = NULL;
+    }
     meta_close (f->meta, false);
     store_destroy (f->store, false);
     free (f->path);
   }
+  if (r == 0)
+    recover_changes (o, found, n);
   free (found);
   if (r < 0)
     return r;
   recover_check_copies (o);
   snap_reap (o);
+  for (size_t i = 0; i < o->nsnaps; i++)
+    changes_persist_flags (o, o->snaps[i]);
   engine_log (o, FSSNAP_LOG_INFO, "reopened %zu snapshot file(s) of %s from "
               "%s", n, o->path, o->state_dir);
   return 0;

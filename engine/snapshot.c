@@ -71,6 +71,7 @@ snap_destroy (struct snap *s)
   bitmap_free (&s->cand);
   bitmap_free (&s->pres);
   bitmap_free (&s->owner);
+  bitmap_free (&s->changed);
   free (s->mountpoint);
   free (s);
 }
@@ -189,6 +190,7 @@ snap_reap_one_locked (struct fssnap_origin *o)
       continue;
     if (atomic_load (&s->owned_count) > 0 && snap_has_older_valid (o, i))
       continue;                 /* retained: older snapshots read its copies */
+    changes_merge_locked (o, i);
     snap_list_remove_locked (o, i);
     atomic_store (&s->removed, true);
     s->discard = true;          /* its files go with it */
@@ -327,10 +329,12 @@ snap_alloc (struct fssnap_origin *o, uint32_t cs, unsigned num, uint64_t seq)
   if (bitmap_init (&s->cand, s->nchunks) < 0
       || bitmap_init (&s->pres, s->nchunks) < 0
       || bitmap_init (&s->owner, s->nchunks) < 0
+      || bitmap_init (&s->changed, s->nchunks) < 0
       || xtable_init (&s->table, o->max_mem_chunks) < 0) {
     bitmap_free (&s->cand);
     bitmap_free (&s->pres);
     bitmap_free (&s->owner);
+    bitmap_free (&s->changed);
     free (s);
     return NULL;
   }
@@ -411,8 +415,8 @@ snap_write_meta (struct fssnap_origin *o, struct snap *s, char *err,
   if (path && tmp) {
     struct meta_header h;
     snap_fill_header (s, &h);
-    r = meta_create (o->io, tmp, &h, &s->cand, !s->transient, &s->meta, err,
-                     errlen);
+    r = meta_create (o->io, tmp, &h, &s->cand, &o->changed, !s->transient,
+                     &s->meta, err, errlen);
   }
   if (r == 0) {
     r = meta_rename (s->meta, path);
@@ -508,12 +512,16 @@ snap_fill_and_publish (struct fssnap_origin *o, struct snap *s,
                        const struct fssnap_create_opts *opts, char *err,
                        size_t errlen)
 {
-  if (s->chunksize != o->chunksize)
-    origin_set_chunksize (o, s->chunksize);
+  if (s->chunksize != o->chunksize
+      && origin_set_chunksize (o, s->chunksize) < 0) {
+    snprintf (err, errlen, "out of memory for the change map");
+    return -ENOMEM;
+  }
+  int r;
   /* The snapshot is the origin as acknowledged so far: what it reads from
    * the origin must survive a crash as it is, so make it durable first.
    */
-  int r = s->transient ? 0 : o->io->fsync (o->io->opaque, o->fd);
+  r = s->transient ? 0 : o->io->fsync (o->io->opaque, o->fd);
   if (r < 0) {
     snprintf (err, errlen, "cannot flush %s before the snapshot: %s",
               o->path, strerror (-r));
@@ -535,6 +543,7 @@ snap_fill_and_publish (struct fssnap_origin *o, struct snap *s,
   r = snap_write_meta (o, s, err, errlen);
   if (r < 0)
     return r;
+  changes_hand_over (o, s);
 
   pthread_rwlock_wrlock (&o->snap_lock);
   atomic_store (&s->state, SNAP_VALID);

@@ -192,6 +192,33 @@ typedef int (*fssnap_extent_fn) (void *opaque, uint64_t off, uint64_t len,
 int fssnap_snapshot_extents (struct fssnap_snapshot *snap, uint64_t off,
                              uint64_t len, fssnap_extent_fn fn, void *opaque);
 
+/* ---- Changed-block tracking ------------------------------------------ */
+
+/* Which chunks may differ between two points in time.  Each snapshot keeps
+ * the chunks written between the previous snapshot and its own creation
+ * (trims and write-zeroes count as writes); the volume, the chunks written
+ * since the newest snapshot.  Chunks that were not candidates (free space
+ * when the snapshot was taken) read as zeros in a snapshot: they count as
+ * changed where the other side may read otherwise.  The maps are exact across restarts and
+ * crashes, except where a snapshot was transient or its metadata damaged:
+ * then the comparison fails with -ESTALE instead of answering wrong.
+ */
+#define FSSNAP_VOLUME (-1)
+
+/* Report the extents of [off, off+len) in order, as fn (opaque, off, len,
+ * hole): hole false where the data may differ between snapshots a and b,
+ * true where it is the same.  Either of a and b may be FSSNAP_VOLUME, the
+ * live volume; their order does not matter.  Extents are whole chunks,
+ * clipped to [off, off+len).  Returns 0 (or the callback's non-zero
+ * value), -ENOENT if a snapshot does not exist, -EINVAL for a bad range,
+ * -ESTALE if a map it needs cannot be trusted (why in errmsg).  fn runs
+ * under the engine's snapshot lock: it must not create, delete, open or
+ * close snapshots.
+ */
+int fssnap_changes (struct fssnap_origin *origin, int a, int b, uint64_t off,
+                    uint64_t len, fssnap_extent_fn fn, void *opaque,
+                    char *errmsg, size_t errlen);
+
 /* ---- Information and statistics -------------------------------------- */
 
 enum fssnap_state {

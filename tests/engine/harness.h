@@ -191,4 +191,45 @@ harness_image (struct harness *h)
   return buf;
 }
 
+/* Changed-block tracking: chunks reported as possibly changed. */
+struct harness_changes {
+  uint32_t chunksize;
+  bool *changed;                        /* per chunk */
+};
+
+static inline int
+harness_changes_cb (void *opaque, uint64_t off, uint64_t len, bool same)
+{
+  struct harness_changes *hc = opaque;
+  if (!same)
+    for (uint64_t c = off / hc->chunksize; c <= (off + len - 1) / hc->chunksize;
+         c++)
+      hc->changed[c] = true;
+  return 0;
+}
+
+/* Check that fssnap_changes (a, b) reports every chunk whose bytes differ
+ * between images ia and ib; returns the chunk that is missed, or -1.
+ */
+static inline int64_t
+harness_changes_missed (struct fssnap_origin *o, int a, int b, const char *ia,
+                        const char *ib, int *errp)
+{
+  uint64_t size = fssnap_origin_size (o);
+  uint32_t cs = fssnap_origin_chunksize (o);
+  uint64_t nchunks = (size + cs - 1) / cs;
+  struct harness_changes hc = { cs, calloc (nchunks, sizeof (bool)) };
+  char err[256];
+  *errp = fssnap_changes (o, a, b, 0, size, harness_changes_cb, &hc, err,
+                          sizeof err);
+  int64_t missed = -1;
+  for (uint64_t c = 0; *errp == 0 && c < nchunks && missed < 0; c++) {
+    uint64_t n = size - c * cs < cs ? size - c * cs : cs;
+    if (!hc.changed[c] && memcmp (ia + c * cs, ib + c * cs, n) != 0)
+      missed = c;
+  }
+  free (hc.changed);
+  return missed;
+}
+
 #endif /* FSSNAP_TEST_HARNESS_H */

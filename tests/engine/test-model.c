@@ -267,9 +267,37 @@ op_read_origin (struct model *m)
   free (buf);
 }
 
+/* Changed-block tracking covers every chunk that differs, for every pair
+ * of live snapshots and between each and the volume.
+ */
+static void
+check_changes (struct model *m)
+{
+  for (int i = 0; i < MAX_LIVE; i++) {
+    struct msnap *a = &m->snaps[i];
+    if (!a->live)
+      continue;
+    for (int j = -1; j < MAX_LIVE; j++) {
+      struct msnap *b = j >= 0 ? &m->snaps[j] : NULL;
+      if (b && !b->live)
+        continue;
+      int r;
+      int64_t missed = harness_changes_missed (
+        m->o, a->num, b ? (int) b->num : FSSNAP_VOLUME, a->image,
+        b ? b->image : m->origin, &r);
+      if (r != 0 || missed >= 0)
+        fail_msg ("seed %llu: changes between snapshot %u and %s %d: "
+                  "error %d, chunk %lld missed", (unsigned long long) m->seed,
+                  a->num, b ? "snapshot" : "the volume", b ? (int) b->num : -1,
+                  r, (long long) missed);
+    }
+  }
+}
+
 static void
 check_everything (struct model *m)
 {
+  check_changes (m);
   for (int i = 0; i < MAX_LIVE; i++)
     if (m->snaps[i].live)
       check_snapshot_range (m, &m->snaps[i], 0, m->size);

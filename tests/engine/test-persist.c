@@ -321,6 +321,80 @@ test_needs_state_dir_or_transient (void **state)
   harness_free (h);
 }
 
+static void
+assert_changes_cover (struct world *w, int a, int b, const char *ia,
+                      const char *ib)
+{
+  int r;
+  int64_t missed = harness_changes_missed (w->o, a, b, ia, ib, &r);
+  assert_int_equal (r, 0);
+  assert_int_equal (missed, -1);
+}
+
+static void
+test_changes_across_restart (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();       /* 0, transient 1, 2; writes after */
+  assert_changes_cover (w, 0, 2, w->img[0], w->img[2]);
+  assert_changes_cover (w, 2, FSSNAP_VOLUME, w->img[2], w->model);
+  world_reopen (w);
+  /* the writes since 2 are still known exactly */
+  assert_changes_cover (w, 2, FSSNAP_VOLUME, w->img[2], w->model);
+  /* transient 1 is gone with its map: 0..2 cannot be answered */
+  char err[256];
+  struct harness_changes hc = { 16 * KiB, calloc (64, sizeof (bool)) };
+  assert_int_equal (fssnap_changes (w->o, 0, 2, 0, w->h->size,
+                                    harness_changes_cb, &hc, err, sizeof err),
+                    -ESTALE);
+  assert_non_null (strstr (err, "cannot be trusted"));
+  free (hc.changed);
+  /* a new snapshot starts a trusted chain again */
+  char *img3 = harness_image (w->h);
+  assert_int_equal (harness_snap (w->o, NULL), 1);
+  write_pattern (w, 5000, 20 * KiB, 'r');
+  assert_changes_cover (w, 2, 1, w->img[2], img3);
+  assert_changes_cover (w, 1, FSSNAP_VOLUME, img3, w->model);
+  world_reopen (w);
+  assert_changes_cover (w, 1, FSSNAP_VOLUME, img3, w->model);
+  free (img3);
+  world_free (w);
+}
+
+static void
+test_changes_after_middle_delete (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (512 * KiB);
+  struct world w = { .h = h, .o = harness_origin (h, 16 * KiB, 0) };
+  w.model = harness_image (h);
+  for (int i = 0; i < 3; i++) {
+    w.img[i] = harness_image (h);
+    assert_int_equal (harness_snap (w.o, NULL), i);
+    write_pattern (&w, (uint64_t) i * 150 * KiB + 99, 40 * KiB, 'k' + i);
+  }
+  size_t changed_bytes = 0;
+  struct harness_changes hc = { 16 * KiB, calloc (32, sizeof (bool)) };
+  assert_int_equal (fssnap_changes (w.o, 0, 1, 0, h->size, harness_changes_cb,
+                                    &hc, NULL, 0), 0);
+  for (int c = 0; c < 32; c++)
+    changed_bytes += hc.changed[c] * 16 * KiB;
+  free (hc.changed);
+  assert_true (changed_bytes <= 4 * 16 * KiB);  /* only what was written */
+  assert_int_equal (fssnap_snapshot_delete (w.o, 1), 0);
+  assert_changes_cover (&w, 0, 2, w.img[0], w.img[2]);
+  world_reopen (&w);
+  assert_changes_cover (&w, 0, 2, w.img[0], w.img[2]);
+  assert_changes_cover (&w, 0, FSSNAP_VOLUME, w.img[0], w.model);
+  assert_int_equal (fssnap_changes (w.o, 1, 2, 0, h->size, harness_changes_cb,
+                                    &hc, NULL, 0), -ENOENT);
+  fssnap_origin_close (w.o);
+  for (int i = 0; i < 3; i++)
+    free (w.img[i]);
+  free (w.model);
+  harness_free (h);
+}
+
 int
 main (void)
 {
@@ -334,6 +408,8 @@ main (void)
     cmocka_unit_test (test_missing_store),
     cmocka_unit_test (test_origin_size_changed),
     cmocka_unit_test (test_needs_state_dir_or_transient),
+    cmocka_unit_test (test_changes_across_restart),
+    cmocka_unit_test (test_changes_after_middle_delete),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -497,6 +497,28 @@ check_after_crash (struct run *w, struct fssnap_origin *o, uint64_t seed)
     if (!w->dirty[i] && img[i] != w->flushed[i])
       fail_msg ("seed %llu: volume byte %zu lost a flushed write",
                 (unsigned long long) seed, i);
+  /* changed-block tracking survived too: every chunk that differs between
+   * a snapshot and the volume, or two snapshots, is reported */
+  for (int i = 0; i < n; i++) {
+    struct fssnap_snapshot_info ia, ib;
+    fssnap_snapshot_info (o, nums[i], &ia);
+    for (int j = i; j <= n; j++) {
+      const char *other = (const char *) img;
+      int b = FSSNAP_VOLUME;
+      if (j < n) {
+        fssnap_snapshot_info (o, nums[j], &ib);
+        other = model_by_uuid (w, ib.uuid)->image;
+        b = nums[j];
+      }
+      int r;
+      int64_t missed = harness_changes_missed (
+        o, nums[i], b, model_by_uuid (w, ia.uuid)->image, other, &r);
+      if (r != 0 || missed >= 0)
+        fail_msg ("seed %llu: changes between %u and %d: error %d, chunk "
+                  "%lld missed", (unsigned long long) seed, nums[i], b, r,
+                  (long long) missed);
+    }
+  }
   free (img);
 }
 

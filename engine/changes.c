@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Changed-block tracking: which chunks may differ between two snapshots,
+ * or between a snapshot and the live volume, for incremental backups.
+ *
+ * Maps, one bit per chunk:
+ *   X (origin->changed)  chunks written since the newest published
+ *                        snapshot; durable as map A of that snapshot.
+ *   D (snap->changed)    chunks written between the previous snapshot and
+ *                        this one: X as it was when this one was created.
+ * Chunks that may differ between snapshots P < Q are the union of D over
+ * every snapshot S with P < S <= Q (deleted ones still in the list
+ * included), plus X if Q is the volume.  A snapshot also reads zeros where
+ * a chunk was not a candidate, so chunks whose candidate bit differs
+ * between P and Q may differ too (a block allocated but never written),
+ * and against the volume so may every chunk that is not a candidate of P
+ * (it reads as zeros there, as whatever the disk holds on the volume).
+ *
+ * Freeing a snapshot S merges its D into the next newer one (or into X if
+ * S was the newest), durably, before S's files go; so every remaining
+ * pair stays comparable.
+ *
+ * Exact across crashes: the first write to a chunk since the newest
+ * snapshot logs bit A of that snapshot in the commit epoch it waits for
+ * (commit.c), so the bit is durable before the data reaches the origin.
+ * Where a map cannot be trusted (a transient snapshot is lost at restart,
+ * a damaged or first-release metadata file), the snapshot's D, or X, is
+ * marked lost, and comparisons that need it fail with -ESTALE: the user
+ * takes a full copy instead of a wrong incremental one.
+ *
+ * Locks: writers set X bits under snap_lock shared (bits are atomic); the
+ * hand-over at create runs under io_lock exclusive; merges and flag
+ * changes under snap_lock exclusive.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/internal.h"
+
+struct snap *
+changes_newest_locked (struct fssnap_origin *o)
+{
+  for (size_t i = o->nsnaps; i-- > 0;)
+    if (atomic_load (&o->snaps[i]->state) != SNAP_CREATING)
+      return o->snaps[i];
+  return NULL;
+}
+
+/* Whether every chunk in [first, last] is marked in X already. */
+static bool
+changes_all_marked (struct fssnap_origin *o, uint64_t first, uint64_t last)
+{
+  for (uint64_t c = first; c <= last; c++)
+    if (!bitmap_test (&o->changed, c))
+      return false;
+  return true;
+}
+
+uint64_t
+changes_track (struct fssnap_origin *o, uint64_t off, uint64_t len)
+{
+  if (len == 0)
+    return 0;
+  uint64_t first = off >> o->chunk_shift;
+  uint64_t last = (off + len - 1) >> o->chunk_shift;
+  if (changes_all_marked (o, first, last))
+    return 0;                   /* the common case: no lock, no sync */
+  uint64_t epoch = 0;
+  pthread_rwlock_rdlock (&o->snap_lock);
+  struct snap *newest = changes_newest_locked (o);
+  for (uint64_t c = first; newest && c <= last; c++)
+    if (!bitmap_set (&o->changed, c)) {
+      uint64_t e = commit_add_change (o, newest, c);
+      if (e > epoch)
+        epoch = e;
+    }
+  pthread_rwlock_unlock (&o->snap_lock);
+  return epoch;
+}
+
+static void
+bitmap_copy (struct bitmap *dst, const struct bitmap *src)
+{
+  for (uint64_t w = 0; w < (dst->nbits + 63) / 64; w++)
+    atomic_store (&dst->words[w], atomic_load (&src->words[w]));
+}
+
+static void
+bitmap_or (struct bitmap *dst, const struct bitmap *src)
+{
+  for (uint64_t w = 0; w < (dst->nbits + 63) / 64; w++)
+    atomic_fetch_or (&dst->words[w], atomic_load (&src->words[w]));
+}
+
+static void
+bitmap_zero (struct bitmap *bm)
+{
+  for (uint64_t w = 0; w < (bm->nbits + 63) / 64; w++)
+    atomic_store (&bm->words[w], 0);
+}
+
+void
+changes_hand_over (struct fssnap_origin *o, struct snap *s)
+{
+  bitmap_copy (&s->changed, &o->changed);
+  s->changed_lost = o->changed_lost;
+  bitmap_zero (&o->changed);
+  o->changed_lost = false;
+}
+
+void
+changes_persist_flags (struct fssnap_origin *o, struct snap *s)
+{
+  if (!s->meta || s->untrusted)
+    return;
+  uint32_t flags = s->meta->hdr.flags & ~(META_F_CHANGED_LOST
+                                          | META_F_AFTER_LOST);
+  if (s->changed_lost)
+    flags |= META_F_CHANGED_LOST;
+  if (s == changes_newest_locked (o) && o->changed_lost)
+    flags |= META_F_AFTER_LOST;
+  if (flags == s->meta->hdr.flags)
+    return;
+  s->meta->hdr.flags = flags;
+  int r = meta_write_header (s->meta, !s->transient);
+  if (r < 0)
+    engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: recording the trust of "
+                "its change maps failed: %s", s->number, strerror (-r));
+}
+
+/* Write a whole change map of s; a failure makes it untrusted. */
+static void
+changes_write_map (struct fssnap_origin *o, struct snap *s,
+                   enum meta_map map, const struct bitmap *src)
+{
+  if (!s->meta || s->untrusted)
+    return;
+  int r = meta_write_map (s->meta, map, src, !s->transient);
+  if (r == 0)
+    return;
+  engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: writing its change map "
+              "failed (%s): it cannot be trusted for incremental backups",
+              s->number, strerror (-r));
+  if (map == META_MAP_CHANGED)
+    s->changed_lost = true;
+  else
+    o->changed_lost = true;
+  changes_persist_flags (o, s);
+}
+
+void
+changes_merge_locked (struct fssnap_origin *o, size_t i)
+{
+  struct snap *s = o->snaps[i];
+  struct snap *next = i + 1 < o->nsnaps ? o->snaps[i + 1] : NULL;
+  if (next && atomic_load (&next->state) != SNAP_CREATING) {
+    bitmap_or (&next->changed, &s->changed);
+    next->changed_lost |= s->changed_lost;
+    changes_write_map (o, next, META_MAP_CHANGED, &next->changed);
+    changes_persist_flags (o, next);
+    return;
+  }
+  /* s is the newest: the volume's changes now count from the one before. */
+  bitmap_or (&o->changed, &s->changed);
+  o->changed_lost |= s->changed_lost;
+  if (i == 0) {                 /* nothing older: nothing to compare with */
+    bitmap_zero (&o->changed);
+    o->changed_lost = false;
+    return;
+  }
+  struct snap *prev = o->snaps[i - 1];
+  changes_write_map (o, prev, META_MAP_AFTER, &o->changed);
+  changes_persist_flags (o, prev);
+}
+
+/* ---- Comparing ---------------------------------------------------------- */
+
+/* The sequence and candidate map of snapshot num, or UINT64_MAX and NULL
+ * for the volume.  Caller holds snap_lock.
+ */
+static int
+changes_point_locked (struct fssnap_origin *o, int num, uint64_t *seqp,
+                      const struct bitmap **candp)
+{
+  *candp = NULL;
+  if (num == FSSNAP_VOLUME) {
+    *seqp = UINT64_MAX;
+    return 0;
+  }
+  for (size_t i = 0; num >= 0 && i < o->nsnaps; i++) {
+    struct snap *s = o->snaps[i];
+    int st = atomic_load (&s->state);
+    if (s->number_held && s->number == (unsigned) num && st != SNAP_DELETED
+        && st != SNAP_CREATING) {
+      *seqp = s->seq;
+      *candp = &s->cand;
+      return 0;
+    }
+  }
+  return -ENOENT;
+}
+
+/* The maps to OR for (lo, hi]; -ESTALE if one cannot be trusted.
+ * Caller holds snap_lock.
+ */
+static int
+changes_collect_locked (struct fssnap_origin *o, uint64_t lo, uint64_t hi,
+                        const struct bitmap **maps, size_t *n, char *err,
+                        size_t errlen)
+{
+  *n = 0;
+  for (size_t i = 0; i < o->nsnaps; i++) {
+    struct snap *s = o->snaps[i];
+    if (s->seq <= lo || s->seq > hi
+        || atomic_load (&s->state) == SNAP_CREATING)
+      continue;
+    if (s->changed_lost || s->untrusted) {
+      snprintf (err, errlen, "the changes recorded by snapshot %u cannot be "
+                "trusted (a transient snapshot was lost at a restart, or its "
+                "metadata was damaged or predates change tracking)",
+                s->number);
+      return -ESTALE;
+    }
+    maps[(*n)++] = &s->changed;
+  }
+  if (hi == UINT64_MAX) {
+    if (o->changed_lost) {
+      snprintf (err, errlen, "the changes made to the volume since the newest "
+                "snapshot cannot be trusted (that snapshot was transient and "
+                "lost at a restart, or its metadata was damaged)");
+      return -ESTALE;
+    }
+    maps[(*n)++] = &o->changed;
+  }
+  return 0;
+}
+
+/* Whether chunk c may differ: written in between (maps), or read as zeros
+ * on one side only (candidate maps ca and cb; NULL: the volume).
+ */
+static bool
+changes_chunk (const struct bitmap **maps, size_t n, const struct bitmap *ca,
+               const struct bitmap *cb, uint64_t c)
+{
+  bool in_a = ca ? bitmap_test (ca, c) : true;
+  bool in_b = cb ? bitmap_test (cb, c) : true;
+  if (in_a != in_b)
+    return true;
+  for (size_t k = 0; k < n; k++)
+    if (bitmap_test (maps[k], c))
+      return true;
+  return false;
+}
+
+/* Report the chunk runs of [off, end) that may differ or not, as extents
+ * clipped to [off, end).
+ */
+static int
+changes_report (struct fssnap_origin *o, const struct bitmap **maps, size_t n,
+                const struct bitmap *ca, const struct bitmap *cb,
+                uint64_t off, uint64_t end, fssnap_extent_fn fn, void *opaque)
+{
+  uint64_t first = off >> o->chunk_shift;
+  uint64_t last = (end - 1) >> o->chunk_shift;
+  uint64_t run_start = off;
+  bool run_changed = false;
+  for (uint64_t c = first; c <= last; c++) {
+    bool changed = changes_chunk (maps, n, ca, cb, c);
+    uint64_t start = c << o->chunk_shift;
+    if (c == first)
+      run_changed = changed;
+    else if (changed != run_changed) {
+      int r = fn (opaque, run_start, start - run_start, !run_changed);
+      if (r)
+        return r;
+      run_start = start;
+      run_changed = changed;
+    }
+  }
+  return fn (opaque, run_start, end - run_start, !run_changed);
+}
+
+int
+fssnap_changes (struct fssnap_origin *o, int a, int b, uint64_t off,
+                uint64_t len, fssnap_extent_fn fn, void *opaque,
+                char *errmsg, size_t errlen)
+{
+  char errbuf[256];
+  if (!errmsg || errlen == 0) {
+    errmsg = errbuf;
+    errlen = sizeof errbuf;
+  }
+  *errmsg = '\0';
+  if (off > o->size || len > o->size - off)
+    return -EINVAL;
+  if (len == 0)
+    return 0;
+  size_t n = 0;
+  uint64_t sa, sb;
+  const struct bitmap *ca, *cb;
+  pthread_rwlock_rdlock (&o->snap_lock);
+  const struct bitmap **maps = malloc ((o->nsnaps + 1) * sizeof *maps);
+  int r = maps ? changes_point_locked (o, a, &sa, &ca) : -ENOMEM;
+  if (r == 0)
+    r = changes_point_locked (o, b, &sb, &cb);
+  if (r == 0 && sa != sb)
+    r = changes_collect_locked (o, sa < sb ? sa : sb, sa < sb ? sb : sa, maps,
+                                &n, errmsg, errlen);
+  if (r == 0)
+    r = changes_report (o, maps, n, ca, cb, off, off + len, fn, opaque);
+  pthread_rwlock_unlock (&o->snap_lock);
+  free (maps);
+  return r;
+}
