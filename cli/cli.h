@@ -16,7 +16,10 @@ enum cli_exit {
   CLI_EXIT_UNREACHABLE = 2,     /* no fssnapd found, or it did not answer */
   CLI_EXIT_NOSNAP = 3,          /* no such snapshot */
   CLI_EXIT_REFUSED = 4,         /* fssnapd refused the request */
+  CLI_EXIT_UNTRUSTED = 5,       /* diff: the change maps cannot be trusted */
 };
+/* diff exits like cmp: 0 (CLI_EXIT_OK) no difference, 1 differs. */
+#define CLI_EXIT_DIFFERS 1
 
 struct cli {
   const char *run_dir;          /* NULL: find the one fssnapd under /run */
@@ -34,7 +37,7 @@ int cli_bad_option (int c, char **argv);
 /* Send req (consumed) to fssnapd and wait for the reply.  Returns
  * CLI_EXIT_OK with the reply in *replyp (the caller puts it), or the exit
  * code after printing why: unreachable, no such snapshot (ENOENT for a
- * request with a "number"), refused.
+ * request with a "number" or an "a"), refused, untrusted (ESTALE).
  */
 int cli_request (struct cli *cli, json_object *req, json_object **replyp);
 
@@ -61,5 +64,6 @@ int cli_cmd_delete (struct cli *cli, int argc, char **argv);
 int cli_cmd_list (struct cli *cli, int argc, char **argv);
 int cli_cmd_info (struct cli *cli, int argc, char **argv);
 int cli_cmd_stats (struct cli *cli, int argc, char **argv);
+int cli_cmd_diff (struct cli *cli, int argc, char **argv);
 
 #endif /* FSSNAP_CLI_H */

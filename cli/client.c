@@ -165,7 +165,8 @@ cli_read_reply (int fd)
 }
 
 /* Turn an error reply into an exit code and a message.  ENOENT means "no
- * such snapshot" only for a request that names one.
+ * such snapshot" only for a request that names one; ESTALE, change maps
+ * that cannot be trusted.
  */
 static int
 cli_reply_status (json_object *reply, bool names_snapshot)
@@ -185,13 +186,16 @@ cli_reply_status (json_object *reply, bool names_snapshot)
   if (names_snapshot && name
       && strcmp (json_object_get_string (name), "ENOENT") == 0)
     return CLI_EXIT_NOSNAP;
+  if (name && strcmp (json_object_get_string (name), "ESTALE") == 0)
+    return CLI_EXIT_UNTRUSTED;
   return CLI_EXIT_REFUSED;
 }
 
 int
 cli_request (struct cli *cli, json_object *req, json_object **replyp)
 {
-  bool names_snapshot = json_object_object_get_ex (req, "number", NULL);
+  bool names_snapshot = json_object_object_get_ex (req, "number", NULL)
+                        || json_object_object_get_ex (req, "a", NULL);
   json_object *reply;
   char *line;
   int fd, r, e;

@@ -16,9 +16,9 @@
 static const char cli_usage[] =
 "Usage: fssnap [--run-dir DIR] COMMAND [ARGS]\n"
 "\n"
-"Create, list and delete point-in-time snapshots of a volume served by\n"
-"fssnapd(8).  Snapshot N is served as the read-only NBD export \"snap/N\"\n"
-"and, with the FUSE frontend, as the file DIR/dev/snap/N.\n"
+"Create, list, compare and delete point-in-time snapshots of a volume\n"
+"served by fssnapd(8).  Snapshot N is served as the read-only NBD export\n"
+"\"snap/N\" and, with the FUSE frontend, as the file DIR/dev/snap/N.\n"
 "\n"
 "Commands:\n"
 "  create [-o OPTIONS] [--mount PATH | PATH] [--attach] [--json]\n"
@@ -59,6 +59,20 @@ static const char cli_usage[] =
 "      open_count, reason.\n"
 "  stats [--json]\n"
 "      Counters of the daemon: chunks and bytes copied, throttle waits...\n"
+"  diff A B [--json]\n"
+"      The byte ranges that may differ between snapshots A and B (either\n"
+"      may be \"volume\", the live volume; the order does not matter), from\n"
+"      the changed-block maps that fssnapd keeps per snapshot: one line\n"
+"      \"OFFSET LENGTH\" (bytes, decimal) per range, ascending, adjacent\n"
+"      ranges merged, whole chunks.  Every byte that differs is inside a\n"
+"      range; a range may hold bytes written with the same data again.\n"
+"      With --json: {\"a\": A, \"b\": B, \"extents\": [{\"offset\": O,\n"
+"      \"length\": L}...], \"bytes\": TOTAL}.  Exits like cmp(1): 0 if\n"
+"      nothing differs, 1 if something may; 5 if the maps cannot be\n"
+"      trusted for this pair (a transient snapshot lies between them, or\n"
+"      metadata was damaged): then copy the whole snapshot instead.  Over\n"
+"      NBD, export snap/B offers the same as the meta context\n"
+"      \"qemu:dirty-bitmap:snap/A\" for every older snapshot A.\n"
 "\n"
 "Options:\n"
 "  --run-dir DIR   the run dir of the fssnapd to talk to (its control.sock).\n"
@@ -77,6 +91,10 @@ static const char cli_usage[] =
 "     permission on its socket, or no valid reply\n"
 "  3  no such snapshot\n"
 "  4  fssnapd refused the request (the message says why)\n"
+"  5  diff: the change maps cannot be trusted for this pair; take a full\n"
+"     copy\n"
+"diff also exits 1 when the snapshots differ (like cmp): a bad diff\n"
+"command line is the only other exit 1, and it prints nothing on stdout.\n"
 "Each error is one line on stderr starting with \"fssnap: \".\n";
 
 static const struct cli_command {
@@ -88,6 +106,7 @@ static const struct cli_command {
   { "list", cli_cmd_list },
   { "info", cli_cmd_info },
   { "stats", cli_cmd_stats },
+  { "diff", cli_cmd_diff },
   { "attach", cli_cmd_attach },
   { "detach", cli_cmd_detach },
 };

@@ -22,6 +22,17 @@
  *   {"request":"info"} or {"request":"info", "number":N}
  *                                             Reply: "snapshots": [info]
  *   {"request":"stats"}                       Reply: "stats": {...}
+ *   {"request":"diff", "a":A, "b":B, "offset":O, "length":L}
+ *       A and B: a snapshot number or "volume" (the live volume), in any
+ *       order; "offset" and "length" (bytes, optional) limit the range,
+ *       by default the whole volume.  Reply: "a", "b" as asked, "a_uuid",
+ *       "b_uuid" (for snapshots), "size", "chunksize", "extents": the
+ *       byte ranges that may differ, [{"offset":..,"length":..}], whole
+ *       chunks, adjacent ones merged, ascending; "bytes": their total;
+ *       "end": the reply describes [offset, end), which is offset+length
+ *       unless it stopped at 65536 extents: then ask again from "end".
+ *       A map that cannot be trusted for this pair (a transient snapshot,
+ *       damaged metadata) is the error ESTALE: take a full copy.
  *
  * Every reply has "ok" (boolean).  A failed request has "ok":false, "error"
  * (a one-line explanation) and "errno" (the name of the errno value, such as

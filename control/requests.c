@@ -17,6 +17,8 @@
 #include "control/requests.h"
 
 #define CTL_ERRMSG 512
+/* Merged extents in one diff reply; the client asks again from "end". */
+#define CTL_DIFF_MAX_EXTENTS 65536
 
 struct ctl_request {
   const char *name;
@@ -460,6 +462,247 @@ ctl_stats (const struct ctl_context *ctx, json_object *req)
   return reply;
 }
 
+/* ---- diff -------------------------------------------------------------- */
+
+static const char *const ctl_diff_fields[] = { "a", "b", "offset", "length",
+                                               NULL };
+
+/* One side of a diff: a snapshot number or "volume" (FSSNAP_VOLUME). */
+static int
+ctl_get_side (json_object *req, const char *key, int *out,
+              json_object **reply)
+{
+  json_object *v;
+  unsigned num;
+  int r;
+
+  if (!json_object_object_get_ex (req, key, &v)) {
+    *reply = ctl_reply_error (EINVAL, "diff needs \"%s\"", key);
+    return -1;
+  }
+  if (json_object_is_type (v, json_type_string)
+      && strcmp (json_object_get_string (v), "volume") == 0) {
+    *out = FSSNAP_VOLUME;
+    return 1;
+  }
+  r = ctl_get_number (req, key, &num, reply);
+  if (r < 0) {
+    json_object_put (*reply);
+    *reply = ctl_reply_error (EINVAL, "\"%s\" must be a snapshot number or "
+                              "\"volume\"", key);
+    return -1;
+  }
+  *out = (int) num;
+  return 1;
+}
+
+/* An optional byte offset or length: a non-negative integer. */
+static int
+ctl_get_u64 (json_object *req, const char *key, uint64_t *out,
+             json_object **reply)
+{
+  json_object *v;
+
+  if (!json_object_object_get_ex (req, key, &v))
+    return 0;
+  if (!json_object_is_type (v, json_type_int)
+      || json_object_get_int64 (v) < 0) {
+    *reply = ctl_reply_error (EINVAL, "\"%s\" must be a byte count (0 or "
+                              "more)", key);
+    return -1;
+  }
+  *out = json_object_get_uint64 (v);
+  return 1;
+}
+
+static json_object *
+ctl_side_json (int side)
+{
+  if (side == FSSNAP_VOLUME)
+    return json_object_new_string ("volume");
+  return json_object_new_int (side);
+}
+
+/* "snapshot N" or "the volume", in buf[32]. */
+static const char *
+ctl_side_name (int side, char *buf)
+{
+  if (side == FSSNAP_VOLUME)
+    return "the volume";
+  snprintf (buf, 32, "snapshot %d", side);
+  return buf;
+}
+
+/* The creation sequence of one side (0 for the volume), so that a number
+ * deleted and reused during the diff is noticed.  Fills uuid too.
+ */
+static int
+ctl_side_identity (const struct ctl_context *ctx, int side, uint64_t *seq,
+                   char *uuid)
+{
+  struct fssnap_snapshot_info info;
+  int r;
+
+  *seq = 0;
+  *uuid = '\0';
+  if (side == FSSNAP_VOLUME)
+    return 0;
+  r = fssnap_snapshot_info (ctx->origin, (unsigned) side, &info);
+  if (r < 0)
+    return r;
+  *seq = info.seq;
+  memcpy (uuid, info.uuid, FSSNAP_UUID_STRLEN);
+  return 0;
+}
+
+/* Extents that may differ, merged, as they come from the engine. */
+struct ctl_diff {
+  json_object *extents;
+  uint64_t start, len;          /* the pending merged extent */
+  uint64_t bytes;               /* changed bytes in this reply */
+  uint64_t end;                 /* described up to here */
+  size_t count;
+};
+
+static void
+ctl_diff_flush (struct ctl_diff *d)
+{
+  json_object *e;
+
+  if (d->len == 0)
+    return;
+  e = json_object_new_object ();
+  ctl_add_u64 (e, "offset", d->start);
+  ctl_add_u64 (e, "length", d->len);
+  json_object_array_add (d->extents, e);
+  d->bytes += d->len;
+  d->count++;
+  d->len = 0;
+}
+
+/* fssnap_extent_fn: merge adjacent changed extents; stop before starting
+ * one more than CTL_DIFF_MAX_EXTENTS.
+ */
+static int
+ctl_diff_extent (void *opaque, uint64_t off, uint64_t len, bool hole)
+{
+  struct ctl_diff *d = opaque;
+
+  if (!hole && d->len > 0 && d->start + d->len == off)
+    d->len += len;
+  else if (!hole) {
+    ctl_diff_flush (d);
+    if (d->count == CTL_DIFF_MAX_EXTENTS)
+      return 1;
+    d->start = off;
+    d->len = len;
+  }
+  d->end = off + len;
+  return 0;
+}
+
+/* Run the comparison of [off, off+len): an ok reply with "extents",
+ * "bytes" and "end", or an error reply.
+ */
+static json_object *
+ctl_diff_run (const struct ctl_context *ctx, int a, int b, uint64_t off,
+              uint64_t len)
+{
+  struct ctl_diff d = { .extents = json_object_new_array (), .end = off };
+  char errmsg[CTL_ERRMSG] = "", name_a[32], name_b[32];
+  json_object *reply;
+  int r;
+
+  r = fssnap_changes (ctx->origin, a, b, off, len, ctl_diff_extent, &d,
+                      errmsg, sizeof errmsg);
+  if (r < 0) {
+    json_object_put (d.extents);
+    if (r == -ENOENT)
+      return ctl_reply_error (ENOENT, "a snapshot was deleted during the "
+                              "comparison");
+    if (r == -ESTALE)
+      return ctl_reply_error (ESTALE, "cannot compare %s with %s: %s; take "
+                              "a full copy", ctl_side_name (a, name_a),
+                              ctl_side_name (b, name_b),
+                              *errmsg ? errmsg : "the change maps cannot "
+                              "be trusted for this pair");
+    return ctl_engine_error (r, errmsg, "cannot compare");
+  }
+  ctl_diff_flush (&d);
+  if (r == 0)
+    d.end = off + len;
+  reply = ctl_reply_ok ();
+  json_object_object_add (reply, "extents", d.extents);
+  ctl_add_u64 (reply, "bytes", d.bytes);
+  ctl_add_u64 (reply, "end", d.end);
+  return reply;
+}
+
+/* Both sides exist: fills their sequences and UUIDs, or an error reply. */
+static json_object *
+ctl_diff_sides (const struct ctl_context *ctx, int a, int b, uint64_t *seq_a,
+                uint64_t *seq_b, char *uuid_a, char *uuid_b)
+{
+  int r = ctl_side_identity (ctx, a, seq_a, uuid_a), side = a;
+
+  if (r == 0) {
+    r = ctl_side_identity (ctx, b, seq_b, uuid_b);
+    side = b;
+  }
+  if (r == -ENOENT)
+    return ctl_reply_error (ENOENT, "no snapshot %d", side);
+  if (r < 0)
+    return ctl_engine_error (r, NULL, "cannot compare");
+  return NULL;
+}
+
+static json_object *
+ctl_diff (const struct ctl_context *ctx, json_object *req)
+{
+  uint64_t size = fssnap_origin_size (ctx->origin), off = 0, len;
+  uint64_t seq_a, seq_b, seq2_a, seq2_b;
+  char uuid_a[FSSNAP_UUID_STRLEN], uuid_b[FSSNAP_UUID_STRLEN];
+  char uuid2[FSSNAP_UUID_STRLEN];
+  json_object *reply = NULL;
+  int a, b;
+
+  if (ctl_get_side (req, "a", &a, &reply) < 0
+      || ctl_get_side (req, "b", &b, &reply) < 0
+      || ctl_get_u64 (req, "offset", &off, &reply) < 0)
+    return reply;
+  len = off < size ? size - off : 0;
+  if (ctl_get_u64 (req, "length", &len, &reply) < 0)
+    return reply;
+  if (off > size || len > size - off)
+    return ctl_reply_error (EINVAL, "range %" PRIu64 "+%" PRIu64 " is "
+                            "beyond the end of the volume (%" PRIu64
+                            " bytes)", off, len, size);
+  reply = ctl_diff_sides (ctx, a, b, &seq_a, &seq_b, uuid_a, uuid_b);
+  if (reply)
+    return reply;
+  reply = ctl_diff_run (ctx, a, b, off, len);
+  if (!json_object_get_boolean (json_object_object_get (reply, "ok")))
+    return reply;
+  /* The same creation sequences after as before: a number deleted and
+   * reused meanwhile would have a new one, as sequences never repeat.
+   */
+  if (ctl_side_identity (ctx, a, &seq2_a, uuid2) < 0 || seq2_a != seq_a
+      || ctl_side_identity (ctx, b, &seq2_b, uuid2) < 0 || seq2_b != seq_b) {
+    json_object_put (reply);
+    return ctl_reply_error (ENOENT, "a snapshot was deleted during the "
+                            "comparison");
+  }
+  json_object_object_add (reply, "a", ctl_side_json (a));
+  json_object_object_add (reply, "b", ctl_side_json (b));
+  if (*uuid_a)
+    ctl_add_str (reply, "a_uuid", uuid_a);
+  if (*uuid_b)
+    ctl_add_str (reply, "b_uuid", uuid_b);
+  ctl_add_u64 (reply, "size", size);
+  ctl_add_u64 (reply, "chunksize", fssnap_origin_chunksize (ctx->origin));
+  return reply;
+}
+
 /* ---- Dispatch ---------------------------------------------------------- */
 
 static const struct ctl_request ctl_requests[] = {
@@ -468,6 +711,7 @@ static const struct ctl_request ctl_requests[] = {
   { "list", ctl_list_fields, ctl_list },
   { "info", ctl_info_fields, ctl_info },
   { "stats", ctl_stats_fields, ctl_stats },
+  { "diff", ctl_diff_fields, ctl_diff },
 };
 
 static json_object *
