@@ -18,6 +18,7 @@
  * conn->send_lock is taken inside nbd_reply_* only, never with conn->lock.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "nbd/internal.h"
@@ -74,8 +75,8 @@ nbd_request_check (const struct nbd_session *s, const struct nbd_request *r,
     return r->offset || r->length ? -EINVAL : 0;
   case NBD_CMD_BLOCK_STATUS:
     allowed |= NBD_CMD_FLAG_REQ_ONE;
-    *what = "block status without base:allocation";
-    if (!s->meta)
+    *what = "block status without a metadata context";
+    if (!s->meta && s->nbitmaps == 0)
       return -EINVAL;
     break;
   default:
@@ -117,16 +118,57 @@ nbd_run_read (struct nbd_conn *c, struct nbd_request *r)
   return e;
 }
 
+/* Fill chunk i of a block status reply with the extents of context
+ * number i (base:allocation first if selected, then the dirty bitmaps).
+ */
+static int
+nbd_status_context (struct nbd_conn *c, struct nbd_request *r, unsigned i,
+                    uint32_t *descs, struct nbd_status_chunk *chunk,
+                    char *errmsg, size_t errlen)
+{
+  struct nbd_session *s = c->s;
+  unsigned max = r->flags & NBD_CMD_FLAG_REQ_ONE ? 1 : NBD_MAX_EXTENTS;
+  const struct nbd_bitmap *bm;
+  int n;
+
+  chunk->descs = descs;
+  if (s->meta && i == 0) {
+    chunk->id = NBD_META_ID;
+    snprintf (errmsg, errlen, "block status");
+    n = nbd_export_extents (&s->exp, r->offset, r->length, descs, max);
+  } else {
+    bm = &s->bitmaps[i - s->meta];
+    chunk->id = NBD_META_BITMAP_ID (bm->num);
+    n = nbd_export_changes (&s->exp, bm, r->offset, r->length, descs, max,
+                            errmsg, errlen);
+  }
+  chunk->n = n > 0 ? (unsigned) n : 0;
+  return n < 0 ? n : 0;
+}
+
+/* Every context is asked before anything is sent, so that a context that
+ * fails makes the whole reply an error, never a partial "clean".
+ */
 static int
 nbd_run_block_status (struct nbd_conn *c, struct nbd_request *r)
 {
-  uint32_t descs[2 * NBD_MAX_EXTENTS];
-  unsigned max = r->flags & NBD_CMD_FLAG_REQ_ONE ? 1 : NBD_MAX_EXTENTS;
-  int n = nbd_export_extents (&c->s->exp, r->offset, r->length, descs, max);
+  unsigned nctx = c->s->meta + c->s->nbitmaps, i;
+  uint32_t *descs = malloc ((size_t) nctx * 2 * NBD_MAX_EXTENTS
+                            * sizeof *descs);
+  struct nbd_status_chunk *chunks = calloc (nctx, sizeof *chunks);
+  char what[256] = "block status";
+  int e = descs && chunks ? 0 : -ENOMEM;
 
-  if (n < 0)
-    return nbd_reply_error (c, r->handle, n, "block status");
-  return nbd_reply_block_status (c, r->handle, descs, (unsigned) n);
+  for (i = 0; e == 0 && i < nctx; i++)
+    e = nbd_status_context (c, r, i, descs + (size_t) i * 2 * NBD_MAX_EXTENTS,
+                            &chunks[i], what, sizeof what);
+  if (e < 0)
+    e = nbd_reply_error (c, r->handle, e, what);
+  else
+    e = nbd_reply_block_status (c, r->handle, chunks, nctx);
+  free (chunks);
+  free (descs);
+  return e;
 }
 
 /* Run one checked request and send its reply. */

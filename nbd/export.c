@@ -8,7 +8,9 @@
  *
  * Block status (base:allocation): the volume is reported as data
  * throughout (flag 0, always correct); a snapshot reports its
- * non-candidate chunks as holes that read as zeros.
+ * non-candidate chunks as holes that read as zeros.  Dirty bitmaps
+ * (qemu:dirty-bitmap:snap/A): the engine's changed-block maps between
+ * snapshot A and this export, dirty where the data may differ.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -181,11 +183,12 @@ nbd_export_flush (struct nbd_export *exp)
   return fssnap_origin_flush (exp->origin);
 }
 
-/* Extents gathered for one block status reply. */
+/* Extents gathered for one block status chunk. */
 struct nbd_extent_list {
   uint32_t *descs;
   unsigned n, max;
   uint64_t left;                /* bytes of the request not yet described */
+  uint32_t hole_flags, data_flags;      /* the context's flags */
 };
 
 /* fssnap_extent_fn: append or merge one extent; stop once full. */
@@ -193,7 +196,7 @@ static int
 nbd_extent_add (void *opaque, uint64_t off, uint64_t len, bool hole)
 {
   struct nbd_extent_list *l = opaque;
-  uint32_t flags = hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0;
+  uint32_t flags = hole ? l->hole_flags : l->data_flags;
 
   (void) off;
   if (len > l->left)
@@ -217,7 +220,8 @@ int
 nbd_export_extents (struct nbd_export *exp, uint64_t off, uint32_t len,
                     uint32_t *descs, unsigned max)
 {
-  struct nbd_extent_list l = { .descs = descs, .max = max, .left = len };
+  struct nbd_extent_list l = { .descs = descs, .max = max, .left = len,
+                               .hole_flags = NBD_STATE_HOLE | NBD_STATE_ZERO };
   int r;
 
   if (exp->snap) {
@@ -231,4 +235,78 @@ nbd_export_extents (struct nbd_export *exp, uint64_t off, uint32_t len,
     l.n = 1;
   }
   return (int) l.n;
+}
+
+/* Snapshot num's creation sequence, or a negative errno. */
+static int
+nbd_snapshot_seq (struct fssnap_origin *origin, unsigned num, uint64_t *seq)
+{
+  struct fssnap_snapshot_info info;
+  int r = fssnap_snapshot_info (origin, num, &info);
+
+  if (r == 0)
+    *seq = info.seq;
+  return r;
+}
+
+int
+nbd_export_bitmaps (struct fssnap_origin *origin, enum nbd_export_kind kind,
+                    unsigned num, struct nbd_bitmap *bms, unsigned max)
+{
+  unsigned nums[FSSNAP_MAX_SNAPSHOTS], found = 0;
+  uint64_t newest = UINT64_MAX;
+  int n, i, r;
+
+  if (kind == NBD_EXPORT_SNAPSHOT
+      && (r = nbd_snapshot_seq (origin, num, &newest)) < 0)
+    return r;
+  n = fssnap_snapshot_list (origin, nums, FSSNAP_MAX_SNAPSHOTS);
+  if (n < 0)
+    return n;
+  if (n > FSSNAP_MAX_SNAPSHOTS)
+    n = FSSNAP_MAX_SNAPSHOTS;
+  for (i = 0; i < n && found < max; i++) {
+    uint64_t seq = 0;
+    if (nbd_snapshot_seq (origin, nums[i], &seq) < 0 || seq >= newest)
+      continue;                 /* deleted meanwhile, or not older */
+    bms[found].num = nums[i];
+    bms[found].seq = seq;
+    found++;
+  }
+  return (int) found;
+}
+
+/* Is snapshot bm->num still the one chosen with the context? */
+static bool
+nbd_bitmap_current (struct fssnap_origin *origin, const struct nbd_bitmap *bm)
+{
+  uint64_t seq;
+
+  return nbd_snapshot_seq (origin, bm->num, &seq) == 0 && seq == bm->seq;
+}
+
+int
+nbd_export_changes (struct nbd_export *exp, const struct nbd_bitmap *bm,
+                    uint64_t off, uint32_t len, uint32_t *descs,
+                    unsigned max, char *errmsg, size_t errlen)
+{
+  struct nbd_extent_list l = { .descs = descs, .max = max, .left = len,
+                               .data_flags = NBD_STATE_DIRTY };
+  int b = exp->kind == NBD_EXPORT_VOLUME ? FSSNAP_VOLUME : (int) exp->num;
+  int r;
+
+  /* Checked before and after: sequences never repeat, so the same one
+   * twice means the same snapshot A throughout.
+   */
+  snprintf (errmsg, errlen, "snapshot %u is gone", bm->num);
+  if (!nbd_bitmap_current (exp->origin, bm))
+    return -ENOENT;
+  r = fssnap_changes (exp->origin, (int) bm->num, b, off, len, nbd_extent_add,
+                      &l, errmsg, errlen);
+  if (r < 0)
+    return r;
+  if (!nbd_bitmap_current (exp->origin, bm))
+    return -ENOENT;
+  snprintf (errmsg, errlen, "no extents from the engine");
+  return l.n > 0 ? (int) l.n : -EIO;
 }

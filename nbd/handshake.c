@@ -97,8 +97,10 @@ nbd_choose_export (struct nbd_session *s, const struct nbd_export *exp)
 {
   s->exp = *exp;
   s->have_export = true;
-  if (s->meta && (s->meta_kind != exp->kind || s->meta_num != exp->num))
+  if (s->meta_kind != exp->kind || s->meta_num != exp->num) {
     s->meta = false;
+    s->nbitmaps = 0;
+  }
 }
 
 /* ---- NBD_OPT_INFO and NBD_OPT_GO ------------------------------------- */
@@ -261,16 +263,125 @@ nbd_opt_list (struct nbd_session *s, uint32_t len)
 
 /* ---- Metadata contexts ---------------------------------------------- */
 
-/* Does this query select base:allocation?  LIST also takes a namespace. */
-static bool
-nbd_meta_match (uint32_t opt, const uint8_t *q, uint32_t len)
-{
-  static const char ctx[] = NBD_META_BASE_ALLOCATION;
+/* What the queries of one LIST or SET select. */
+struct nbd_meta_sel {
+  bool base;                    /* base:allocation */
+  struct nbd_bitmap offered[FSSNAP_MAX_SNAPSHOTS];
+  bool chosen[FSSNAP_MAX_SNAPSHOTS];
+  unsigned noffered;
+};
 
-  if (len == sizeof ctx - 1 && memcmp (q, ctx, len) == 0)
-    return true;
-  return opt == NBD_OPT_LIST_META_CONTEXT && len == 5
-         && memcmp (q, "base:", 5) == 0;
+static bool
+nbd_query_is (const uint8_t *q, uint32_t len, const char *s)
+{
+  return len == strlen (s) && memcmp (q, s, len) == 0;
+}
+
+/* Apply one query.  SET takes exact names only; LIST also takes a
+ * namespace ("base:", "qemu:") or the prefix "qemu:dirty-bitmap:", which
+ * select every context under them.
+ */
+static void
+nbd_meta_query (struct nbd_meta_sel *sel, uint32_t opt, const uint8_t *q,
+                uint32_t len)
+{
+  bool list = opt == NBD_OPT_LIST_META_CONTEXT;
+  size_t plen = strlen (NBD_META_DIRTY_BITMAP);
+  unsigned i;
+
+  if (nbd_query_is (q, len, NBD_META_BASE_ALLOCATION)
+      || (list && nbd_query_is (q, len, "base:")))
+    sel->base = true;
+  if (list && (nbd_query_is (q, len, "qemu:")
+               || nbd_query_is (q, len, NBD_META_DIRTY_BITMAP))) {
+    for (i = 0; i < sel->noffered; i++)
+      sel->chosen[i] = true;
+    return;
+  }
+  if (len <= plen || memcmp (q, NBD_META_DIRTY_BITMAP, plen) != 0)
+    return;
+  for (i = 0; i < sel->noffered; i++) {
+    char name[32];
+    snprintf (name, sizeof name, "snap/%u", sel->offered[i].num);
+    if (nbd_query_is (q + plen, len - (uint32_t) plen, name))
+      sel->chosen[i] = true;
+  }
+}
+
+/* Parse the queries of a LIST or SET into sel; the caller has checked
+ * the export name (len >= 8, its length within len - 8).
+ * Returns 0, or -1 when the data is malformed.
+ */
+static int
+nbd_meta_parse (uint32_t opt, const uint8_t *d, uint32_t len,
+                struct nbd_meta_sel *sel)
+{
+  uint32_t namelen = nbd_get32 (d), nq, i, p;
+
+  nq = nbd_get32 (d + 4 + namelen);
+  p = 8 + namelen;
+  for (i = 0; i < nq; i++) {
+    uint32_t qlen;
+    if (len - p < 4)
+      return -1;
+    qlen = nbd_get32 (d + p);
+    p += 4;
+    if (qlen > len - p || qlen > NBD_MAX_STRING)
+      return -1;
+    nbd_meta_query (sel, opt, d + p, qlen);
+    p += qlen;
+  }
+  if (p != len)
+    return -1;
+  if (opt == NBD_OPT_LIST_META_CONTEXT && nq == 0) {
+    sel->base = true;
+    for (i = 0; i < sel->noffered; i++)
+      sel->chosen[i] = true;
+  }
+  return 0;
+}
+
+static int
+nbd_meta_reply (struct nbd_session *s, uint32_t opt, uint32_t id,
+                const char *ctx)
+{
+  uint8_t buf[4 + 64];
+  size_t len = strlen (ctx);
+
+  nbd_put32 (buf, opt == NBD_OPT_SET_META_CONTEXT ? id : 0);
+  memcpy (buf + 4, ctx, len);
+  return nbd_opt_reply (s, opt, NBD_REP_META_CONTEXT, buf,
+                        (uint32_t) (4 + len));
+}
+
+/* Reply with every selected context, then ACK; SET keeps them. */
+static int
+nbd_meta_answer (struct nbd_session *s, uint32_t opt,
+                 const struct nbd_meta_sel *sel)
+{
+  unsigned i;
+  int r = 0;
+
+  if (opt == NBD_OPT_SET_META_CONTEXT) {
+    s->meta = sel->base;
+    s->nbitmaps = 0;
+  }
+  if (sel->base)
+    r = nbd_meta_reply (s, opt, NBD_META_ID, NBD_META_BASE_ALLOCATION);
+  for (i = 0; r == 0 && i < sel->noffered; i++) {
+    char ctx[64];
+    if (!sel->chosen[i])
+      continue;
+    snprintf (ctx, sizeof ctx, "%ssnap/%u", NBD_META_DIRTY_BITMAP,
+              sel->offered[i].num);
+    r = nbd_meta_reply (s, opt, NBD_META_BITMAP_ID (sel->offered[i].num),
+                        ctx);
+    if (opt == NBD_OPT_SET_META_CONTEXT)
+      s->bitmaps[s->nbitmaps++] = sel->offered[i];
+  }
+  if (r < 0)
+    return r;
+  return nbd_opt_reply (s, opt, NBD_REP_ACK, NULL, 0);
 }
 
 static int
@@ -278,54 +389,38 @@ nbd_opt_meta (struct nbd_session *s, uint32_t opt, const uint8_t *d,
               uint32_t len)
 {
   char name[NBD_MAX_STRING + 1];
+  struct nbd_meta_sel *sel;
   enum nbd_export_kind kind;
-  uint32_t namelen, nq, i, p;
   unsigned num;
-  bool matched;
-  uint8_t buf[4 + sizeof NBD_META_BASE_ALLOCATION];
-  int r;
+  int n, r;
 
   if (!s->structured)
     return nbd_opt_error (s, opt, NBD_REP_ERR_INVALID,
                           "negotiate structured replies first");
-  if (len < 8)
-    return nbd_opt_invalid (s, opt);
-  namelen = nbd_get32 (d);
-  if (namelen > len - 8 || !nbd_get_string (d + 4, namelen, name))
-    return nbd_opt_invalid (s, opt);
-  nq = nbd_get32 (d + 4 + namelen);
-  p = 8 + namelen;
-  matched = opt == NBD_OPT_LIST_META_CONTEXT && nq == 0;
-  for (i = 0; i < nq; i++) {
-    uint32_t qlen;
-    if (len - p < 4)
-      return nbd_opt_invalid (s, opt);
-    qlen = nbd_get32 (d + p);
-    p += 4;
-    if (qlen > len - p || qlen > NBD_MAX_STRING)
-      return nbd_opt_invalid (s, opt);
-    matched |= nbd_meta_match (opt, d + p, qlen);
-    p += qlen;
-  }
-  if (p != len)
+  if (len < 8 || nbd_get32 (d) > len - 8
+      || !nbd_get_string (d + 4, nbd_get32 (d), name))
     return nbd_opt_invalid (s, opt);
   if (nbd_export_parse (name, &kind, &num) < 0)
     return nbd_opt_error (s, opt, NBD_REP_ERR_UNKNOWN, "no export \"%s\"",
                           name);
-  if (opt == NBD_OPT_SET_META_CONTEXT) {
-    s->meta = matched;
-    s->meta_kind = kind;
-    s->meta_num = num;
+  sel = calloc (1, sizeof *sel);
+  if (!sel)
+    return -ENOMEM;
+  /* A snapshot that does not exist (yet) offers no bitmap. */
+  n = nbd_export_bitmaps (s->env->origin, kind, num, sel->offered,
+                          FSSNAP_MAX_SNAPSHOTS);
+  sel->noffered = n > 0 ? (unsigned) n : 0;
+  if (nbd_meta_parse (opt, d, len, sel) < 0)
+    r = nbd_opt_invalid (s, opt);
+  else {
+    if (opt == NBD_OPT_SET_META_CONTEXT) {
+      s->meta_kind = kind;
+      s->meta_num = num;
+    }
+    r = nbd_meta_answer (s, opt, sel);
   }
-  if (matched) {
-    nbd_put32 (buf, opt == NBD_OPT_SET_META_CONTEXT ? NBD_META_ID : 0);
-    memcpy (buf + 4, NBD_META_BASE_ALLOCATION,
-            sizeof NBD_META_BASE_ALLOCATION - 1);
-    r = nbd_opt_reply (s, opt, NBD_REP_META_CONTEXT, buf, sizeof buf - 1);
-    if (r < 0)
-      return r;
-  }
-  return nbd_opt_reply (s, opt, NBD_REP_ACK, NULL, 0);
+  free (sel);
+  return r;
 }
 
 /* ---- Dispatch ------------------------------------------------------- */

@@ -102,7 +102,7 @@ int nbd_export_trim (struct nbd_export *exp, uint32_t len, uint64_t off,
                      bool fua);
 int nbd_export_flush (struct nbd_export *exp);
 
-#define NBD_MAX_EXTENTS 256      /* descriptors in one block status reply */
+#define NBD_MAX_EXTENTS 256      /* descriptors in one block status chunk */
 
 /* base:allocation extents of [off, off+len) as (length, flags) pairs in
  * descs[2*i], descs[2*i+1]: at most max of them, at least one.  Returns
@@ -110,6 +110,33 @@ int nbd_export_flush (struct nbd_export *exp);
  */
 int nbd_export_extents (struct nbd_export *exp, uint64_t off, uint32_t len,
                         uint32_t *descs, unsigned max);
+
+/* The context qemu:dirty-bitmap:snap/A: snapshot A, identified by its
+ * creation sequence as well, so that a number deleted and reused after
+ * the context was chosen is not taken for it.
+ */
+struct nbd_bitmap {
+  unsigned num;
+  uint64_t seq;
+};
+
+/* The dirty-bitmap contexts an export offers: for snap/B every snapshot
+ * older than B (created earlier), for the volume every snapshot, in
+ * ascending number order.  Fills at most max; returns how many, or a
+ * negative errno (-ENOENT: no snapshot B).
+ */
+int nbd_export_bitmaps (struct fssnap_origin *origin,
+                        enum nbd_export_kind kind, unsigned num,
+                        struct nbd_bitmap *bms, unsigned max);
+/* The qemu:dirty-bitmap extents of [off, off+len) against bm, as for
+ * nbd_export_extents: NBD_STATE_DIRTY where the data may differ from
+ * snapshot A, 0 where it is the same.  -ESTALE when the change maps
+ * cannot be trusted, -ENOENT when A is gone: never "clean" for a doubt.
+ * On error, why in errmsg.
+ */
+int nbd_export_changes (struct nbd_export *exp, const struct nbd_bitmap *bm,
+                        uint64_t off, uint32_t len, uint32_t *descs,
+                        unsigned max, char *errmsg, size_t errlen);
 
 /* ---- Session --------------------------------------------------------- */
 
@@ -119,6 +146,8 @@ struct nbd_session {
   bool no_zeroes;               /* client asked for NBD_FLAG_C_NO_ZEROES */
   bool structured;              /* NBD_OPT_STRUCTURED_REPLY acknowledged */
   bool meta;                    /* base:allocation selected ... */
+  unsigned nbitmaps;            /* ... and these dirty bitmaps ... */
+  struct nbd_bitmap bitmaps[FSSNAP_MAX_SNAPSHOTS];
   enum nbd_export_kind meta_kind;  /* ... for this export */
   unsigned meta_num;
   bool have_export;
@@ -165,7 +194,15 @@ int nbd_reply_error (struct nbd_conn *c, uint64_t handle, int err,
                      const char *what);
 int nbd_reply_read (struct nbd_conn *c, uint64_t handle, uint64_t off,
                     const void *data, uint32_t len);
+/* One BLOCK_STATUS chunk: n (length, flags) pairs for context id. */
+struct nbd_status_chunk {
+  uint32_t id;
+  const uint32_t *descs;
+  unsigned n;
+};
+/* Every chunk of one block status reply, the last one flagged done. */
 int nbd_reply_block_status (struct nbd_conn *c, uint64_t handle,
-                            const uint32_t *descs, unsigned n);
+                            const struct nbd_status_chunk *chunks,
+                            unsigned nchunks);
 
 #endif /* FSSNAP_NBD_INTERNAL_H */

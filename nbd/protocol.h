@@ -91,6 +91,8 @@
 /* base:allocation extent flags. */
 #define NBD_STATE_HOLE             (1u << 0)
 #define NBD_STATE_ZERO             (1u << 1)
+/* qemu:dirty-bitmap:NAME extent flag: the range may have changed. */
+#define NBD_STATE_DIRTY            (1u << 0)
 
 /* Error values on the wire (not the host's errno numbers). */
 #define NBD_EPERM                  1u
@@ -108,7 +110,12 @@
 #define NBD_MAX_OPTION_DATA        (64u << 10)  /* larger: ERR_TOO_BIG */
 #define NBD_PREFERRED_BLOCK        4096u
 #define NBD_META_BASE_ALLOCATION   "base:allocation"
-#define NBD_META_ID                1u           /* our only context's id */
+#define NBD_META_ID                1u           /* base:allocation's id */
+/* qemu:dirty-bitmap:snap/A, the chunks changed since snapshot A, has the
+ * context id 2 + A.
+ */
+#define NBD_META_DIRTY_BITMAP      "qemu:dirty-bitmap:"
+#define NBD_META_BITMAP_ID(a)      (2u + (a))
 
 static inline void
 nbd_put16 (uint8_t *p, uint16_t v)

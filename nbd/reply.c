@@ -5,9 +5,10 @@
  * no data).  With them every reply is structured: a read is one
  * OFFSET_DATA chunk, block status one BLOCK_STATUS chunk, success without
  * data a NONE chunk, an error one ERROR chunk carrying a message; each of
- * these is the final chunk (NBD_REPLY_FLAG_DONE).
+ * these is the final chunk (NBD_REPLY_FLAG_DONE).  Block status is one
+ * BLOCK_STATUS chunk per selected metadata context, the last one final.
  *
- * Locks: every nbd_reply_* takes conn->send_lock for the whole message so
+ * Locks: every nbd_reply_* takes conn->send_lock for the whole reply so
  * that replies from several workers never interleave on the wire.
  */
 #include <errno.h>
@@ -32,25 +33,36 @@ nbd_errno_to_nbd (int err)
   }
 }
 
+/* Send head then body as one message; conn->send_lock is held. */
+static int
+nbd_send_locked (struct nbd_conn *c, const void *head, size_t headlen,
+                 const void *body, size_t bodylen)
+{
+  const struct nbd_transport *t = c->s->t;
+  int r;
+
+  if (c->send_failed)
+    return -EPIPE;
+  r = nbd_send_all (t, head, headlen, bodylen > 0);
+  if (r == 0 && bodylen > 0)
+    r = nbd_send_all (t, body, bodylen, false);
+  if (r < 0) {
+    c->send_failed = true;
+    if (t->shutdown)
+      t->shutdown (t->opaque);
+  }
+  return r;
+}
+
 /* Send head then body as one message.  Takes conn->send_lock. */
 static int
 nbd_send_message (struct nbd_conn *c, const void *head, size_t headlen,
                   const void *body, size_t bodylen)
 {
-  const struct nbd_transport *t = c->s->t;
-  int r = -EPIPE;
+  int r;
 
   pthread_mutex_lock (&c->send_lock);
-  if (!c->send_failed) {
-    r = nbd_send_all (t, head, headlen, bodylen > 0);
-    if (r == 0 && bodylen > 0)
-      r = nbd_send_all (t, body, bodylen, false);
-    if (r < 0) {
-      c->send_failed = true;
-      if (t->shutdown)
-        t->shutdown (t->opaque);
-    }
-  }
+  r = nbd_send_locked (c, head, headlen, body, bodylen);
   pthread_mutex_unlock (&c->send_lock);
   return r;
 }
@@ -129,20 +141,35 @@ nbd_reply_read (struct nbd_conn *c, uint64_t handle, uint64_t off,
   return nbd_send_message (c, h, sizeof h, data, len);
 }
 
-int
-nbd_reply_block_status (struct nbd_conn *c, uint64_t handle,
-                        const uint32_t *descs, unsigned n)
+/* One BLOCK_STATUS chunk; conn->send_lock is held. */
+static int
+nbd_send_status_chunk (struct nbd_conn *c, uint64_t handle,
+                       const struct nbd_status_chunk *chunk, bool last)
 {
   uint8_t h[NBD_CHUNK_HEADER_SIZE + 4];
   uint8_t body[8 * NBD_MAX_EXTENTS];
-  unsigned i;
+  unsigned i, n = chunk->n < NBD_MAX_EXTENTS ? chunk->n : NBD_MAX_EXTENTS;
 
-  if (n > NBD_MAX_EXTENTS)
-    n = NBD_MAX_EXTENTS;
   for (i = 0; i < 2 * n; i++)
-    nbd_put32 (body + 4 * i, descs[i]);
-  nbd_put_chunk (h, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, handle,
-                 4 + 8 * n);
-  nbd_put32 (h + NBD_CHUNK_HEADER_SIZE, NBD_META_ID);
-  return nbd_send_message (c, h, sizeof h, body, 8 * n);
+    nbd_put32 (body + 4 * i, chunk->descs[i]);
+  nbd_put_chunk (h, last ? NBD_REPLY_FLAG_DONE : 0,
+                 NBD_REPLY_TYPE_BLOCK_STATUS, handle, 4 + 8 * n);
+  nbd_put32 (h + NBD_CHUNK_HEADER_SIZE, chunk->id);
+  return nbd_send_locked (c, h, sizeof h, body, 8 * n);
+}
+
+/* Takes conn->send_lock once for all the chunks. */
+int
+nbd_reply_block_status (struct nbd_conn *c, uint64_t handle,
+                        const struct nbd_status_chunk *chunks,
+                        unsigned nchunks)
+{
+  unsigned i;
+  int r = 0;
+
+  pthread_mutex_lock (&c->send_lock);
+  for (i = 0; r == 0 && i < nchunks; i++)
+    r = nbd_send_status_chunk (c, handle, &chunks[i], i + 1 == nchunks);
+  pthread_mutex_unlock (&c->send_lock);
+  return r;
 }

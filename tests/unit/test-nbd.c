@@ -7,7 +7,9 @@
  *
  * The image (8 MiB) holds a pattern; snapshot 0 is taken with only the
  * first 4 MiB as candidates (the rest must map and read as holes), then
- * the first 1 MiB of the volume is overwritten with 0xee.
+ * the first 1 MiB of the volume is overwritten with 0xee.  Dirty bitmap
+ * contexts (changed-block tracking) are checked against that write and
+ * later ones.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -156,23 +158,50 @@ put_string (uint8_t **p, const char *s)
   *p += 4 + strlen (s);
 }
 
+/* The id a context must have: 0 in LIST replies, else by its name. */
+static uint32_t
+meta_id (uint32_t opt, const char *ctx)
+{
+  unsigned a;
+  if (opt == NBD_OPT_LIST_META_CONTEXT)
+    return 0;
+  if (strcmp (ctx, "base:allocation") == 0)
+    return NBD_META_ID;
+  assert_int_equal (sscanf (ctx, "qemu:dirty-bitmap:snap/%u", &a), 1);
+  return NBD_META_BITMAP_ID (a);
+}
+
+/* LIST or SET with nq queries; the contexts replied, space-separated, in
+ * got (if non-NULL).  Returns the final reply type.
+ */
+static uint32_t
+cli_meta (int fd, uint32_t opt, const char *export, const char *const *q,
+          unsigned nq, char *got, size_t gotlen)
+{
+  uint8_t d[1024], *p = d, buf[4097];
+  uint32_t type, len;
+  put_string (&p, export);
+  nbd_put32 (p, nq);
+  p += 4;
+  for (unsigned i = 0; i < nq; i++)
+    put_string (&p, q[i]);
+  cli_opt (fd, opt, d, (uint32_t) (p - d));
+  if (got)
+    *got = '\0';
+  while ((type = cli_opt_reply (fd, opt, buf, &len)) == NBD_REP_META_CONTEXT) {
+    assert_true (len > 4);
+    assert_int_equal (nbd_get32 (buf), meta_id (opt, (char *) buf + 4));
+    if (got)
+      snprintf (got + strlen (got), gotlen - strlen (got), "%s%s",
+                *got ? " " : "", (char *) buf + 4);
+  }
+  return type;
+}
+
 static uint32_t
 cli_set_meta (int fd, uint32_t opt, const char *export, const char *query)
 {
-  uint8_t d[256], *p = d, buf[4097];
-  uint32_t type, len;
-  put_string (&p, export);
-  nbd_put32 (p, query ? 1 : 0);
-  p += 4;
-  if (query)
-    put_string (&p, query);
-  cli_opt (fd, opt, d, (uint32_t) (p - d));
-  while ((type = cli_opt_reply (fd, opt, buf, &len)) == NBD_REP_META_CONTEXT) {
-    assert_int_equal (nbd_get32 (buf),
-                      opt == NBD_OPT_SET_META_CONTEXT ? NBD_META_ID : 0);
-    assert_string_equal ((char *) buf + 4, "base:allocation");
-  }
-  return type;
+  return cli_meta (fd, opt, export, &query, query ? 1 : 0, NULL, 0);
 }
 
 /* GO or INFO; returns the final reply type and fills c. */
@@ -241,6 +270,25 @@ cli_open (const char *name, bool structured, bool meta)
   return cli_open_at (sockpath, name, structured, meta);
 }
 
+/* Structured replies, SET_META_CONTEXT with these queries, GO; the
+ * contexts the server selected in got.
+ */
+static struct cli
+cli_open_meta (const char *path, const char *name, const char *const *q,
+               unsigned nq, char *got, size_t gotlen)
+{
+  struct cli c = { .fd = cli_connect (path), .structured = true };
+  uint8_t buf[4097];
+  cli_greeting (c.fd, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+  cli_opt (c.fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+  assert_int_equal (cli_opt_reply (c.fd, NBD_OPT_STRUCTURED_REPLY, buf,
+                                   NULL), NBD_REP_ACK);
+  assert_int_equal (cli_meta (c.fd, NBD_OPT_SET_META_CONTEXT, name, q, nq,
+                              got, gotlen), NBD_REP_ACK);
+  assert_int_equal (cli_info (&c, NBD_OPT_GO, name), NBD_REP_ACK);
+  return c;
+}
+
 static void
 cli_cmd (struct cli *c, uint16_t flags, uint16_t type, uint64_t handle,
          uint64_t off, uint32_t len, const void *data)
@@ -263,9 +311,36 @@ struct reply {
   uint64_t off;                 /* of the data */
   uint8_t *data;                /* malloc'd, for reads */
   uint32_t len;
-  uint32_t descs[2 * 300];
+  uint32_t descs[2 * 300];      /* base:allocation */
   unsigned ndescs;
+  unsigned nbm;                 /* dirty bitmap chunks, in order */
+  uint32_t bm_id[4];
+  unsigned bm_n[4];
+  uint32_t bm_descs[4][2 * 300];
 };
+
+/* A block status chunk's descriptors into r. */
+static void
+cli_status_chunk (struct reply *r, const uint8_t *body, uint32_t len)
+{
+  uint32_t id, *descs;
+  unsigned n;
+  assert_true (len >= 12 && (len - 4) % 8 == 0);
+  id = nbd_get32 (body);
+  n = (len - 4) / 8;
+  assert_true (n <= 300);
+  if (id == NBD_META_ID) {
+    descs = r->descs;
+    r->ndescs = n;
+  } else {
+    assert_true (r->nbm < 4);
+    r->bm_id[r->nbm] = id;
+    r->bm_n[r->nbm] = n;
+    descs = r->bm_descs[r->nbm++];
+  }
+  for (unsigned i = 0; i < 2 * n; i++)
+    descs[i] = nbd_get32 (body + 4 + 4 * i);
+}
 
 /* Receive one whole reply.  Simple replies to reads need readlen. */
 static void
@@ -314,12 +389,7 @@ cli_reply (struct cli *c, struct reply *r, uint32_t readlen)
       assert_true (nbd_get16 (body + 4) <= len - 6);
       break;
     case NBD_REPLY_TYPE_BLOCK_STATUS:
-      assert_true (len >= 12 && (len - 4) % 8 == 0);
-      assert_int_equal (nbd_get32 (body), NBD_META_ID);
-      r->ndescs = (len - 4) / 8;
-      assert_true (r->ndescs <= 300);
-      for (unsigned i = 0; i < 2 * r->ndescs; i++)
-        r->descs[i] = nbd_get32 (body + 4 + 4 * i);
+      cli_status_chunk (r, body, len);
       break;
     default:
       fail_msg ("unexpected chunk type %u", type);
@@ -385,11 +455,11 @@ listen_unix (const char *path)
 }
 
 static int
-start_server (const char *path, unsigned max_clients,
-              struct nbd_server **sp)
+start_server_on (struct fssnap_origin *o, const char *path,
+                 unsigned max_clients, struct nbd_server **sp)
 {
   struct nbd_server_opts so = {
-    .origin = origin, .log = quiet_log, .max_clients = max_clients,
+    .origin = o, .log = quiet_log, .max_clients = max_clients,
   };
   int fd;
   if (nbd_server_new (&so, sp) < 0)
@@ -398,6 +468,13 @@ start_server (const char *path, unsigned max_clients,
   if (fd < 0 || nbd_server_add_listener (*sp, fd) < 0)
     return -1;
   return 0;
+}
+
+static int
+start_server (const char *path, unsigned max_clients,
+              struct nbd_server **sp)
+{
+  return start_server_on (origin, path, max_clients, sp);
 }
 
 static int
@@ -754,6 +831,171 @@ test_volume_block_status (void **state)
   cli_close (&c);
 }
 
+/* The (length, flags) pairs of a reply chunk, as "len:flags ...". */
+static const char *
+descs_str (const uint32_t *descs, unsigned n)
+{
+  static char buf[4096];
+  buf[0] = '\0';
+  for (unsigned i = 0; i < n; i++)
+    snprintf (buf + strlen (buf), sizeof buf - strlen (buf), "%s%u:%u",
+              i ? " " : "", descs[2 * i], descs[2 * i + 1]);
+  return buf;
+}
+
+/* qemu:dirty-bitmap:snap/A contexts: listed for older snapshots only,
+ * selected with base:allocation, one chunk each in block status.
+ */
+static void
+test_dirty_bitmaps (void **state)
+{
+  static const char *const all[] = { "qemu:" }, *const dirty[] = {
+    "qemu:dirty-bitmap:" };
+  struct fssnap_create_opts co = { 0 };
+  char err[256], name[32], self[64], got[512], want[512];
+  uint8_t w[65536], buf[4097];
+  unsigned num;
+  struct reply r;
+  struct cli c;
+  int fd;
+
+  (void) state;
+  assert_int_equal (fssnap_snapshot_create (origin, &co, &num, err,
+                                            sizeof err), 0);
+  memset (w, 0x5a, sizeof w);
+  assert_int_equal (fssnap_origin_write (origin, w, sizeof w, 3 << 20, 0), 0);
+  snprintf (name, sizeof name, "snap/%u", num);
+  snprintf (self, sizeof self, "qemu:dirty-bitmap:snap/%u", num);
+
+  fd = cli_connect (sockpath);
+  cli_greeting (fd, NBD_FLAG_C_FIXED_NEWSTYLE);
+  cli_opt (fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_STRUCTURED_REPLY, buf, NULL),
+                    NBD_REP_ACK);
+  assert_int_equal (cli_meta (fd, NBD_OPT_LIST_META_CONTEXT, name, dirty, 1,
+                              got, sizeof got), NBD_REP_ACK);
+  assert_string_equal (got, "qemu:dirty-bitmap:snap/0");
+  assert_int_equal (cli_meta (fd, NBD_OPT_LIST_META_CONTEXT, "snap/0", NULL,
+                              0, got, sizeof got), NBD_REP_ACK);
+  assert_string_equal (got, "base:allocation");   /* nothing older */
+  assert_int_equal (cli_meta (fd, NBD_OPT_LIST_META_CONTEXT, "volume", all,
+                              1, got, sizeof got), NBD_REP_ACK);
+  snprintf (want, sizeof want, "qemu:dirty-bitmap:snap/0 %s", self);
+  assert_string_equal (got, want);
+  cli_opt (fd, NBD_OPT_ABORT, NULL, 0);
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_ABORT, buf, NULL), NBD_REP_ACK);
+  close (fd);
+
+  /* SET takes exact names only, once each, and only older snapshots. */
+  {
+    const char *q[] = { self, "base:allocation", "qemu:dirty-bitmap:snap/0",
+                        "qemu:dirty-bitmap:", "qemu:dirty-bitmap:snap/0",
+                        "qemu:dirty-bitmap:snap/99" };
+    c = cli_open_meta (sockpath, name, q, 6, got, sizeof got);
+  }
+  assert_string_equal (got, "base:allocation qemu:dirty-bitmap:snap/0");
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_BLOCK_STATUS, 0, 4 << 20, NULL,
+                            &r), 0);
+  assert_string_equal (descs_str (r.descs, r.ndescs), "4194304:0");
+  assert_int_equal (r.nbm, 1);
+  assert_int_equal (r.bm_id[0], NBD_META_BITMAP_ID (0));
+  /* Snapshot 0 was taken before the fixture wrote the first 1 MiB. */
+  assert_string_equal (descs_str (r.bm_descs[0], r.bm_n[0]),
+                       "1048576:1 3145728:0");
+  assert_int_equal (cli_do (&c, NBD_CMD_FLAG_REQ_ONE, NBD_CMD_BLOCK_STATUS,
+                            512, 2 << 20, NULL, &r), 0);
+  assert_string_equal (descs_str (r.descs, r.ndescs), "2097152:0");
+  assert_string_equal (descs_str (r.bm_descs[0], r.bm_n[0]), "1048064:1");
+  cli_close (&c);
+
+  /* The volume against the new snapshot: only the write after it. */
+  {
+    const char *q[] = { self };
+    c = cli_open_meta (sockpath, "volume", q, 1, got, sizeof got);
+  }
+  assert_string_equal (got, self);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_BLOCK_STATUS, 2 << 20, 2 << 20,
+                            NULL, &r), 0);
+  assert_int_equal (r.ndescs, 0);
+  assert_int_equal (r.nbm, 1);
+  assert_int_equal (r.bm_id[0], NBD_META_BITMAP_ID (num));
+  assert_string_equal (descs_str (r.bm_descs[0], r.bm_n[0]),
+                       "1048576:0 65536:1 983040:0");
+  /* Its snapshot deleted, and the number reused: never "clean". */
+  assert_int_equal (fssnap_snapshot_delete (origin, num), 0);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_BLOCK_STATUS, 0, 4096, NULL,
+                            NULL), NBD_EIO);
+  assert_int_equal (fssnap_snapshot_create (origin, &co, &num, err,
+                                            sizeof err), 0);
+  snprintf (want, sizeof want, "qemu:dirty-bitmap:snap/%u", num);
+  assert_string_equal (want, self);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_BLOCK_STATUS, 0, 4096, NULL,
+                            NULL), NBD_EIO);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, 0, 4096, NULL, NULL), 0);
+  cli_close (&c);
+  assert_int_equal (fssnap_snapshot_delete (origin, num), 0);
+}
+
+/* A transient snapshot lost at a restart: block status over it fails
+ * (EIO) instead of reporting "clean"; after it, the maps still serve.
+ */
+static void
+test_dirty_bitmap_untrusted (void **state)
+{
+  char dir[300], img[350], statedir[350], path[350], err[256], got[256];
+  struct fssnap_origin_opts oo = { .path = img, .state_dir = statedir,
+                                   .log = quiet_log };
+  struct fssnap_create_opts co = { 0 }, tco = { .transient = true };
+  struct fssnap_origin *o;
+  struct nbd_server *s2;
+  uint8_t w[4096];
+  struct reply r;
+  unsigned num;
+  struct cli c;
+  int fd;
+
+  (void) state;
+  snprintf (dir, sizeof dir, "%s/untrusted", tmpdir);
+  snprintf (img, sizeof img, "%s/img", dir);
+  snprintf (statedir, sizeof statedir, "%s/state", dir);
+  snprintf (path, sizeof path, "%s/nbd.sock", dir);
+  assert_int_equal (mkdir (dir, 0700), 0);
+  assert_int_equal (mkdir (statedir, 0700), 0);
+  fd = open (img, O_CREAT | O_RDWR, 0600);
+  assert_true (fd >= 0 && ftruncate (fd, 1 << 20) == 0);
+  close (fd);
+  memset (w, 0x77, sizeof w);
+  assert_int_equal (fssnap_origin_open (&oo, &o), 0);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal (fssnap_snapshot_create (o, i == 1 ? &tco : &co, &num,
+                                              err, sizeof err), 0);
+    assert_int_equal (fssnap_origin_write (o, w, sizeof w,
+                                           (uint64_t) i << 16, 0), 0);
+  }
+  fssnap_origin_close (o);
+  assert_int_equal (fssnap_origin_open (&oo, &o), 0);   /* 1 is gone */
+  assert_int_equal (start_server_on (o, path, 0, &s2), 0);
+  {
+    const char *q[] = { "qemu:dirty-bitmap:snap/0" };
+    c = cli_open_meta (path, "snap/2", q, 1, got, sizeof got);
+  }
+  assert_string_equal (got, "qemu:dirty-bitmap:snap/0");
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_BLOCK_STATUS, 0, 1 << 20, NULL,
+                            NULL), NBD_EIO);
+  cli_close (&c);
+  {
+    const char *q[] = { "qemu:dirty-bitmap:snap/2" };
+    c = cli_open_meta (path, "volume", q, 1, got, sizeof got);
+  }
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_BLOCK_STATUS, 0, 1 << 20, NULL,
+                            &r), 0);
+  assert_string_equal (descs_str (r.bm_descs[0], r.bm_n[0]),
+                       "131072:0 65536:1 851968:0");
+  cli_close (&c);
+  nbd_server_free (s2);
+  fssnap_origin_close (o);
+}
+
 /* 64 requests sent before any reply is read; replies matched by handle. */
 static void
 test_many_in_flight (void **state)
@@ -905,6 +1147,8 @@ main (void)
     cmocka_unit_test (test_request_errors),
     cmocka_unit_test (test_snapshot_export),
     cmocka_unit_test (test_volume_block_status),
+    cmocka_unit_test (test_dirty_bitmaps),
+    cmocka_unit_test (test_dirty_bitmap_untrusted),
     cmocka_unit_test (test_many_in_flight),
     cmocka_unit_test (test_bad_magic_drops_one_client),
     cmocka_unit_test (test_client_vanishes),
