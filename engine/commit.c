@@ -3,8 +3,10 @@
  * Group commit: the durability order of persistent snapshots.
  *
  * A write may reach the origin only once the old copy of every chunk it
- * overwrites, and the bits that point to the copy (H of every snapshot that
- * needs it, O of its owner), are durable.  Making each write sync on its own
+ * overwrites, and the owner bit O that points to the copy, are durable.
+ * (The preserved bits H of the snapshots that need the copy are not
+ * stored: recovery derives them from C and O, so one metadata file per
+ * copy is synced, however many snapshots share it.)  Making each write sync on its own
  * would cost a store fsync and a metadata fsync per write; instead copies
  * are grouped in epochs:
  *
@@ -13,13 +15,8 @@
  *      E is committed (commit_wait).
  *   2. The committer thread closes E (new copies go to E+1), waits until
  *      the store writers have written every copy of E, fsyncs those stores,
- *      then makes E's owner bits (O) durable in the owners' metadata files,
- *      then E's preserved bits (H) in the members' files, and declares E
- *      committed.  O before H, because they sit in different files: an H
- *      bit must never be durable without the O bit that says where the
- *      copy is, while an O bit alone is harmless (nobody resolves to it
- *      without an H bit, and by cow.c's proof it cannot come between an
- *      older H bit and its owner).
+ *      then writes E's bits into the metadata files and fsyncs each once,
+ *      and declares E committed.
  *
  * Bits of E+1 are never written with E's, so the metadata on disk never
  * points at a copy that is not durable.  A storm of writes pays one round
@@ -81,10 +78,8 @@ commit_add_copy (struct fssnap_origin *o, struct xentry *e, struct snap **set,
   pthread_mutex_lock (&o->commit_lock);
   uint64_t epoch = o->open_epoch;
   struct commit_log *log = &o->logs[epoch & 1];
-  int r = commit_append (log, e->owner, e->chunk, META_MAP_OWNER);
-  for (size_t i = 0; r == 0 && i < n; i++)
-    if (set[i]->meta)
-      r = commit_append (log, set[i], e->chunk, META_MAP_PRES);
+  int r = e->owner->meta ? commit_append (log, e->owner, e->chunk,
+                                           META_MAP_OWNER) : -EINVAL;
   if (r < 0)
     log->failed = true;         /* disable what this epoch touches */
   log->pending++;
@@ -136,23 +131,19 @@ commit_fail (struct commit_rec *recs, size_t n, const char *what, int err)
                   "durable", what, strerror (-err));
 }
 
-/* Make the epoch's O bits durable (owner), or its H and A bits: set them
- * in the durable maps, then write and fsync each file concerned once
- * ('pass' tells files already flushed in this pass).
+/* Make the epoch's bits durable: set them in the durable maps, then write
+ * and fsync each file concerned once.
  */
 static int
-commit_flush_bits (struct commit_log *log, bool owner, uint64_t pass)
+commit_flush_bits (struct commit_log *log, uint64_t round)
 {
   int r = 0;
   for (size_t i = 0; i < log->n; i++)
-    if ((log->recs[i].map == META_MAP_OWNER) == owner)
-      meta_set_bit (log->recs[i].s->meta, log->recs[i].map,
-                    log->recs[i].chunk);
+    meta_set_bit (log->recs[i].s->meta, log->recs[i].map, log->recs[i].chunk);
   for (size_t i = 0; r == 0 && i < log->n; i++) {
     struct snap *s = log->recs[i].s;
-    if ((log->recs[i].map == META_MAP_OWNER) == owner
-        && s->flushed_pass != pass) {
-      s->flushed_pass = pass;
+    if (s->flushed_round != round) {
+      s->flushed_round = round;
       r = meta_flush (s->meta);
     }
   }
@@ -176,9 +167,7 @@ commit_apply (struct fssnap_origin *o, struct commit_log *log)
     commit_fail (log->recs, log->n, "syncing a backing store", r);
     return;
   }
-  r = commit_flush_bits (log, true, 2 * round);
-  if (r == 0)
-    r = commit_flush_bits (log, false, 2 * round + 1);
+  r = commit_flush_bits (log, round);
   if (r < 0)
     commit_fail (log->recs, log->n, "writing snapshot metadata", r);
 }

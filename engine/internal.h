@@ -97,14 +97,14 @@ struct snap {
   bool discard;                 /* remove its files when freed */
   bool untrusted;               /* recovered from a file that failed a check:
                                    its maps are empty, not what it had */
-  uint64_t synced_round, flushed_pass;   /* committer only */
+  uint64_t synced_round, flushed_round;  /* committer only */
 };
 
 /* Group commit (commit.c): the bits of one epoch's copies. */
 struct commit_rec {
   struct snap *s;
   uint64_t chunk;
-  enum meta_map map;            /* O (owner), H, or A (changed since s) */
+  enum meta_map map;            /* O (owner) or A (changed since s) */
 };
 
 struct commit_log {

@@ -8,9 +8,13 @@
  *
  *   offset 0     header slot 0 (4096 bytes)
  *   offset 4096  header slot 1 (4096 bytes)
- *   offset 8192  map 0 (C), map 1 (H), map 2 (O), map 3 (D: changed
- *                since the previous snapshot), map 4 (A: changed since this
- *                one): each blocks_per_map blocks of 512 bytes
+ *   offset 8192  map 0 (C: candidates), map 1 (O: owner), map 2 (D:
+ *                changed since the previous snapshot), map 3 (A: changed
+ *                since this one): each blocks_per_map blocks of 512 bytes
+ *
+ * (The preserved map H is not stored: a snapshot S preserved chunk c iff c
+ * was a candidate of S and some snapshot at or after S owns a copy of c, so
+ * recovery derives it; cow.c's proof gives why.)
  *
  * Header slot: a header is rewritten into the slot its generation picks
  * (generation % 2), so the previous one stays intact until the new one is
@@ -22,7 +26,7 @@
  *          with this field zeroed     104  8  create time (Unix seconds)
  *    16  8  generation                112  8  offset of map 0 (8192)
  *    24  8  creation sequence         120  4  blocks per map
- *    32  4  snapshot number           124  4  number of maps (5)
+ *    32  4  snapshot number           124  4  number of maps (4)
  *    36  4  state: 0 creating,        128 40  UUID, NUL-terminated
  *          1 valid, 2 disabled,       256 1024 origin path   (NUL-terminated)
  *          3 deleted (kept for       1280 1024 store path    (NUL-terminated)
@@ -42,8 +46,7 @@
  * bit c % 64 of word c / 64.
  *
  * A newer release reads this version as it is: it may add maps at the end
- * (the header says how many) and fields in the reserved space.  Files with
- * only C, H and O (the first release) load with their change maps unknown.
+ * (the header says how many) and fields in the reserved space.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -251,7 +254,7 @@ meta_alloc (const struct fssnap_io *io, const char *path, uint64_t nchunks)
   pthread_mutex_init (&m->lock, NULL);
   bool ok = (m->path = strdup (path)) != NULL
     && bitmap_init (&m->dirty, META_NMAPS * (uint64_t) m->blocks_per_map) == 0;
-  for (unsigned map = META_MAP_PRES; ok && map < META_NMAPS; map++)
+  for (unsigned map = META_MAP_OWNER; ok && map < META_NMAPS; map++)
     ok = bitmap_init (&m->durable[map], nchunks) == 0;
   if (!ok) {
     meta_close (m, false);
@@ -295,7 +298,6 @@ meta_create (const struct fssnap_io *io, const char *path,
   m->hdr = *hdr;
   m->hdr.version = META_VERSION;
   m->hdr.generation = 0;
-  m->has_changes = true;
   memcpy ((void *) m->durable[META_MAP_CHANGED].words, (void *) changed->words,
           (changed->nbits + 63) / 64 * sizeof (uint64_t));
   int r = m->fd = io->open (io->opaque, path,
@@ -305,7 +307,7 @@ meta_create (const struct fssnap_io *io, const char *path,
     r = io_pwrite_full (io, m->fd, zero, META_SLOT, 0);   /* slot 0 empty */
     if (r == 0)
       r = meta_write_blocks (m, META_MAP_CAND, cand, 0, m->blocks_per_map);
-    for (unsigned map = META_MAP_PRES; r == 0 && map < META_NMAPS; map++)
+    for (unsigned map = META_MAP_OWNER; r == 0 && map < META_NMAPS; map++)
       r = meta_write_blocks (m, map, &m->durable[map], 0, m->blocks_per_map);
     if (r == 0)
       r = meta_write_header_locked (m, sync);             /* generation 1 */
@@ -347,7 +349,7 @@ meta_read_header (struct meta *m, uint32_t *nmaps, char *err, size_t errlen)
   m->hdr = h[best];
   *nmaps = nm[best];
   if (bpm[best] != meta_blocks_per_map (m->hdr.nchunks)
-      || *nmaps < META_NMAPS_V1_MIN) {
+      || *nmaps < META_NMAPS) {
     snprintf (err, errlen, "metadata header inconsistent (map geometry)");
     return false;
   }
@@ -371,7 +373,7 @@ meta_read_map (struct meta *m, unsigned map, struct bitmap *bm, char *err,
     for (uint32_t i = 0; r == 0 && i < n; i++)
       if (!meta_decode_block (buf + (size_t) i * META_BLOCK, map, k + i, bm)) {
         snprintf (err, errlen, "metadata block %u of map %c damaged "
-                  "(bad checksum)", k + i, "CHO"[map]);
+                  "(bad checksum)", k + i, "CODA"[map]);
         r = -EBADMSG;
       }
   }
@@ -403,14 +405,13 @@ meta_load (const struct fssnap_io *io, const char *path, struct meta **mp,
   }
   m->fd = fd;
   m->hdr = tmp.hdr;
-  m->has_changes = nmaps >= META_NMAPS;
   int r = 0;
   for (unsigned map = 0; r == 0 && map < META_NMAPS; map++) {
     r = bitmap_init (&maps[map], m->hdr.nchunks);
-    if (r == 0 && map < nmaps)
+    if (r == 0)
       r = meta_read_map (m, map, &maps[map], err, errlen);
   }
-  for (unsigned map = META_MAP_PRES; r == 0 && map < META_NMAPS; map++)
+  for (unsigned map = META_MAP_OWNER; r == 0 && map < META_NMAPS; map++)
     memcpy ((void *) m->durable[map].words, (void *) maps[map].words,
             (maps[map].nbits + 63) / 64 * sizeof (uint64_t));
   if (r < 0) {

@@ -21,13 +21,12 @@
 #define META_VERSION 1
 
 enum meta_state { META_CREATING, META_VALID, META_DISABLED, META_DELETED };
-/* C, H, O as in cow.c; D: chunks written between the previous snapshot and
- * this one; A: chunks written since this one (kept up to date while it is
- * the newest).  Files of the first releases have only C, H and O.
+/* C and O as in cow.c (H is not stored: recovery derives it from C and
+ * O); D: chunks written between the previous snapshot and this one; A:
+ * chunks written since this one (kept up to date while it is the newest).
  */
-enum meta_map { META_MAP_CAND, META_MAP_PRES, META_MAP_OWNER,
-                META_MAP_CHANGED, META_MAP_AFTER, META_NMAPS };
-#define META_NMAPS_V1_MIN 3
+enum meta_map { META_MAP_CAND, META_MAP_OWNER, META_MAP_CHANGED,
+                META_MAP_AFTER, META_NMAPS };
 
 #define META_F_TRANSIENT    1u
 #define META_F_UNLINK       2u
@@ -70,11 +69,10 @@ struct meta {
    */
   struct bitmap durable[META_NMAPS];
   struct bitmap dirty;                  /* blocks to write, map by map */
-  bool has_changes;                     /* the file has maps D and A */
 };
 
-/* Write a new metadata file: header, C and D as given, and empty H, O and
- * A; fsync it if 'sync'.
+/* Write a new metadata file: header, C and D as given, and empty O and A;
+ * fsync it if 'sync'.
  * On error returns a negative errno with a message in err.
  */
 int meta_create (const struct fssnap_io *io, const char *path,
@@ -83,9 +81,8 @@ int meta_create (const struct fssnap_io *io, const char *path,
                  char *err, size_t errlen);
 
 /* Read and verify a metadata file into *mp and the maps (which it
- * allocates; D and A stay empty in a file without them: see has_changes).
- * On a damaged or foreign file returns a negative errno and the reason in
- * err; *mp is then NULL.
+ * allocates).  On a damaged or foreign file returns a negative errno and
+ * the reason in err; *mp is then NULL.
  */
 int meta_load (const struct fssnap_io *io, const char *path,
                struct meta **mp, struct bitmap maps[META_NMAPS],
@@ -101,9 +98,7 @@ int meta_rename (struct meta *m, const char *path);
  */
 int meta_write_header (struct meta *m, bool sync);
 
-/* Committer: a bit of H, O or A is durable once the next meta_flush
- * returns.
- */
+/* Committer: a bit of O or A is durable once the next meta_flush returns. */
 void meta_set_bit (struct meta *m, enum meta_map map, uint64_t chunk);
 /* Replace a whole map (D or A) with src, write it and fsync if 'sync'.
  * Takes meta->lock.

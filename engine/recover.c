@@ -15,9 +15,11 @@
  *   - transient: it comes back deleted (kept only while an older snapshot
  *     reads copies it owns);
  *   - otherwise it comes back as it was, with its number.
- * Last, every valid snapshot must find each copy it needs (H) at its owner
- * by cow.c's rule, with no untrusted snapshot in between (whose lost owner
- * map might have held the copy); one that does not is disabled too.
+ * The preserved maps H are not stored: S preserved chunk c iff c was a
+ * candidate of S and a snapshot at or after S owns a copy of c (cow.c's
+ * proof), so they are derived from C and O.  That needs every owner map at
+ * or after S: a valid snapshot older than one that cannot be trusted (its
+ * owner map is lost) is disabled too.
  *
  * Runs in fssnap_origin_open before any other thread exists; takes
  * snap_lock only through the helpers it shares with the rest.
@@ -214,19 +216,15 @@ recover_build (struct fssnap_origin *o, struct found *f,
   if (!s)
     return NULL;
   bitmap_free (&s->cand);
-  bitmap_free (&s->pres);
   bitmap_free (&s->owner);
   bitmap_free (&s->changed);
   s->cand = maps[META_MAP_CAND];
-  s->pres = maps[META_MAP_PRES];
   s->owner = maps[META_MAP_OWNER];
   s->changed = maps[META_MAP_CHANGED];
   bitmap_free (&maps[META_MAP_AFTER]);  /* kept in meta->durable */
-  s->changed_lost = !f->meta->has_changes
-    || (h->flags & META_F_CHANGED_LOST);
-  f->after_lost = !f->meta->has_changes || (h->flags & META_F_AFTER_LOST);
+  s->changed_lost = h->flags & META_F_CHANGED_LOST;
+  f->after_lost = h->flags & META_F_AFTER_LOST;
   s->cand_count = bitmap_count (&s->cand);
-  atomic_store (&s->pres_count, bitmap_count (&s->pres));
   atomic_store (&s->owned_count, bitmap_count (&s->owner));
   memcpy (s->uuid, h->uuid, sizeof s->uuid);
   s->maxsize = h->maxsize;
@@ -367,39 +365,39 @@ recover_publish (struct fssnap_origin *o, struct snap *s,
     o->next_seq = s->seq + 1;
 }
 
-/* The oldest untrusted snap at or after list index i, or NULL. */
-static struct snap *
-recover_untrusted_from (struct fssnap_origin *o, size_t i)
+/* Derive H of every snap from C and the owner maps at or after it, newest
+ * first; a valid snap older than an untrusted one is disabled, since the
+ * untrusted one's owner map, which it may need, is lost.  Caller owns the
+ * origin alone.
+ */
+static int
+recover_derive_preserved (struct fssnap_origin *o)
 {
-  for (; i < o->nsnaps; i++)
-    if (o->snaps[i]->untrusted)
-      return o->snaps[i];
-  return NULL;
-}
-
-/* Disable each valid snapshot that needs a copy no trusted owner holds. */
-static void
-recover_check_copies (struct fssnap_origin *o)
-{
-  for (size_t i = 0; i < o->nsnaps; i++) {
+  if (o->nsnaps == 0)
+    return 0;
+  struct bitmap acc;
+  if (bitmap_init (&acc, o->snaps[0]->pres.nbits) < 0)
+    return -ENOMEM;
+  struct snap *untrusted = NULL;
+  for (size_t i = o->nsnaps; i-- > 0;) {
     struct snap *s = o->snaps[i];
-    if (!snap_is_valid (s))
+    if (s->untrusted) {
+      untrusted = s;
       continue;
-    struct snap *u = recover_untrusted_from (o, i);
-    for (uint64_t c = bitmap_find (&s->pres, 0, true); c < s->pres.nbits;
-         c = bitmap_find (&s->pres, c + 1, true)) {
-      struct snap *owner = cow_owner_of (o, s, c);
-      if (owner && owner->store && (!u || owner->seq < u->seq))
-        continue;
-      if (u)
-        snap_disable (s, "the copy of chunk %" PRIu64 " it needs may be "
-                      "in snapshot %u, which cannot be trusted", c, u->number);
-      else
-        snap_disable (s, "no snapshot holds the copy of chunk %" PRIu64
-                      " it needs", c);
-      break;
     }
+    uint64_t nwords = (acc.nbits + 63) / 64;
+    for (uint64_t w = 0; w < nwords; w++) {
+      uint64_t a = atomic_load (&acc.words[w]) | atomic_load (&s->owner.words[w]);
+      atomic_store (&acc.words[w], a);
+      atomic_store (&s->pres.words[w], a & atomic_load (&s->cand.words[w]));
+    }
+    atomic_store (&s->pres_count, bitmap_count (&s->pres));
+    if (untrusted && snap_is_valid (s))
+      snap_disable (s, "snapshot %u, newer than it, cannot be trusted: the "
+                    "copies it may need are unknown", untrusted->number);
   }
+  bitmap_free (&acc);
+  return 0;
 }
 
 /* Rebuild the volume's change map X and the trust of every map: X is map
@@ -476,9 +474,10 @@ recover_snapshots (struct fssnap_origin *o)
   if (r == 0)
     recover_changes (o, found, n);
   free (found);
+  if (r == 0)
+    r = recover_derive_preserved (o);
   if (r < 0)
     return r;
-  recover_check_copies (o);
   snap_reap (o);
   for (size_t i = 0; i < o->nsnaps; i++)
     changes_persist_flags (o, o->snaps[i]);

@@ -191,7 +191,7 @@ test_damaged_bitmap_disables_one (void **state)
   snprintf (path, sizeof path, "%s", state_file (w, 0, "meta"));
   world_reopen (w);                     /* 1 is gone; 0 and 2 are back */
   fssnap_origin_close (w->o);
-  flip_byte (path, 8192 + 2 * 512 + 100);   /* map O, block 0 */
+  flip_byte (path, 8192 + 1 * 512 + 100);   /* map O, block 0 */
   w->o = harness_origin (w->h, 0, 0);
   /* 0 is the oldest: nothing reads its copies, so only it is disabled */
   assert_disabled (w, 0, "block 0 of map O damaged");
@@ -216,11 +216,11 @@ test_damaged_owner_disables_dependents (void **state)
   char path[512];
   snprintf (path, sizeof path, "%s", state_file (w, 2, "meta"));
   fssnap_origin_close (w->o);
-  flip_byte (path, 8192 + 1 * 512 + 200);   /* map H, block 0 */
+  flip_byte (path, 8192 + 1 * 512 + 200);   /* map O, block 0 */
   w->o = harness_origin (w->h, 0, 0);
-  assert_disabled (w, 2, "block 0 of map H damaged");
+  assert_disabled (w, 2, "block 0 of map O damaged");
   /* 0 reads copies 2 owns (the writes after 2 copied once for both) */
-  assert_disabled (w, 0, "which cannot be trusted");
+  assert_disabled (w, 0, "snapshot 2, newer than it, cannot be trusted");
   world_free (w);
 }
 
@@ -253,7 +253,7 @@ test_truncated_store_disables_dependents (void **state)
   assert_disabled (w, 2, "truncated");
   /* 0 read copies owned by 2 (made after 2 was taken): it cannot be
    * trusted either, and says why */
-  assert_disabled (w, 0, "cannot be trusted");
+  assert_disabled (w, 0, "newer than it, cannot be trusted");
   char *img = harness_image (w->h);
   assert_memory_equal (img, w->model, w->h->size);
   free (img);
