@@ -23,8 +23,8 @@
 
 #include "nbd/internal.h"
 
-#define NBD_DEFAULT_WORKERS 4
-#define NBD_MAX_WORKERS     16
+#define NBD_DEFAULT_WORKERS 16
+#define NBD_MAX_WORKERS     64
 #define NBD_MAX_INFLIGHT    32
 #define NBD_INFLIGHT_BYTES  (64u << 20)
 
