@@ -187,6 +187,7 @@ ctl_short_info_json (const struct ctl_context *ctx,
   ctl_add_str (obj, "uuid", info->uuid);
   ctl_add_str (obj, "device", device);
   ctl_add_str (obj, "state", fssnap_state_name (info->state));
+  ctl_add_str (obj, "reason", info->reason);
   json_object_object_add (obj, "create_time",
                           json_object_new_int64 (info->create_time));
   return obj;
@@ -198,7 +199,6 @@ ctl_info_json (const struct ctl_context *ctx,
 {
   json_object *obj = ctl_short_info_json (ctx, info);
 
-  ctl_add_str (obj, "reason", info->reason);
   ctl_add_str (obj, "mountpoint", info->mountpoint);
   ctl_add_str (obj, "backing_store", info->backing_path);
   ctl_add_u64 (obj, "backing_store_size", info->backing_bytes);
