@@ -4,7 +4,10 @@
  * client sends, from the client flags through option haggling and into
  * transmission.  It runs in-process through nbd_session_run() over a
  * buffer transport (replies are discarded), against a real engine on a
- * small image with one snapshot whose upper half is not a candidate.
+ * small image with two snapshots whose upper half is not a candidate and
+ * a write between them, so that export snap/1 and the volume offer the
+ * dirty bitmap context qemu:dirty-bitmap:snap/0 (and the volume
+ * qemu:dirty-bitmap:snap/1) with changed and unchanged chunks.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -87,6 +90,8 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
     abort ();
   close (fd);
   if (fssnap_origin_open (&oo, &env.origin) < 0
+      || fssnap_snapshot_create (env.origin, &co, &num, err, sizeof err) < 0
+      || fssnap_origin_zero (env.origin, 4096, FUZZ_IMG_SIZE / 4, 0) < 0
       || fssnap_snapshot_create (env.origin, &co, &num, err, sizeof err) < 0)
     abort ();
   return 0;
