@@ -11,6 +11,7 @@
 
 #include <blkid/blkid.h>
 
+#include "common/log.h"
 #include "fs/fs.h"
 
 int
@@ -50,16 +51,11 @@ static void
 fs_log (struct fs_candidates_ctx *ctx, enum fssnap_log_level level,
         const char *fmt, ...)
 {
-  char msg[512];
   va_list ap;
 
   va_start (ap, fmt);
-  vsnprintf (msg, sizeof msg, fmt, ap);
+  log_vsend (ctx->log, ctx->log_opaque, "fssnap", level, fmt, ap);
   va_end (ap);
-  if (ctx->log)
-    ctx->log (ctx->log_opaque, level, msg);
-  else
-    fprintf (stderr, "fssnap: %s\n", msg);
 }
 
 int

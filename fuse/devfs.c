@@ -40,6 +40,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include "common/log.h"
 #include "fuse/devfs.h"
 
 #define DEVFS_INO_VOLUME  2
@@ -115,16 +116,11 @@ static void devfs_log (struct devfs *d, enum fssnap_log_level level,
 static void
 devfs_log (struct devfs *d, enum fssnap_log_level level, const char *fmt, ...)
 {
-  char msg[512];
   va_list ap;
 
   va_start (ap, fmt);
-  vsnprintf (msg, sizeof msg, fmt, ap);
+  log_vsend (d->log, d->log_opaque, "fssnapd: fuse", level, fmt, ap);
   va_end (ap);
-  if (d->log)
-    d->log (d->log_opaque, level, msg);
-  else
-    fprintf (stderr, "fssnapd: fuse: %s\n", msg);
 }
 
 /* ---- Snapshots by number and by inode ------------------------------- */

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "common/log.h"
 #include "nbd/internal.h"
 
 int
@@ -69,14 +70,9 @@ void
 nbd_log (const struct nbd_env *env, enum fssnap_log_level level,
          const char *fmt, ...)
 {
-  char msg[512];
   va_list ap;
 
   va_start (ap, fmt);
-  vsnprintf (msg, sizeof msg, fmt, ap);
+  log_vsend (env->log, env->log_opaque, "fssnapd", level, fmt, ap);
   va_end (ap);
-  if (env->log)
-    env->log (env->log_opaque, level, msg);
-  else
-    fprintf (stderr, "fssnapd: %s\n", msg);
 }
