@@ -230,31 +230,50 @@ fssnap_origin_read (struct fssnap_origin *o, void *buf, size_t len,
   return io_pread_full (o->io, o->fd, buf, len, off);
 }
 
-int
-fssnap_origin_write (struct fssnap_origin *o, const void *buf, size_t len,
-                     uint64_t off, unsigned flags)
+/* How a change reaches the origin once its chunks are safe. */
+typedef int (*origin_apply_fn) (struct fssnap_origin *o, const void *buf,
+                                size_t len, uint64_t off);
+
+/* Check the range, run the copy-on-write path over it, apply the change,
+ * sync it for FUA.  Takes io_lock shared.
+ */
+static int
+origin_modify (struct fssnap_origin *o, const void *buf, size_t len,
+               uint64_t off, unsigned flags, origin_apply_fn apply)
 {
   if (!origin_range_ok (o, off, len))
     return -EINVAL;
   pthread_rwlock_rdlock (&o->io_lock);
   int r = cow_range (o, off, len);
-  if (r == 0)
-    r = io_pwrite_full (o->io, o->fd, buf, len, off);
+  if (r == 0 && len > 0)
+    r = apply (o, buf, len, off);
   if (r == 0 && (flags & FSSNAP_FUA))
     r = o->io->fsync (o->io->opaque, o->fd);
   pthread_rwlock_unlock (&o->io_lock);
   return r;
 }
 
-/* Write zeros the slow way, where the device cannot zero a range. */
 static int
-origin_write_zeros (struct fssnap_origin *o, size_t len, uint64_t off)
+origin_apply_write (struct fssnap_origin *o, const void *buf, size_t len,
+                    uint64_t off)
 {
+  return io_pwrite_full (o->io, o->fd, buf, len, off);
+}
+
+/* Zero the range; where the device cannot, write zeros. */
+static int
+origin_apply_zero (struct fssnap_origin *o, const void *buf, size_t len,
+                   uint64_t off)
+{
+  (void) buf;
+  int r = o->io->zero (o->io->opaque, o->fd, off, len);
+  if (r != -EOPNOTSUPP && r != -ENOTTY)
+    return r;
   size_t n = len < ZERO_BUF_SIZE ? len : ZERO_BUF_SIZE;
-  void *zeros = calloc (1, n ? n : 1);
+  void *zeros = calloc (1, n);
   if (!zeros)
     return -ENOMEM;
-  int r = 0;
+  r = 0;
   while (r == 0 && len > 0) {
     size_t k = len < n ? len : n;
     r = io_pwrite_full (o->io, o->fd, zeros, k, off);
@@ -265,42 +284,34 @@ origin_write_zeros (struct fssnap_origin *o, size_t len, uint64_t off)
   return r;
 }
 
+static int
+origin_apply_discard (struct fssnap_origin *o, const void *buf, size_t len,
+                      uint64_t off)
+{
+  (void) buf;
+  int r = o->io->discard (o->io->opaque, o->fd, off, len);
+  return r == -EOPNOTSUPP || r == -ENOTTY ? 0 : r;   /* only advice */
+}
+
+int
+fssnap_origin_write (struct fssnap_origin *o, const void *buf, size_t len,
+                     uint64_t off, unsigned flags)
+{
+  return origin_modify (o, buf, len, off, flags, origin_apply_write);
+}
+
 int
 fssnap_origin_zero (struct fssnap_origin *o, size_t len, uint64_t off,
                     unsigned flags)
 {
-  if (!origin_range_ok (o, off, len))
-    return -EINVAL;
-  pthread_rwlock_rdlock (&o->io_lock);
-  int r = cow_range (o, off, len);
-  if (r == 0 && len > 0) {
-    r = o->io->zero (o->io->opaque, o->fd, off, len);
-    if (r == -EOPNOTSUPP || r == -ENOTTY)
-      r = origin_write_zeros (o, len, off);
-  }
-  if (r == 0 && (flags & FSSNAP_FUA))
-    r = o->io->fsync (o->io->opaque, o->fd);
-  pthread_rwlock_unlock (&o->io_lock);
-  return r;
+  return origin_modify (o, NULL, len, off, flags, origin_apply_zero);
 }
 
 int
 fssnap_origin_trim (struct fssnap_origin *o, size_t len, uint64_t off,
                     unsigned flags)
 {
-  if (!origin_range_ok (o, off, len))
-    return -EINVAL;
-  pthread_rwlock_rdlock (&o->io_lock);
-  int r = cow_range (o, off, len);
-  if (r == 0 && len > 0) {
-    r = o->io->discard (o->io->opaque, o->fd, off, len);
-    if (r == -EOPNOTSUPP || r == -ENOTTY)
-      r = 0;                    /* a discard is only advice */
-  }
-  if (r == 0 && (flags & FSSNAP_FUA))
-    r = o->io->fsync (o->io->opaque, o->fd);
-  pthread_rwlock_unlock (&o->io_lock);
-  return r;
+  return origin_modify (o, NULL, len, off, flags, origin_apply_discard);
 }
 
 int
