@@ -69,10 +69,11 @@ static const char cli_usage[] =
 "      With --json: {\"a\": A, \"b\": B, \"extents\": [{\"offset\": O,\n"
 "      \"length\": L}...], \"bytes\": TOTAL}.  Exits like cmp(1): 0 if\n"
 "      nothing differs, 1 if something may; 5 if the maps cannot be\n"
-"      trusted for this pair (a transient snapshot lies between them, or\n"
-"      metadata was damaged): then copy the whole snapshot instead.  Over\n"
-"      NBD, export snap/B offers the same as the meta context\n"
-"      \"qemu:dirty-bitmap:snap/A\" for every older snapshot A.\n"
+"      trusted for this pair (a transient snapshot between them was lost\n"
+"      at a restart, or metadata was damaged): then copy the whole\n"
+"      snapshot instead.  Over NBD, export snap/B offers the same as\n"
+"      the meta context \"qemu:dirty-bitmap:snap/A\" for every older\n"
+"      snapshot A.\n"
 "\n"
 "Options:\n"
 "  --run-dir DIR   the run dir of the fssnapd to talk to (its control.sock).\n"
@@ -93,9 +94,8 @@ static const char cli_usage[] =
 "  4  fssnapd refused the request (the message says why)\n"
 "  5  diff: the change maps cannot be trusted for this pair; take a full\n"
 "     copy\n"
-"diff also exits 1 when the snapshots differ (like cmp): a bad diff\n"
-"command line is the only other exit 1, and it prints nothing on stdout.\n"
-"Each error is one line on stderr starting with \"fssnap: \".\n";
+"Each error is one line on stderr starting with \"fssnap: \".  diff also\n"
+"exits 1 when the snapshots differ (like cmp), with no line on stderr.\n";
 
 static const struct cli_command {
   const char *name;
