@@ -13,6 +13,9 @@
 #   wait_exit PID [SECS]   wait for a child to exit (fail after SECS, default
 #                          20); returns its exit status
 #   NBD_SOCK, CTL_SOCK     its sockets; nbd_uri EXPORT gives an NBD URI
+#   wait_devfs             wait until fssnapd's device files are mounted
+#   fs_cleanup             unmount and detach every mount and loop device
+#                          under TESTDIR (register it with cleanup_fn)
 #   FSSNAPD_LOG            what the daemon started by start_fssnapd printed
 #   make_image FILE SIZE   a sparse image file (SIZE as truncate takes it)
 #   ctl_raw [SOCK]         send each line of stdin to the control socket on
@@ -141,4 +144,23 @@ expect_exit() {
   lines=$(wc -l <"$TESTDIR/.err")
   [ "$lines" -eq 1 ] || fail "$* printed $lines lines on stderr, not 1: $LAST_STDERR"
   [[ $LAST_STDERR == *"$msg"* ]] || fail "$* said \"$LAST_STDERR\", expected \"$msg\""
+}
+
+# Device files: fssnapd mounts RUN_DIR/dev after its sockets exist.
+wait_devfs() {
+  local i
+  for ((i = 0; i < 100; i++)); do [ -f "$RUN_DIR/dev/volume" ] && return 0; sleep 0.05; done
+  fail "no $RUN_DIR/dev/volume"
+}
+
+# Mounts and loop devices of a test, whatever state it ends in.
+fs_cleanup() {
+  local m f
+  for m in $(awk -v d="$TESTDIR/" 'index($2, d) == 1 && $3 != "fuse.fssnap" { print $2 }' /proc/mounts | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m"
+  done
+  for f in /sys/block/loop*/loop/backing_file; do
+    [ -e "$f" ] && grep -q "^$TESTDIR/" "$f" && losetup -d "/dev/$(basename "$(dirname "$(dirname "$f")")")"
+  done
+  return 0
 }

@@ -9,23 +9,7 @@ requires_root
 requires mkfs.ext4 losetup timeout
 [ -c /dev/fuse ] || { echo "skipped: no /dev/fuse"; exit 77; }
 
-fs_cleanup() {
-  local m f
-  for m in $(awk -v d="$TESTDIR/" 'index($2, d) == 1 && $3 != "fuse.fssnap" { print $2 }' /proc/mounts | sort -r); do
-    umount "$m" 2>/dev/null || umount -l "$m"
-  done
-  for f in /sys/block/loop*/loop/backing_file; do
-    [ -e "$f" ] && grep -q "^$TESTDIR/" "$f" && losetup -d "/dev/$(basename "$(dirname "$(dirname "$f")")")"
-  done
-  return 0
-}
 cleanup_fn "umount -l '$RUN_DIR/dev' 2>/dev/null"
-
-wait_devfs() {
-  local i
-  for ((i = 0; i < 100; i++)); do [ -f "$RUN_DIR/dev/volume" ] && return 0; sleep 0.05; done
-  fail "no $RUN_DIR/dev/volume"
-}
 
 info_field() { fssnap info "$1" --json | json_get "j[\"$2\"]"; }
 copied() { fssnap stats --json | json_get 'j["chunks_copied"]'; }

@@ -19,12 +19,6 @@ fs_cleanup() {
 }
 cleanup_fn "umount -l '$RUN_DIR/dev' 2>/dev/null"
 
-wait_devfs() {
-  local i
-  for ((i = 0; i < 100; i++)); do [ -f "$RUN_DIR/dev/volume" ] && return 0; sleep 0.05; done
-  fail "no $RUN_DIR/dev/volume"
-}
-
 # A write must get through within 10 s; a writer stuck on a frozen file
 # system cannot be killed, so thaw it ourselves before failing.
 assert_thawed() {

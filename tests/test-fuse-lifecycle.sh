@@ -29,12 +29,6 @@ fs_cleanup() {
 cleanup_fn "umount -l '$RUN_DIR/dev' 2>/dev/null"
 cleanup_fn fs_cleanup
 
-wait_devfs() {
-  local i
-  for ((i = 0; i < 100; i++)); do [ -f "$RUN_DIR/dev/volume" ] && return 0; sleep 0.05; done
-  fail "no $RUN_DIR/dev/volume"
-}
-
 # Run with a deadline: a hang is a failure, not a stuck test.
 t() {
   local rc=0
