@@ -115,16 +115,13 @@ changes_persist_flags (struct fssnap_origin *o, struct snap *s)
 {
   if (!s->meta || s->untrusted)
     return;
-  uint32_t flags = s->meta->hdr.flags & ~(META_F_CHANGED_LOST
-                                          | META_F_AFTER_LOST);
+  uint32_t flags = 0;
   if (s->changed_lost)
     flags |= META_F_CHANGED_LOST;
   if (s == changes_newest_locked (o) && o->changed_lost)
     flags |= META_F_AFTER_LOST;
-  if (flags == s->meta->hdr.flags)
-    return;
-  s->meta->hdr.flags = flags;
-  int r = meta_write_header (s->meta, !s->transient);
+  int r = meta_set_flags (s->meta, META_F_CHANGED_LOST | META_F_AFTER_LOST,
+                          flags, !s->transient);
   if (r < 0)
     engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: recording the trust of "
                 "its change maps failed: %s", s->number, strerror (-r));

@@ -278,10 +278,27 @@ meta_write_header_locked (struct meta *m, bool sync)
 }
 
 int
-meta_write_header (struct meta *m, bool sync)
+meta_set_state (struct meta *m, enum meta_state state, const char *reason,
+                bool sync)
 {
   pthread_mutex_lock (&m->lock);
+  m->hdr.state = state;
+  snprintf (m->hdr.reason, sizeof m->hdr.reason, "%s", reason);
   int r = meta_write_header_locked (m, sync);
+  pthread_mutex_unlock (&m->lock);
+  return r;
+}
+
+int
+meta_set_flags (struct meta *m, uint32_t mask, uint32_t flags, bool sync)
+{
+  int r = 0;
+  pthread_mutex_lock (&m->lock);
+  uint32_t now = (m->hdr.flags & ~mask) | (flags & mask);
+  if (now != m->hdr.flags) {
+    m->hdr.flags = now;
+    r = meta_write_header_locked (m, sync);
+  }
   pthread_mutex_unlock (&m->lock);
   return r;
 }

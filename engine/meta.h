@@ -3,10 +3,10 @@
  * Snapshot metadata files: what lets a snapshot survive a restart or a
  * crash.  The format is described in meta.c and docs/format.md.
  *
- * A struct meta is used by one thread at a time: the creator, then the
- * committer (commit.c) for bitmap updates, and state changes under
- * origin->state_lock.  meta->lock (a leaf) serialises header writes
- * against bitmap flushes.
+ * A struct meta is written by its creator, then by the committer
+ * (commit.c: bitmap bits), by state changes and by change-map merges.
+ * meta->lock (a leaf) guards the header after creation and serialises
+ * header writes, bitmap flushes and whole-map writes.
  */
 #ifndef FSSNAP_META_H
 #define FSSNAP_META_H
@@ -93,10 +93,14 @@ int meta_load (const struct fssnap_io *io, const char *path,
  */
 int meta_rename (struct meta *m, const char *path);
 
-/* Write the header (with the next generation, to the other slot).
- * Takes meta->lock.
+/* Record a new state and reason, or new change-map flags (the bits in
+ * 'mask' set to 'flags'), in the header and write it (with the next
+ * generation, to the other slot); fsync if 'sync'.  Writes nothing when
+ * nothing changes.  Takes meta->lock, which guards m->hdr after creation.
  */
-int meta_write_header (struct meta *m, bool sync);
+int meta_set_state (struct meta *m, enum meta_state state, const char *reason,
+                    bool sync);
+int meta_set_flags (struct meta *m, uint32_t mask, uint32_t flags, bool sync);
 
 /* Committer: a bit of O or A is durable once the next meta_flush returns. */
 void meta_set_bit (struct meta *m, enum meta_map map, uint64_t chunk);

@@ -98,9 +98,7 @@ snap_persist_state_locked (struct snap *s, enum meta_state state)
 {
   if (!s->meta || s->untrusted)   /* its file is never trusted again */
     return;
-  s->meta->hdr.state = state;
-  snprintf (s->meta->hdr.reason, sizeof s->meta->hdr.reason, "%s", s->reason);
-  int r = meta_write_header (s->meta, !s->transient);
+  int r = meta_set_state (s->meta, state, s->reason, !s->transient);
   if (r < 0) {
     engine_log (s->origin, FSSNAP_LOG_ERR, "snapshot %u: recording its state "
                 "in %s failed (%s): removing the file so that it is never "
