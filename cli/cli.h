@@ -17,6 +17,7 @@ enum cli_exit {
   CLI_EXIT_NOSNAP = 3,          /* no such snapshot */
   CLI_EXIT_REFUSED = 4,         /* fssnapd refused the request */
   CLI_EXIT_UNTRUSTED = 5,       /* diff: the change maps cannot be trusted */
+  CLI_EXIT_DIFF_USAGE = 6,      /* diff: bad arguments (1 means "differs") */
 };
 /* diff exits like cmp: 0 (CLI_EXIT_OK) no difference, 1 differs. */
 #define CLI_EXIT_DIFFERS 1

@@ -160,17 +160,20 @@ cli_cmd_diff (struct cli *cli, int argc, char **argv)
   struct cli_diff d = { .json = false };
   int r, json = 0;
 
+  /* diff exits like cmp: 1 says "differs", so its usage errors, which
+   * exit 1 elsewhere, exit CLI_EXIT_DIFF_USAGE here.
+   */
   r = cli_simple_args (argc, argv, &json, 2);
   if (r != CLI_EXIT_OK)
-    return r;
+    return r == CLI_EXIT_USAGE ? CLI_EXIT_DIFF_USAGE : r;
   if (argc - optind != 2)
-    return cli_error (CLI_EXIT_USAGE, "diff needs two snapshot numbers (or "
-                      "\"volume\")");
+    return cli_error (CLI_EXIT_DIFF_USAGE, "diff needs two snapshot numbers "
+                      "(or \"volume\")");
   d.json = json;
   r = cli_diff_run (cli, &d, argv[optind], argv[optind + 1]);
   if (r != CLI_EXIT_OK) {
     fflush (stdout);
-    return r;
+    return r == CLI_EXIT_USAGE ? CLI_EXIT_DIFF_USAGE : r;
   }
   cli_diff_print (&d);
   if (d.json)

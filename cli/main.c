@@ -94,8 +94,10 @@ static const char cli_usage[] =
 "  4  fssnapd refused the request (the message says why)\n"
 "  5  diff: the change maps cannot be trusted for this pair; take a full\n"
 "     copy\n"
-"Each error is one line on stderr starting with \"fssnap: \".  diff also\n"
-"exits 1 when the snapshots differ (like cmp), with no line on stderr.\n";
+"  6  diff: bad arguments after \"diff\" (for diff, 1 means \"differs\")\n"
+"Each error is one line on stderr starting with \"fssnap: \".  diff exits\n"
+"like cmp: 0 when nothing differs, 1 when something may (with no line on\n"
+"stderr), anything else on trouble.\n";
 
 static const struct cli_command {
   const char *name;

@@ -107,7 +107,8 @@ grep -q "^0 volume: .* bytes (" "$TESTDIR/report" || fail "no report for 0 volum
 expect_exit 0 "" fssnap diff 3 3
 [ -z "$LAST_STDOUT" ] || fail "diff 3 3 printed $LAST_STDOUT"
 expect_exit 3 "no snapshot 9" fssnap diff 1 9
-expect_exit 1 "not a snapshot number" fssnap diff 1 x
+expect_exit 6 "not a snapshot number" fssnap diff 1 x
+expect_exit 6 "diff needs two snapshot numbers" fssnap diff 1
 fssnap diff 0 volume --json | json_get 'j["bytes"] == sum(e["length"] for e in j["extents"]) and j["a"] == 0 and j["b"] == "volume"' \
   | grep -qx True || fail "diff --json: $(fssnap diff 0 volume --json | head -5)"
 
