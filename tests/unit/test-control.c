@@ -248,6 +248,66 @@ test_bad_requests_change_nothing (void **state)
   json_object_put (r);
 }
 
+static uint64_t
+u64_field (json_object *obj, const char *key)
+{
+  json_object *v;
+  assert_true (json_object_object_get_ex (obj, key, &v));
+  return json_object_get_uint64 (v);
+}
+
+static void
+test_diff_request (void **state)
+{
+  struct fixture *f = *state;
+  json_object *r, *ext, *e;
+  char buf[4096];
+
+  r = ask (f, "{\"request\":\"create\",\"chunksize\":\"64k\"}");
+  assert_true (is_ok (r));
+  json_object_put (r);
+  memset (buf, 'd', sizeof buf);
+  assert_int_equal (fssnap_origin_write (f->origin, buf, sizeof buf,
+                                         3 * 65536 + 100, 0), 0);
+
+  r = ask (f, "{\"request\":\"diff\",\"a\":\"volume\",\"b\":0}");
+  assert_true (is_ok (r));
+  assert_int_equal (u64_field (r, "bytes"), 65536);
+  assert_int_equal (u64_field (r, "end"), 1 << 20);
+  assert_true (json_object_object_get_ex (r, "extents", &ext));
+  assert_int_equal (json_object_array_length (ext), 1);
+  e = json_object_array_get_idx (ext, 0);
+  assert_int_equal (u64_field (e, "offset"), 3 * 65536);
+  assert_int_equal (u64_field (e, "length"), 65536);
+  json_object_put (r);
+
+  /* a range that misses the change: nothing differs there */
+  r = ask (f, "{\"request\":\"diff\",\"a\":0,\"b\":\"volume\","
+              "\"offset\":0,\"length\":131072}");
+  assert_true (is_ok (r));
+  assert_int_equal (u64_field (r, "bytes"), 0);
+  assert_int_equal (u64_field (r, "end"), 131072);
+  json_object_put (r);
+
+  r = ask (f, "{\"request\":\"diff\",\"a\":0,\"b\":7}");
+  assert_false (is_ok (r));
+  assert_string_equal (field (r, "errno"), "ENOENT");
+  json_object_put (r);
+  static const char *const bad[] = {
+    "{\"request\":\"diff\",\"a\":0}",
+    "{\"request\":\"diff\",\"a\":\"vol\",\"b\":0}",
+    "{\"request\":\"diff\",\"a\":0,\"b\":-2}",
+    "{\"request\":\"diff\",\"a\":0,\"b\":\"volume\",\"offset\":-1}",
+    "{\"request\":\"diff\",\"a\":0,\"b\":\"volume\",\"offset\":1048577}",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    r = ask (f, bad[i]);
+    assert_false (is_ok (r));
+    assert_string_equal (field (r, "errno"), "EINVAL");
+    json_object_put (r);
+  }
+}
+
 int
 main (void)
 {
@@ -256,6 +316,7 @@ main (void)
     cmocka_unit_test (test_read_line_too_long),
     cmocka_unit_test (test_parse_line),
     cmocka_unit_test_setup_teardown (test_create_info_delete, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_diff_request, setup, teardown),
     cmocka_unit_test_setup_teardown (test_bad_requests_change_nothing, setup,
                                      teardown),
   };
