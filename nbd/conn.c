@@ -410,12 +410,22 @@ nbd_transmission (struct nbd_session *s)
   pthread_mutex_destroy (&c.send_lock);
 }
 
+/* A client that connects and never chooses an export must not hold one of
+ * the server's places for ever: the handshake has a deadline; once an
+ * export is open the client may stay idle as long as it likes.
+ */
 void
 nbd_session_run (const struct nbd_env *env, const struct nbd_transport *t)
 {
   struct nbd_session s = { .env = env, .t = t };
+  bool deadline = t->set_timeout && env->handshake_timeout;
 
-  if (nbd_handshake (&s) == 1)
+  if (deadline)
+    t->set_timeout (t->opaque, env->handshake_timeout);
+  int r = nbd_handshake (&s);
+  if (deadline)
+    t->set_timeout (t->opaque, 0);
+  if (r == 1)
     nbd_transmission (&s);
   if (s.have_export)
     nbd_export_close (&s.exp);

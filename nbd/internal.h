@@ -41,6 +41,10 @@ struct nbd_transport {
   ssize_t (*send) (void *opaque, const void *buf, size_t len, bool more);
   /* Optional: make recv and send fail from now on (the peer is gone). */
   void (*shutdown) (void *opaque);
+  /* Optional: make recv fail with -EAGAIN after this many seconds of
+   * silence (0: wait for ever).
+   */
+  void (*set_timeout) (void *opaque, unsigned seconds);
 };
 
 /* Receive exactly len bytes; -ECONNRESET at a premature end of stream. */
@@ -57,6 +61,7 @@ struct nbd_env {
   fssnap_log_fn log;            /* NULL: stderr */
   void *log_opaque;
   unsigned workers;             /* request threads per client; 0: default */
+  unsigned handshake_timeout;   /* seconds; 0: none */
 };
 
 void nbd_log (const struct nbd_env *env, enum fssnap_log_level level,

@@ -22,6 +22,8 @@ struct nbd_server_opts {
   fssnap_log_fn log;            /* NULL: stderr */
   void *log_opaque;
   unsigned max_clients;         /* 0: default (64) */
+  unsigned handshake_timeout;   /* seconds a client has to choose an export
+                                   (else it is dropped); 0: default (30) */
 };
 
 int nbd_server_new (const struct nbd_server_opts *opts,

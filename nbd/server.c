@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@
 #include "nbd/nbd.h"
 
 #define NBD_DEFAULT_MAX_CLIENTS 64
+#define NBD_HANDSHAKE_TIMEOUT   30    /* seconds */
 #define NBD_STOP_GRACE          10   /* seconds */
 
 struct nbd_client {
@@ -84,6 +86,14 @@ nbd_fd_shutdown (void *opaque)
   shutdown (cl->fd, SHUT_RDWR);
 }
 
+static void
+nbd_fd_set_timeout (void *opaque, unsigned seconds)
+{
+  struct nbd_client *cl = opaque;
+  struct timeval tv = { .tv_sec = seconds };
+  setsockopt (cl->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
 /* ---- Clients --------------------------------------------------------- */
 
 /* Client thread.  Takes server->lock at the end only. */
@@ -94,7 +104,7 @@ nbd_client_thread (void *opaque)
   struct nbd_server *server = cl->server;
   struct nbd_transport t = {
     .opaque = cl, .recv = nbd_fd_recv, .send = nbd_fd_send,
-    .shutdown = nbd_fd_shutdown,
+    .shutdown = nbd_fd_shutdown, .set_timeout = nbd_fd_set_timeout,
   };
   int one = 1;
 
@@ -232,6 +242,9 @@ nbd_server_new (const struct nbd_server_opts *opts,
   server->env.origin = opts->origin;
   server->env.log = opts->log;
   server->env.log_opaque = opts->log_opaque;
+  server->env.handshake_timeout = opts->handshake_timeout
+                                  ? opts->handshake_timeout
+                                  : NBD_HANDSHAKE_TIMEOUT;
   server->max_clients = opts->max_clients ? opts->max_clients
                                           : NBD_DEFAULT_MAX_CLIENTS;
   pthread_mutex_init (&server->lock, NULL);

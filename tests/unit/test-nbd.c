@@ -455,11 +455,13 @@ listen_unix (const char *path)
 }
 
 static int
-start_server_on (struct fssnap_origin *o, const char *path,
-                 unsigned max_clients, struct nbd_server **sp)
+start_server_with (struct fssnap_origin *o, const char *path,
+                   unsigned max_clients, unsigned handshake_timeout,
+                   struct nbd_server **sp)
 {
   struct nbd_server_opts so = {
     .origin = o, .log = quiet_log, .max_clients = max_clients,
+    .handshake_timeout = handshake_timeout,
   };
   int fd;
   if (nbd_server_new (&so, sp) < 0)
@@ -468,6 +470,13 @@ start_server_on (struct fssnap_origin *o, const char *path,
   if (fd < 0 || nbd_server_add_listener (*sp, fd) < 0)
     return -1;
   return 0;
+}
+
+static int
+start_server_on (struct fssnap_origin *o, const char *path,
+                 unsigned max_clients, struct nbd_server **sp)
+{
+  return start_server_with (o, path, max_clients, 0, sp);
 }
 
 static int
@@ -1111,6 +1120,34 @@ test_max_clients (void **state)
   close (fds[1]);
 }
 
+/* A client silent during the handshake is dropped after the deadline and
+ * frees its place; a client with an open export may idle past it.
+ */
+static void
+test_handshake_deadline (void **state)
+{
+  char path[300];
+  struct nbd_server *s2;
+  uint8_t g[18];
+  struct reply r;
+
+  (void) state;
+  snprintf (path, sizeof path, "%s/slow.sock", tmpdir);
+  assert_int_equal (start_server_with (origin, path, 1, 1, &s2), 0);
+  int silent = cli_connect (path);
+  assert_true (xrecv (silent, g, sizeof g));       /* greeting, then nothing */
+  sleep (2);
+  assert_true (cli_closed (silent));
+  close (silent);
+  struct cli c = cli_open_at (path, "volume", false, false);   /* its place */
+  sleep (2);
+  assert_int_equal (cli_do (&c, 0, NBD_CMD_READ, 0, 512, NULL, &r), 0);
+  assert_int_equal (r.data[0], 0xee);
+  free (r.data);
+  cli_close (&c);
+  nbd_server_free (s2);
+}
+
 static void
 test_stop_with_clients (void **state)
 {
@@ -1154,6 +1191,7 @@ main (void)
     cmocka_unit_test (test_client_vanishes),
     cmocka_unit_test (test_deleted_snapshot_reads_fail),
     cmocka_unit_test (test_max_clients),
+    cmocka_unit_test (test_handshake_deadline),
     cmocka_unit_test (test_stop_with_clients),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
