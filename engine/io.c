@@ -56,13 +56,6 @@ posix_fsync (void *opaque, int fd)
 }
 
 static int
-posix_ftruncate (void *opaque, int fd, off_t len)
-{
-  (void) opaque;
-  return ftruncate (fd, len) < 0 ? -errno : 0;
-}
-
-static int
 posix_getsize (void *opaque, int fd, uint64_t *size)
 {
   (void) opaque;
@@ -84,30 +77,34 @@ posix_is_blockdev (int fd)
   return fstat (fd, &st) == 0 && S_ISBLK (st.st_mode);
 }
 
+/* A range operation: this ioctl on a block device, this fallocate mode
+ * on a file; -EOPNOTSUPP where the file system has no such mode.
+ */
+static int
+posix_range_op (int fd, off_t off, off_t len, unsigned long blk_ioctl,
+                int falloc_mode)
+{
+  if (posix_is_blockdev (fd)) {
+    uint64_t range[2] = { off, len };
+    return ioctl (fd, blk_ioctl, range) < 0 ? -errno : 0;
+  }
+  if (fallocate (fd, falloc_mode | FALLOC_FL_KEEP_SIZE, off, len) < 0)
+    return errno == EINVAL ? -EOPNOTSUPP : -errno;
+  return 0;
+}
+
 static int
 posix_zero (void *opaque, int fd, off_t off, off_t len)
 {
   (void) opaque;
-  if (posix_is_blockdev (fd)) {
-    uint64_t range[2] = { off, len };
-    return ioctl (fd, BLKZEROOUT, range) < 0 ? -errno : 0;
-  }
-  if (fallocate (fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len) < 0)
-    return errno == EINVAL ? -EOPNOTSUPP : -errno;
-  return 0;
+  return posix_range_op (fd, off, len, BLKZEROOUT, FALLOC_FL_ZERO_RANGE);
 }
 
 static int
 posix_discard (void *opaque, int fd, off_t off, off_t len)
 {
   (void) opaque;
-  if (posix_is_blockdev (fd)) {
-    uint64_t range[2] = { off, len };
-    return ioctl (fd, BLKDISCARD, range) < 0 ? -errno : 0;
-  }
-  if (fallocate (fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) < 0)
-    return errno == EINVAL ? -EOPNOTSUPP : -errno;
-  return 0;
+  return posix_range_op (fd, off, len, BLKDISCARD, FALLOC_FL_PUNCH_HOLE);
 }
 
 static int
@@ -130,7 +127,6 @@ static const struct fssnap_io io_posix = {
   .pread = posix_pread,
   .pwrite = posix_pwrite,
   .fsync = posix_fsync,
-  .ftruncate = posix_ftruncate,
   .getsize = posix_getsize,
   .zero = posix_zero,
   .discard = posix_discard,

@@ -64,7 +64,6 @@ struct fssnap_io {
   ssize_t (*pwrite) (void *opaque, int fd, const void *buf, size_t len,
                      off_t off);
   int (*fsync) (void *opaque, int fd);
-  int (*ftruncate) (void *opaque, int fd, off_t len);
   /* Size in bytes of a regular file or block device. */
   int (*getsize) (void *opaque, int fd, uint64_t *size);
   /* Make [off, off+len) read back as zeros (must succeed or fail cleanly). */
