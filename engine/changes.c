@@ -39,7 +39,8 @@
 
 #include "engine/internal.h"
 
-struct snap *
+/* The newest published snap, or NULL.  Caller holds snap_lock. */
+static struct snap *
 changes_newest_locked (struct fssnap_origin *o)
 {
   for (size_t i = o->nsnaps; i-- > 0;)

@@ -259,8 +259,6 @@ void changes_hand_over (struct fssnap_origin *o, struct snap *s);
  * Caller holds snap_lock exclusive.
  */
 void changes_merge_locked (struct fssnap_origin *o, size_t i);
-/* The newest published snap, or NULL.  Caller holds snap_lock. */
-struct snap *changes_newest_locked (struct fssnap_origin *o);
 /* Record D's and A's trust in s's metadata header.  Caller holds
  * snap_lock (exclusive, or owns the origin alone).
  */
@@ -284,8 +282,6 @@ void writer_stop (struct fssnap_origin *o);
 /* Allocate a snap in state CREATING with empty maps of nchunks. */
 struct snap *snap_alloc (struct fssnap_origin *o, uint32_t cs, unsigned num,
                          uint64_t seq);
-/* Fill a metadata header describing s.  Caller holds state_lock or owns s. */
-void snap_fill_header (struct snap *s, struct meta_header *h);
 void snap_ref (struct snap *s);
 void snap_unref (struct snap *s);
 bool snap_is_valid (const struct snap *s);

@@ -357,7 +357,8 @@ snap_new (struct fssnap_origin *o, const struct fssnap_create_opts *opts,
   return s;
 }
 
-void
+/* Fill a metadata header describing s (at creation: the caller owns s). */
+static void
 snap_fill_header (struct snap *s, struct meta_header *h)
 {
   struct fssnap_origin *o = s->origin;
