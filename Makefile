@@ -24,8 +24,9 @@ LDLIBS    := -pthread
 LIB_SRC    := $(wildcard engine/*.c common/*.c)
 # The frontends, the file system half and the daemon's own code.
 DAEMON_SRC := $(wildcard fs/*.c nbd/*.c fuse/*.c control/*.c daemon/*.c)
-CLI_SRC    := $(wildcard cli/*.c) $(filter control/proto%.c,$(wildcard control/*.c)) \
-              fs/freeze.c fs/loop.c
+# The CLI speaks only the control protocol: no engine in it.
+CLI_SRC    := $(wildcard cli/*.c) control/proto.c control/options.c \
+              common/size.c fs/freeze.c fs/loop.c
 UNIT_SRC   := $(wildcard tests/unit/test-*.c tests/engine/test-*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
 
@@ -51,8 +52,8 @@ $(LIB): $(call obj,$(LIB_SRC))
 $(BUILD)/fssnapd: $(call obj,$(DAEMON_SRC)) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
-$(BUILD)/fssnap: $(call obj,$(CLI_SRC)) $(LIB)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+$(BUILD)/fssnap: $(call obj,$(CLI_SRC))
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(shell pkg-config --libs json-c) $(LDLIBS)
 
 # Engine tests link the engine alone; unit tests may use any object of the
 # daemon except its main().

@@ -15,14 +15,19 @@
 int cli_cmd_attach (struct cli *cli, int argc, char **argv);
 int cli_cmd_detach (struct cli *cli, int argc, char **argv);
 
-/* Attach the device file of a snapshot (read-only) or of the volume and
- * print the loop device.  Returns an exit code.
+/* Print the block device of a snapshot (read-only) or of the volume, from
+ * its "devices" object: the one a frontend serves, or a new loop device on
+ * its FUSE device file.  what ("the snapshot") goes into messages.
+ * Returns an exit code.
  */
-int cli_attach_file (const char *file, int read_only);
+int cli_attach_devices (json_object *devices, const char *what,
+                        int read_only);
 /* Detach every loop device on file.  Returns an exit code. */
 int cli_detach_file (const char *file);
 
-/* The device file of snapshot num (its "device" from fssnapd) in path. */
+/* The FUSE device file of snapshot num (num < 0: the volume) in path, ""
+ * when fssnapd serves none.
+ */
 int cli_snapshot_file (struct cli *cli, long num, char *path, size_t len);
 
 /* Add "loop": "/dev/loopN" to each snapshot object whose device file has

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fssnap create, delete and list.  Option values are checked here with the
- * engine's own parser before anything is sent, so a typo is a usage error
+ * control protocol's parser (fssnapd's own) before anything is sent, so a typo is a usage error
  * (exit 1) and never reaches fssnapd.
  */
 #include <errno.h>
@@ -11,9 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "libfssnap.h"
 #include "cli/cli.h"
 #include "cli/devices.h"
+#include "control/options.h"
+#include "fs/loop.h"
 
 enum { CLI_OPT_MOUNT = 256, CLI_OPT_ATTACH, CLI_OPT_FORCE };
 
@@ -30,7 +31,7 @@ cli_add_options (char **optstr, const char *arg)
   free (*optstr);
   *optstr = joined;
   memset (&opts, 0, sizeof opts);
-  if (fssnap_create_opts_parse (arg, &opts, &storage, err, sizeof err) < 0) {
+  if (ctl_options_parse (arg, &opts, &storage, err, sizeof err) < 0) {
     free (storage);
     return cli_error (CLI_EXIT_USAGE, "bad -o option \"%s\": %s", arg,
                       *err ? err : "not understood");
@@ -60,7 +61,7 @@ cli_cmd_create (struct cli *cli, int argc, char **argv)
     { NULL, 0, NULL, 0 },
   };
   char *optstr = NULL, mount[PATH_MAX] = "";
-  json_object *req, *reply, *snap, *dev;
+  json_object *req, *reply, *snap, *dev, *devices;
   int c, r = CLI_EXIT_OK, json = 0, attach = 0;
 
   req = json_object_new_object ();
@@ -96,10 +97,11 @@ cli_cmd_create (struct cli *cli, int argc, char **argv)
   if (r != CLI_EXIT_OK)
     return r;
   if (!json_object_object_get_ex (reply, "snapshot", &snap)
-      || !json_object_object_get_ex (snap, "device", &dev))
+      || !json_object_object_get_ex (snap, "device", &dev)
+      || !json_object_object_get_ex (snap, "devices", &devices))
     r = cli_error (CLI_EXIT_UNREACHABLE, "fssnapd's reply lacks the device");
   else if (attach)
-    r = cli_attach_file (json_object_get_string (dev), 1);
+    r = cli_attach_devices (devices, "the snapshot", 1);
   else if (json)
     cli_print_json (snap);
   else
@@ -108,29 +110,22 @@ cli_cmd_create (struct cli *cli, int argc, char **argv)
   return r;
 }
 
-/* An attached snapshot is deleted only with --force, which detaches it. */
+/* A snapshot attached to a loop device is deleted only with --force,
+ * which detaches it.
+ */
 static int
 cli_delete_detach (struct cli *cli, long num, int force)
 {
-  char file[PATH_MAX];
-  json_object *one = json_object_new_array ();
-  json_object *snap = json_object_new_object ();
+  char file[PATH_MAX], loop[64];
   int r;
 
   r = cli_snapshot_file (cli, num, file, sizeof file);
-  if (r == CLI_EXIT_OK) {
-    json_object_object_add (snap, "device", json_object_new_string (file));
-    json_object_array_add (one, snap);
-    cli_add_loop_fields (one);
-    if (json_object_object_get_ex (snap, "loop", NULL) && !force)
-      r = cli_error (CLI_EXIT_REFUSED, "snapshot %ld is attached as %s: "
-                     "detach it first or use --force", num,
-                     cli_field (snap, "loop"));
-    else if (force)
-      r = cli_detach_file (file);
-  }
-  json_object_put (one);
-  return r;
+  if (r != CLI_EXIT_OK || !*file || !loop_find (file, loop, sizeof loop))
+    return r;
+  if (!force)
+    return cli_error (CLI_EXIT_REFUSED, "snapshot %ld is attached as %s: "
+                      "detach it first or use --force", num, loop);
+  return cli_detach_file (file);
 }
 
 int

@@ -18,7 +18,8 @@
  *       "64k"), "unlink", "transient" (booleans); fields override "options".
  *       Reply: "snapshot": the new snapshot's info object.
  *   {"request":"delete", "number":N}          Reply: "number": N.
- *   {"request":"list"}                        Reply: "snapshots": [short info]
+ *   {"request":"list"}                        Reply: "snapshots": [short info],
+ *                                             "volume": {size, device, devices}
  *   {"request":"info"} or {"request":"info", "number":N}
  *                                             Reply: "snapshots": [info]
  *   {"request":"stats"}                       Reply: "stats": {...}
@@ -38,11 +39,18 @@
  * (a one-line explanation) and "errno" (the name of the errno value, such as
  * "ENOENT" for a snapshot that does not exist).
  *
- * Info objects: number, uuid, device (RUN_DIR/dev/snap/N), state, reason,
+ * Devices: "devices" is an object naming, per frontend ("ublk", "fuse",
+ * "nbd"), what serves the snapshot or volume: a block device, a device
+ * file, an NBD URI; each frontend reports its own names.  "device" is the
+ * one to open: a block device before a device file; with neither, the NBD
+ * export name ("snap/N" or "volume").  Its last path element is always
+ * the snapshot number.
+ *
+ * Info objects: number, uuid, device, devices, state, reason,
  * mountpoint, backing_store, backing_store_size, backing_files, maxsize,
  * maxfilesize, create_time (seconds since the epoch), chunksize, chunks,
  * candidate_chunks, preserved_chunks, owned_chunks, open_count, transient,
- * unlinked, seq.  Short info (list): number, uuid, device, state,
+ * unlinked, seq.  Short info (list): number, uuid, device, devices, state,
  * create_time.  Stats: size, chunksize, snapshots, retained, highest_number,
  * chunks_copied, bytes_copied, throttle_waits, mem_chunks, mem_chunks_peak,
  * max_mem_chunks, store_errors.  Sizes are in bytes.

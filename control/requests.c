@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "control/options.h"
 #include "control/proto.h"
 #include "control/requests.h"
 
@@ -133,7 +134,7 @@ ctl_get_size (json_object *req, const char *key,
     return -1;
   }
   memset (tmp, 0, sizeof *tmp);
-  r = fssnap_create_opts_parse (opt, tmp, &storage, errmsg, sizeof errmsg);
+  r = ctl_options_parse (opt, tmp, &storage, errmsg, sizeof errmsg);
   free (storage);
   if (r < 0) {
     *reply = ctl_engine_error (r, errmsg, "bad snapshot options");
@@ -174,18 +175,48 @@ ctl_add_str (json_object *obj, const char *key, const char *v)
   json_object_object_add (obj, key, json_object_new_string (v));
 }
 
+static void
+ctl_add_device (void *arg, const char *frontend, const char *name)
+{
+  json_object *obj = arg, *devices;
+
+  if (name[0] == '/' && !json_object_object_get_ex (obj, "device", NULL))
+    ctl_add_str (obj, "device", name);
+  json_object_object_get_ex (obj, "devices", &devices);
+  ctl_add_str (devices, frontend, name);
+}
+
+/* "devices": every frontend's names for target, by frontend; "device":
+ * the first that is a path (a block device or a device file), or else the
+ * NBD export name ("snap/N", "volume"), so that its last element is always
+ * the snapshot number.
+ */
+static void
+ctl_add_devices (const struct ctl_context *ctx, json_object *obj, int target)
+{
+  char export[32];
+
+  json_object_object_add (obj, "devices", json_object_new_object ());
+  if (ctx->devices)
+    ctx->devices (ctx->devices_opaque, target, ctl_add_device, obj);
+  if (json_object_object_get_ex (obj, "device", NULL))
+    return;
+  if (target == FSSNAP_VOLUME)
+    snprintf (export, sizeof export, "volume");
+  else
+    snprintf (export, sizeof export, "snap/%d", target);
+  ctl_add_str (obj, "device", export);
+}
+
 static json_object *
 ctl_short_info_json (const struct ctl_context *ctx,
                      const struct fssnap_snapshot_info *info)
 {
   json_object *obj = json_object_new_object ();
-  char device[4200];
 
-  snprintf (device, sizeof device, "%s/dev/snap/%u", ctx->run_dir,
-            info->number);
   ctl_add_u64 (obj, "number", info->number);
   ctl_add_str (obj, "uuid", info->uuid);
-  ctl_add_str (obj, "device", device);
+  ctl_add_devices (ctx, obj, (int) info->number);
   ctl_add_str (obj, "state", fssnap_state_name (info->state));
   ctl_add_str (obj, "reason", info->reason);
   json_object_object_add (obj, "create_time",
@@ -249,7 +280,7 @@ ctl_create_opts (json_object *req, struct fssnap_create_opts *opts,
 
   if (ctl_get_string (req, "options", &options, &reply) < 0)
     return reply;
-  r = fssnap_create_opts_parse (options, opts, storage, errmsg, sizeof errmsg);
+  r = ctl_options_parse (options, opts, storage, errmsg, sizeof errmsg);
   if (r < 0)
     return ctl_engine_error (r, errmsg, "bad snapshot options");
   if ((r = ctl_get_size (req, "maxsize", &tmp, &reply)) < 0)
@@ -376,7 +407,20 @@ ctl_numbers (const struct ctl_context *ctx, unsigned **numsp)
   }
 }
 
-/* Every snapshot as an array of (short or full) info objects. */
+/* The live volume: its size and devices. */
+static json_object *
+ctl_volume_json (const struct ctl_context *ctx)
+{
+  json_object *obj = json_object_new_object ();
+
+  ctl_add_u64 (obj, "size", fssnap_origin_size (ctx->origin));
+  ctl_add_devices (ctx, obj, FSSNAP_VOLUME);
+  return obj;
+}
+
+/* Every snapshot as an array of (short or full) info objects, and the
+ * volume.
+ */
 static json_object *
 ctl_all_snapshots (const struct ctl_context *ctx, bool full)
 {
@@ -398,6 +442,7 @@ ctl_all_snapshots (const struct ctl_context *ctx, bool full)
   free (nums);
   reply = ctl_reply_ok ();
   json_object_object_add (reply, "snapshots", arr);
+  json_object_object_add (reply, "volume", ctl_volume_json (ctx));
   return reply;
 }
 

@@ -10,9 +10,22 @@
 #include <json-c/json.h>
 #include "libfssnap.h"
 
+/* Called once for each frontend that serves a device: its name ("ublk",
+ * "fuse", "nbd") and what a user opens (a block device, a device file, an
+ * NBD URI).
+ */
+typedef void (*ctl_device_fn) (void *arg, const char *frontend,
+                               const char *name);
+
 struct ctl_context {
   struct fssnap_origin *origin;
-  const char *run_dir;          /* device paths are RUN_DIR/dev/snap/N */
+  /* Name the devices serving target (FSSNAP_VOLUME or a snapshot number)
+   * through fn, the one a user should open first: block devices before
+   * device files before NBD.  Each frontend reports its own names; nothing
+   * else builds them.  NULL: no devices.
+   */
+  void (*devices) (void *opaque, int target, ctl_device_fn fn, void *arg);
+  void *devices_opaque;
   fssnap_log_fn log;            /* NULL: no log */
   void *log_opaque;
   fssnap_candidate_fn candidates;       /* NULL: every chunk */

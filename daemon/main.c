@@ -318,21 +318,105 @@ daemon_stop_fuse (struct daemon *d)
   d->devfs = NULL;
 }
 
-/* Refuse a backing store on the volume (through the FUSE file and a loop
- * device, or on the origin itself): it would copy into itself.
+/* ---- Device names ------------------------------------------------------ */
+
+/* Each frontend names the devices it serves for target (FSSNAP_VOLUME or a
+ * snapshot number), and only those.
+ */
+static void
+daemon_fuse_devices (struct daemon *d, int target, ctl_device_fn fn,
+                     void *arg)
+{
+  char path[PATH_MAX];
+
+  if (!d->devfs)
+    return;
+  if (target == FSSNAP_VOLUME)
+    snprintf (path, sizeof path, "%s/dev/volume", d->run_dir);
+  else
+    snprintf (path, sizeof path, "%s/dev/snap/%d", d->run_dir, target);
+  fn (arg, "fuse", path);
+}
+
+static void
+daemon_nbd_devices (struct daemon *d, int target, ctl_device_fn fn,
+                    void *arg)
+{
+  char uri[PATH_MAX + 64];
+
+  if (!d->nbd)
+    return;
+  if (target == FSSNAP_VOLUME)
+    snprintf (uri, sizeof uri, "nbd+unix:///volume?socket=%s/%s",
+              d->run_dir, DAEMON_NBD_SOCKET);
+  else
+    snprintf (uri, sizeof uri, "nbd+unix:///snap/%d?socket=%s/%s", target,
+              d->run_dir, DAEMON_NBD_SOCKET);
+  fn (arg, "nbd", uri);
+}
+
+/* The frontends that name devices, the one a user should open first
+ * first: block devices, then device files, then NBD.
+ */
+static void (*const daemon_device_namers[]) (struct daemon *, int,
+                                             ctl_device_fn, void *) = {
+  daemon_fuse_devices,
+  daemon_nbd_devices,
+};
+
+/* ctl_context.devices: every frontend's names for target. */
+static void
+daemon_devices (void *opaque, int target, ctl_device_fn fn, void *arg)
+{
+  size_t i;
+
+  for (i = 0; i < sizeof daemon_device_namers
+                  / sizeof daemon_device_namers[0]; i++)
+    daemon_device_namers[i] (opaque, target, fn, arg);
+}
+
+#define DAEMON_MAX_VOLUME_FILES 8
+
+struct daemon_files {
+  char names[DAEMON_MAX_VOLUME_FILES][PATH_MAX];
+  const char *files[DAEMON_MAX_VOLUME_FILES + 2];
+  size_t n;
+};
+
+/* Keep the names that are paths (block devices, device files). */
+static void
+daemon_collect_file (void *arg, const char *frontend, const char *name)
+{
+  struct daemon_files *f = arg;
+
+  (void) frontend;
+  if (name[0] != '/' || f->n == DAEMON_MAX_VOLUME_FILES)
+    return;
+  snprintf (f->names[f->n], sizeof f->names[f->n], "%s", name);
+  f->files[f->n] = f->names[f->n];
+  f->n++;
+}
+
+/* Refuse a backing store on the volume (through any of its devices, or on
+ * the origin itself): it would copy into itself.
  */
 static int
 daemon_check_create (void *opaque, const struct fssnap_create_opts *opts,
                      char *err, size_t errlen)
 {
   struct daemon *d = opaque;
-  char volume[PATH_MAX];
-  const char *files[] = { volume, d->origin_path, NULL };
+  struct daemon_files *f = calloc (1, sizeof *f);
+  int r;
 
-  snprintf (volume, sizeof volume, "%s/dev/volume", d->run_dir);
-  return loop_store_check (opts->backing_store ? opts->backing_store
-                                               : d->state_dir,
-                           files, err, errlen);
+  if (!f)
+    return -ENOMEM;
+  daemon_devices (d, FSSNAP_VOLUME, daemon_collect_file, f);
+  f->files[f->n] = d->origin_path;
+  r = loop_store_check (opts->backing_store ? opts->backing_store
+                                            : d->state_dir,
+                        f->files, err, errlen);
+  free (f);
+  return r;
 }
 
 static int
@@ -342,7 +426,8 @@ daemon_start_control (struct daemon *d)
 
   d->fs_ctx = (struct fs_candidates_ctx) { .log = daemon_log_engine };
   d->ctl_ctx = (struct ctl_context) { .origin = d->origin,
-                                      .run_dir = d->run_dir,
+                                      .devices = daemon_devices,
+                                      .devices_opaque = d,
                                       .log = daemon_log_engine,
                                       .candidates = fs_candidates,
                                       .candidates_opaque = &d->fs_ctx,

@@ -105,7 +105,6 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   if (fssnap_origin_open (&opts, &fuzz_origin) < 0)
     abort ();
   fuzz_ctx = (struct ctl_context) { .origin = fuzz_origin,
-                                    .run_dir = fuzz_dir,
                                     .log = fuzz_log };
   atexit (fuzz_cleanup);
   return 0;

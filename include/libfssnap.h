@@ -149,14 +149,6 @@ struct fssnap_create_opts {
   void *candidates_opaque;
 };
 
-/* Parse fssnap's -o option string ("backing-store=DIR,maxsize=1g,unlink")
- * into opts.  String fields point into *storage, which the caller frees.
- * On error returns -EINVAL and, if errmsg is non-NULL, a message there.
- */
-int fssnap_create_opts_parse (const char *optstr,
-                              struct fssnap_create_opts *opts,
-                              char **storage, char *errmsg, size_t errlen);
-
 /* Create a snapshot; its number is returned in *nump.  On failure an
  * explanation is put in errmsg (if non-NULL).
  */

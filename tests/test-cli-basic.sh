@@ -14,11 +14,16 @@ start_fssnapd "$img" --no-fuse
 
 [ "$(fssnap list --json)" = "[ ]" ] || [ "$(fssnap list --json | json_get 'len(j)')" = 0 ] \
   || fail "a new daemon has snapshots"
+# Without FUSE the only device is the NBD export: create prints its name.
 dev0=$(fssnap create -o maxsize=64m,chunksize=16k -o unlink) || fail "create 0"
-[ "$dev0" = "$RUN_DIR/dev/snap/0" ] || fail "create printed $dev0"
+[ "$dev0" = "snap/0" ] || fail "create printed $dev0"
 mkdir "$TESTDIR/store"
 dev1=$(fssnap create -o "backing-store=$TESTDIR/store,maxfilesize=1m") || fail "create 1"
-[ "$dev1" = "$RUN_DIR/dev/snap/1" ] || fail "create printed $dev1"
+[ "$dev1" = "snap/1" ] || fail "create printed $dev1"
+fssnap list --json | json_get 'j[1]["devices"]' | grep -qx "{'nbd': '$(nbd_uri snap/1)'}" \
+  || fail "--no-fuse still names a FUSE device: $(fssnap list --json)"
+expect_exit 4 "has no block device or device file (fssnapd runs with --no-fuse): read it over NBD at $(nbd_uri snap/1)" \
+  fssnap attach 1
 
 # list: a header and one line per snapshot.
 fssnap list | tee "$TESTDIR/list"
@@ -29,7 +34,7 @@ fssnap list --json | json_get '[s["number"] for s in j]' | grep -qx "\[0, 1\]" |
 
 # info N: the fssnap -i fields.
 fssnap info 0 | tee "$TESTDIR/info0"
-for field in "Snapshot number *: 0" "Block Device *: $RUN_DIR/dev/snap/0" "Mount point *: -" \
+for field in "Snapshot number *: 0" "Block Device *: $dev0" "Mount point *: -" \
              "Device state *: idle" "Backing store path *: $STATE_DIR/" "Backing store size *: 0 B" \
              "Maximum backing store size *: 64 MiB" "Snapshot create time *: ... ... .. ..:..:.. 20.." \
              "Copy-on-write granularity *: 16 KiB" "UUID *: [0-9a-f-]\{36\}" \

@@ -104,6 +104,24 @@ test_parse_line (void **state)
 
 /* ---- Requests against an engine -------------------------------------- */
 
+/* Two frontends: a device file for every target, and a block device for
+ * the volume only.
+ */
+static void
+fake_devices (void *opaque, int target, ctl_device_fn fn, void *arg)
+{
+  char name[64];
+
+  (void) opaque;
+  if (target == FSSNAP_VOLUME)
+    fn (arg, "blk", "/dev/blk0");
+  if (target == FSSNAP_VOLUME)
+    snprintf (name, sizeof name, "/R/dev/volume");
+  else
+    snprintf (name, sizeof name, "/R/dev/snap/%d", target);
+  fn (arg, "file", name);
+}
+
 struct fixture {
   char dir[64];
   struct fssnap_origin *origin;
@@ -135,7 +153,8 @@ setup (void **state)
   opts.path = path;
   opts.state_dir = f->dir;
   assert_int_equal (fssnap_origin_open (&opts, &f->origin), 0);
-  f->ctx = (struct ctl_context) { .origin = f->origin, .run_dir = "/R" };
+  f->ctx = (struct ctl_context) { .origin = f->origin,
+                                  .devices = fake_devices };
   *state = f;
   return 0;
 }
@@ -189,6 +208,9 @@ test_create_info_delete (void **state)
   assert_true (json_object_object_get_ex (r, "snapshot", &snap));
   assert_string_equal (field (snap, "number"), "0");
   assert_string_equal (field (snap, "device"), "/R/dev/snap/0");
+  assert_true (json_object_object_get_ex (snap, "devices", &arr));
+  assert_string_equal (field (arr, "file"), "/R/dev/snap/0");
+  assert_int_equal (json_object_object_length (arr), 1);
   assert_string_equal (field (snap, "maxsize"), "131072");
   assert_string_equal (field (snap, "chunksize"), "4096");
   assert_string_equal (field (snap, "transient"), "true");
@@ -202,6 +224,17 @@ test_create_info_delete (void **state)
   assert_int_equal (json_object_array_length (arr), 1);
   assert_string_equal (field (json_object_array_get_idx (arr, 0), "state"),
                        "idle");
+  json_object_put (r);
+
+  /* list also names the volume's devices, the block device first. */
+  r = ask (f, "{\"request\":\"list\"}");
+  assert_true (is_ok (r));
+  assert_true (json_object_object_get_ex (r, "volume", &snap));
+  assert_string_equal (field (snap, "size"), "1048576");
+  assert_string_equal (field (snap, "device"), "/dev/blk0");
+  assert_true (json_object_object_get_ex (snap, "devices", &arr));
+  assert_string_equal (field (arr, "blk"), "/dev/blk0");
+  assert_string_equal (field (arr, "file"), "/R/dev/volume");
   json_object_put (r);
 
   r = ask (f, "{\"request\":\"delete\",\"number\":0}");

@@ -1,4 +1,4 @@
-/* Unit tests of the -o option string parser (engine/options.c). */
+/* Unit tests of the -o option string parser (control/options.c). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "libfssnap.h"
+#include "control/options.h"
 
 static void
 test_options_all (void **state)
@@ -16,7 +16,7 @@ test_options_all (void **state)
   (void) state;
   struct fssnap_create_opts o = { 0 };
   char *st = NULL, err[200];
-  assert_int_equal (fssnap_create_opts_parse (
+  assert_int_equal (ctl_options_parse (
       "backing-store=/var/tmp/x,maxsize=1g,chunksize=4k,maxfilesize=64m,"
       "unlink,transient", &o, &st, err, sizeof err), 0);
   assert_string_equal (o.backing_store, "/var/tmp/x");
@@ -33,12 +33,12 @@ test_options_alias_and_empty (void **state)
   (void) state;
   struct fssnap_create_opts o = { 0 };
   char *st = NULL, err[200];
-  assert_int_equal (fssnap_create_opts_parse ("bs=/tmp", &o, &st, err,
+  assert_int_equal (ctl_options_parse ("bs=/tmp", &o, &st, err,
                                               sizeof err), 0);
   assert_string_equal (o.backing_store, "/tmp");
   free (st);
   struct fssnap_create_opts e = { .maxsize = 7 };
-  assert_int_equal (fssnap_create_opts_parse ("", &e, &st, err, sizeof err), 0);
+  assert_int_equal (ctl_options_parse ("", &e, &st, err, sizeof err), 0);
   assert_int_equal (e.maxsize, 7);      /* defaults untouched */
   free (st);
 }
@@ -48,7 +48,7 @@ expect_error (const char *optstr, const char *needle)
 {
   struct fssnap_create_opts o = { .maxsize = 42 };
   char *st = NULL, err[200] = "";
-  assert_int_equal (fssnap_create_opts_parse (optstr, &o, &st, err,
+  assert_int_equal (ctl_options_parse (optstr, &o, &st, err,
                                               sizeof err), -EINVAL);
   assert_non_null (strstr (err, needle));
   assert_null (st);

@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The snapshot option string, as fssnap(1M) takes it after -o:
+ * The snapshot option string of the control protocol's "options" field,
+ * as fssnap(1M) takes it after -o:
  *   backing-store=PATH (or bs=PATH)  directory or file for the store
  *   maxsize=SIZE                     delete the snapshot past this size
  *   chunksize=SIZE                   copy-on-write granularity
  *   maxfilesize=SIZE                 split the store into files this big
  *   unlink                           unlink the store files once open
  *   transient                        no syncs; gone at restart
- * SIZE takes k/m/g/t suffixes.  Each option may appear once.
+ * SIZE takes k/m/g/t suffixes.  Each option may appear once.  fssnap
+ * checks its -o arguments with this parser before sending them and
+ * fssnapd parses them again, so both sides agree on the syntax; the CLI
+ * needs nothing of the engine for it.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -16,7 +20,7 @@
 #include <string.h>
 
 #include "common/size.h"
-#include "engine/internal.h"
+#include "control/options.h"
 
 static int
 opts_error (char *errmsg, size_t errlen, const char *fmt, ...)
@@ -69,7 +73,8 @@ opts_apply (enum opt_id id, char *value, uint64_t size,
   case OPT_BACKING_STORE: opts->backing_store = value; break;
   case OPT_MAXSIZE: opts->maxsize = size; break;
   case OPT_CHUNKSIZE:
-    if (!chunksize_valid (size))
+    if (size < FSSNAP_CHUNKSIZE_MIN || size > FSSNAP_CHUNKSIZE_MAX
+        || (size & (size - 1)) != 0)
       return opts_error (errmsg, errlen, "chunksize=%s: must be a power of "
                          "two from 512 to 1m", value);
     opts->chunksize = size;
@@ -107,8 +112,8 @@ opts_parse_one (char *item, bool *seen, struct fssnap_create_opts *opts,
 }
 
 int
-fssnap_create_opts_parse (const char *optstr, struct fssnap_create_opts *opts,
-                          char **storage, char *errmsg, size_t errlen)
+ctl_options_parse (const char *optstr, struct fssnap_create_opts *opts,
+                   char **storage, char *errmsg, size_t errlen)
 {
   bool seen[NOPTS] = { false };
   struct fssnap_create_opts parsed = *opts;
