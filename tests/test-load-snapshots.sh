@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Load: 4 NBD clients (fio jobs, one connection each, 4 requests in flight)
-# write random crc32c-verified data to disjoint quarters of the volume for
-# about 25 s, while a snapshot is created every 100 ms and the oldest is
-# deleted once 4 exist (the 4 MiB volume keeps hashing within the pace).  Every snapshot is hashed (sha256 over NBD) right
+# write random crc32c-verified data to disjoint quarters of the volume
+# while 150 snapshots are created, one every 100 ms at most, and the oldest
+# is deleted once 4 exist (the 4 MiB volume keeps hashing within the pace).
+# The count is fixed, not the time: a slow machine takes longer.  Every snapshot is hashed (sha256 over NBD) right
 # after its creation, while the writes go on, and again just before its
 # deletion: a copy-on-write that misses a chunk, copies it twice or serves
 # a chunk from the wrong store changes the second hash.  Once, the writers
@@ -23,7 +24,7 @@ start_fssnapd "$img" --no-fuse --chunksize 16k
 quarter=$((size / 4))
 fio --name=load --thread --ioengine=nbd --uri="$(nbd_uri volume)" \
     --numjobs=4 --offset_increment="$quarter" --size="$quarter" \
-    --rw=randwrite --bsrange=4k-64k --iodepth=4 --time_based --runtime=25 \
+    --rw=randwrite --bsrange=4k-64k --iodepth=4 --time_based --runtime=600 \
     --verify=crc32c --verify_backlog=256 --verify_fatal=1 --verify_state_save=0 \
     --group_reporting >"$TESTDIR/fio.log" 2>&1 &
 fio_pid=$!
@@ -63,10 +64,10 @@ def check_and_delete(num, uuid, first, what):
     cli("delete", str(num))
 
 live, checked, paused = [], 0, None
-end = time.monotonic() + 20
-while time.monotonic() < end:
+start = time.monotonic()
+while checked < 150:
     t0 = time.monotonic()
-    if paused is None and t0 > end - 12:
+    if paused is None and checked >= 60:
         os.kill(fio_pid, signal.SIGSTOP)
         time.sleep(0.3)             # let requests already sent land
         capture = digest("volume")
@@ -84,11 +85,14 @@ for s in live:
     check_and_delete(*s, "during writes")
     checked += 1
 check_and_delete(*paused, "volume captured with writes stopped")
-print(f"{checked + 1} snapshots checked twice (one every {20 / (checked + 1):.2f} s), one against a paused capture")
-assert checked >= 150, f"only {checked} snapshots in 20 s: not one every 100 ms"
+took = time.monotonic() - start
+print(f"{checked + 1} snapshots checked twice (one every {took / (checked + 1):.2f} s), one against a paused capture")
 EOP
 
-wait_exit "$fio_pid" 60 || { cat "$TESTDIR/fio.log"; fail "fio failed"; }
+# The writers stop on SIGINT with their report (fio exits non-zero when
+# interrupted; "err= 0" says no request or verification failed).
+kill -INT "$fio_pid"
+wait_exit "$fio_pid" 60 || true
 grep -q "err= 0" "$TESTDIR/fio.log" || { cat "$TESTDIR/fio.log"; fail "fio reported errors"; }
 grep -E "write: IOPS|verify" "$TESTDIR/fio.log" | head -3
 fssnap stats --json | json_get 'j["store_errors"], j["snapshots"]' | grep -qx "(0, 0)" \
