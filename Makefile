@@ -53,7 +53,7 @@ $(BUILD)/fssnapd: $(call obj,$(DAEMON_SRC)) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
 $(BUILD)/fssnap: $(call obj,$(CLI_SRC))
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(shell pkg-config --libs json-c) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(shell pkg-config --libs json-c blkid) $(LDLIBS)
 
 # Engine tests link the engine alone; unit tests may use any object of the
 # daemon except its main().

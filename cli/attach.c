@@ -103,44 +103,62 @@ cli_snapshot_file (struct cli *cli, long num, char *path, size_t len)
   return CLI_EXIT_OK;
 }
 
-/* A loop device on a FUSE device file; prints it. */
+/* A loop device on a FUSE device file, in dev; *made when it is new. */
 static int
-cli_attach_file (const char *file, int read_only)
+cli_attach_file (const char *file, int read_only, int reuse, char *dev,
+                 size_t len, int *made)
 {
-  char dev[64];
   int rc;
 
-  if (loop_find (file, dev, sizeof dev))
+  *made = 0;
+  if (loop_find (file, dev, len)) {
+    if (reuse)
+      return CLI_EXIT_OK;
     return cli_error (CLI_EXIT_REFUSED, "%s is already attached as %s", file,
                       dev);
-  rc = loop_attach (file, read_only, dev, sizeof dev);
+  }
+  rc = loop_attach (file, read_only, dev, len);
   if (rc == -ENOENT)
     return cli_error (CLI_EXIT_REFUSED, "%s: no such device file", file);
   if (rc < 0)
     return cli_error (CLI_EXIT_REFUSED, "cannot attach %s: %s", file,
                       strerror (-rc));
-  puts (dev);
+  *made = 1;
   return CLI_EXIT_OK;
 }
 
 int
-cli_attach_devices (json_object *devices, const char *what, int read_only)
+cli_devices_block (json_object *devices, const char *what, int read_only,
+                   int reuse, char *dev, size_t len, int *made)
 {
-  const char *dev = cli_block_device (devices), *file;
+  const char *block = cli_block_device (devices), *file;
   json_object *nbd;
 
-  if (dev) {
-    puts (dev);
+  *made = 0;
+  if (block) {
+    snprintf (dev, len, "%s", block);
     return CLI_EXIT_OK;
   }
   file = cli_fuse_file (devices);
   if (file)
-    return cli_attach_file (file, read_only);
+    return cli_attach_file (file, read_only, reuse, dev, len, made);
   if (json_object_object_get_ex (devices, "nbd", &nbd))
     return cli_error (CLI_EXIT_REFUSED, "%s has no block device or device "
                       "file (fssnapd runs with --no-fuse): read it over NBD "
                       "at %s", what, json_object_get_string (nbd));
   return cli_error (CLI_EXIT_REFUSED, "%s has no device", what);
+}
+
+int
+cli_attach_devices (json_object *devices, const char *what, int read_only)
+{
+  char dev[PATH_MAX];
+  int made, r;
+
+  r = cli_devices_block (devices, what, read_only, 0, dev, sizeof dev, &made);
+  if (r == CLI_EXIT_OK)
+    puts (dev);
+  return r;
 }
 
 static int

@@ -18,6 +18,10 @@ enum cli_exit {
   CLI_EXIT_REFUSED = 4,         /* fssnapd refused the request */
   CLI_EXIT_UNTRUSTED = 5,       /* diff: the change maps cannot be trusted */
   CLI_EXIT_DIFF_USAGE = 6,      /* diff: bad arguments (1 means "differs") */
+  /* exec: fssnap's own failure, so that CMD's codes stay CMD's. */
+  CLI_EXIT_EXEC_FAILED = 125,
+  CLI_EXIT_EXEC_CANNOT_RUN = 126,       /* CMD found but not executable */
+  CLI_EXIT_EXEC_NOT_FOUND = 127,        /* CMD not found */
 };
 /* diff exits like cmp: 0 (CLI_EXIT_OK) no difference, 1 differs. */
 #define CLI_EXIT_DIFFERS 1
@@ -35,6 +39,11 @@ int cli_error (int code, const char *fmt, ...)
  */
 int cli_bad_option (int c, char **argv);
 
+/* The run dir of the fssnapd to talk to: --run-dir, or the one found
+ * under /run/fssnap.  Returns an exit code after a message.
+ */
+int cli_run_dir (struct cli *cli, char *dir, size_t len);
+
 /* Send req (consumed) to fssnapd and wait for the reply.  Returns
  * CLI_EXIT_OK with the reply in *replyp (the caller puts it), or the exit
  * code after printing why: unreachable, no such snapshot (ENOENT for a
@@ -48,6 +57,11 @@ long cli_parse_number (const char *arg);
  * which are left at argv[optind...].
  */
 int cli_simple_args (int argc, char **argv, int *json, int max_args);
+
+/* Append arg, a -o argument of create, to *optstr (malloc'd, joined with
+ * commas) after checking it with fssnapd's own parser.
+ */
+int cli_add_options (char **optstr, const char *arg);
 
 /* Print a JSON value, pretty, on stdout. */
 void cli_print_json (json_object *obj);
@@ -66,5 +80,8 @@ int cli_cmd_list (struct cli *cli, int argc, char **argv);
 int cli_cmd_info (struct cli *cli, int argc, char **argv);
 int cli_cmd_stats (struct cli *cli, int argc, char **argv);
 int cli_cmd_diff (struct cli *cli, int argc, char **argv);
+int cli_cmd_mount (struct cli *cli, int argc, char **argv);
+int cli_cmd_umount (struct cli *cli, int argc, char **argv);
+int cli_cmd_exec (struct cli *cli, int argc, char **argv);
 
 #endif /* FSSNAP_CLI_H */

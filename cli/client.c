@@ -111,15 +111,22 @@ cli_find_run_dir (char *dir, size_t len)
   return r;
 }
 
+int
+cli_run_dir (struct cli *cli, char *dir, size_t len)
+{
+  if (!cli->run_dir)
+    return cli_find_run_dir (dir, len);
+  snprintf (dir, len, "%s", cli->run_dir);
+  return CLI_EXIT_OK;
+}
+
 static int
 cli_connect (struct cli *cli, int *fdp)
 {
   char dir[PATH_MAX];
   int r;
 
-  if (cli->run_dir)
-    snprintf (dir, sizeof dir, "%s", cli->run_dir);
-  else if ((r = cli_find_run_dir (dir, sizeof dir)) != CLI_EXIT_OK)
+  if ((r = cli_run_dir (cli, dir, sizeof dir)) != CLI_EXIT_OK)
     return r;
   r = cli_connect_dir (dir);
   if (r == -ENOENT || r == -ECONNREFUSED)

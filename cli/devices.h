@@ -22,6 +22,14 @@ int cli_cmd_detach (struct cli *cli, int argc, char **argv);
  */
 int cli_attach_devices (json_object *devices, const char *what,
                         int read_only);
+/* The block device of devices in dev, as cli_attach_devices finds or
+ * makes it, without printing it.  With reuse, a loop device already on
+ * the device file is taken instead of refused.  *made is 1 when a new
+ * loop device was set up.
+ */
+int cli_devices_block (json_object *devices, const char *what,
+                       int read_only, int reuse, char *dev, size_t len,
+                       int *made);
 /* Detach every loop device on file.  Returns an exit code. */
 int cli_detach_file (const char *file);
 

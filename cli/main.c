@@ -79,6 +79,28 @@ static const char cli_usage[] =
 "      snapshot instead.  Over NBD, export snap/B offers the same as\n"
 "      the meta context \"qemu:dirty-bitmap:snap/A\" for every older\n"
 "      snapshot A.\n"
+"  mount N DIR\n"
+"      Mount snapshot N read-only (and nosuid, nodev) on the directory\n"
+"      DIR, for file-level tools: its block device as attach finds it,\n"
+"      the file system type from libblkid, no journal replay (ext2/3/4:\n"
+"      ro,noload; XFS: ro,norecovery,nouuid; others: ro).  A loop device\n"
+"      made for it detaches itself at unmount.  Refused when DIR is\n"
+"      missing or already a mount point, or the snapshot is disabled.\n"
+"  umount DIR\n"
+"      Unmount a snapshot that mount put on DIR (refused for anything\n"
+"      else) and wait for its loop device to go.\n"
+"  exec [-o OPTIONS] [--mount PATH] [--] CMD [ARG...]\n"
+"      Create a snapshot as create does (-o, --mount PATH frozen), mount\n"
+"      it read-only on a private directory in the run dir, run CMD there\n"
+"      with FSSNAP_ROOT (that directory), FSSNAP_SNAPSHOT (the number),\n"
+"      FSSNAP_UUID and FSSNAP_DEVICE (its block device) in the\n"
+"      environment, then unmount it and delete the snapshot, whatever CMD\n"
+"      does.  SIGINT, SIGTERM and SIGHUP sent to fssnap are passed on to\n"
+"      CMD (a terminal's ^C reaches CMD itself) and the cleanup still\n"
+"      runs.  Exits with CMD's status, 128+N if CMD was killed by signal\n"
+"      N, 125 if fssnap itself failed (the message says whether before\n"
+"      CMD, with nothing left behind, or in the cleanup), 126 if CMD\n"
+"      cannot be run, 127 if it is not found.\n"
 "\n"
 "Options:\n"
 "  --run-dir DIR   the run dir of the fssnapd to talk to (its control.sock).\n"
@@ -100,6 +122,7 @@ static const char cli_usage[] =
 "  5  diff: the change maps cannot be trusted for this pair; take a full\n"
 "     copy\n"
 "  6  diff: bad arguments after \"diff\" (for diff, 1 means \"differs\")\n"
+"  125, 126, 127, 128+N, or CMD's status: exec (see above)\n"
 "Each error is one line on stderr starting with \"fssnap: \".  diff exits\n"
 "like cmp: 0 when nothing differs, 1 when something may (with no line on\n"
 "stderr), anything else on trouble.\n";
@@ -116,6 +139,9 @@ static const struct cli_command {
   { "diff", cli_cmd_diff },
   { "attach", cli_cmd_attach },
   { "detach", cli_cmd_detach },
+  { "mount", cli_cmd_mount },
+  { "umount", cli_cmd_umount },
+  { "exec", cli_cmd_exec },
 };
 
 static const struct option cli_options[] = {

@@ -18,8 +18,7 @@
 
 enum { CLI_OPT_MOUNT = 256, CLI_OPT_ATTACH, CLI_OPT_FORCE };
 
-/* Join the -o arguments with commas and check them. */
-static int
+int
 cli_add_options (char **optstr, const char *arg)
 {
   struct fssnap_create_opts opts;
