@@ -32,6 +32,7 @@
 #include "control/proto.h"
 #include "control/server.h"
 #include "daemon/log.h"
+#include "daemon/notify.h"
 #include "daemon/setup.h"
 #include "fs/fs.h"
 #include "fs/loop.h"
@@ -587,10 +588,12 @@ main (int argc, char **argv)
   daemon_log (FSSNAP_LOG_INFO, "serving %s (%s) on %s/%s, control on %s/%s",
               d.origin_path, size, d.run_dir, DAEMON_NBD_SOCKET, d.run_dir,
               DAEMON_CTL_SOCKET);
+  daemon_notify_ready ("serving");
 
   while (sigwait (&set, &sig) != 0)
     ;
   daemon_log (FSSNAP_LOG_INFO, "%s received, stopping", strsignal (sig));
+  daemon_notify_stopping ();
   daemon_stop (&d);
   daemon_log (FSSNAP_LOG_INFO, "stopped cleanly");
   return 0;
