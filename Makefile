@@ -2,7 +2,8 @@
 #   make            build everything into build/
 #   make check      build and run the whole test suite (tests/run)
 #   make asan|tsan  unit and concurrency tests under a sanitizer
-#   make install DESTDIR=... PREFIX=/usr/local
+#   make install DESTDIR=... PREFIX=/usr/local   programs, man pages, units, docs
+#   make install-lib DESTDIR=... PREFIX=...      libfssnap.a and its header
 #   make bench      the benchmarks in bench/
 #   make fuzz       the libFuzzer targets, for FUZZ_SECONDS each
 
@@ -36,10 +37,26 @@ CLI        := $(if $(wildcard cli/main.c),$(BUILD)/fssnap)
 UNIT_BINS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
+# Installed besides the programs: man pages (scdoc sources in man/), the
+# systemd units (systemd/*.in, @SBINDIR@ filled in at install) and tmpfiles.
+MAN_PAGES  := $(patsubst man/%.scd,$(BUILD)/man/%,$(wildcard man/*.scd))
+UNITS      := $(wildcard systemd/*.service.in)
+SBINDIR    ?= $(PREFIX)/sbin
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/fssnap
+SYSTEMDUNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system)
+TMPFILESDIR    ?= $(or $(shell pkg-config --variable=tmpfilesdir systemd 2>/dev/null),/usr/lib/tmpfiles.d)
+
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all check unit asan tsan install bench fuzz clean
-all: $(LIB) $(DAEMON) $(CLI) $(UNIT_BINS) $(BENCH_BINS)
+.PHONY: all programs check unit asan tsan install install-lib bench fuzz clean
+all: programs $(UNIT_BINS) $(BENCH_BINS)
+# What make install installs (the Debian package builds only this).
+programs: $(LIB) $(DAEMON) $(CLI) $(MAN_PAGES)
+
+$(BUILD)/man/%: man/%.scd
+	@mkdir -p $(dir $@)
+	scdoc <$< >$@.tmp && mv $@.tmp $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -82,13 +99,25 @@ asan:
 tsan:
 	$(MAKE) BUILD=build-tsan OPTFLAGS=-O1 SANFLAGS="-fsanitize=thread" unit
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
-	  $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+install: programs
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
+	  $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(TMPFILESDIR) \
+	  $(DESTDIR)$(DOCDIR)/examples
+	install -m 0755 $(DAEMON) $(CLI) $(DESTDIR)$(SBINDIR)/
+	install -m 0644 $(MAN_PAGES) $(DESTDIR)$(MANDIR)/man8/
+	$(foreach u,$(UNITS),sed 's|@SBINDIR@|$(SBINDIR)|g' $(u) \
+	  >$(DESTDIR)$(SYSTEMDUNITDIR)/$(notdir $(u:.in=)) && \
+	  chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$(notdir $(u:.in=)) &&) true
+	install -m 0644 systemd/fssnap.tmpfiles $(DESTDIR)$(TMPFILESDIR)/fssnap.conf
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 examples/*.sh $(DESTDIR)$(DOCDIR)/examples/
+
+# The engine as a static library for programs of one's own: not part of
+# install (the Debian package ships the programs only).
+install-lib: $(LIB)
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	install -m 0644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 0644 include/libfssnap.h $(DESTDIR)$(PREFIX)/include/
-	$(if $(DAEMON),install -m 0755 $(DAEMON) $(DESTDIR)$(PREFIX)/sbin/)
-	$(if $(CLI),install -m 0755 $(CLI) $(DESTDIR)$(PREFIX)/bin/)
 
 bench: $(BENCH_BINS)
 	bench/run
