@@ -18,8 +18,8 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS    ?= -g $(OPTFLAGS)
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
              -Wall -Wextra -Werror -pthread -Iinclude -I. \
-             $(PKG_CFLAGS) $(SANFLAGS) $(CFLAGS)
-LDLIBS    := -pthread
+             $(PKG_CFLAGS) $(SANFLAGS) $(CPPFLAGS) $(CFLAGS)
+LDLIBS    := -pthread $(LDFLAGS)
 
 # The engine and the helpers it is built from.
 LIB_SRC    := $(wildcard engine/*.c common/*.c)
