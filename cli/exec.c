@@ -239,7 +239,7 @@ cli_cmd_exec (struct cli *cli, int argc, char **argv)
 {
   struct cli_exec x = { .num = -1 };
   json_object *snap = NULL;
-  int r, status = CLI_EXIT_EXEC_FAILED, sig;
+  int r, status = CLI_EXIT_EXEC_FAILED, sig, ran = 0;
 
   r = cli_exec_args (&x, argc, argv);
   if (r != CLI_EXIT_OK) {
@@ -264,11 +264,16 @@ cli_cmd_exec (struct cli *cli, int argc, char **argv)
     cli_error (0, "exec: %s before the command started: not running it",
                strsignal (sig));
     status = 128 + sig;
-  } else if (r == CLI_EXIT_OK)
+  } else if (r == CLI_EXIT_OK) {
     status = cli_exec_run (&x, argv + optind);
+    ran = 1;
+  }
   json_object_put (snap);
   free (x.options);
-  if (cli_exec_cleanup (cli, &x) != CLI_EXIT_OK)
+  if (cli_exec_cleanup (cli, &x) != CLI_EXIT_OK) {
+    if (ran)
+      cli_error (0, "exec: the command had exited with status %d", status);
     status = CLI_EXIT_EXEC_FAILED;
+  }
   return status;
 }
