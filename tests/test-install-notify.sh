@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # fssnapd under Type=notify, without systemd: a datagram socket stands in
-# for systemd's NOTIFY_SOCKET.  READY=1 (with MAINPID, fssnapd's own pid)
+# for systemd's NOTIFY_SOCKET, and fssnapd runs with the command line of
+# fssnapd@.service (its directories replaced by this test's).  READY=1 (with MAINPID, fssnapd's own pid)
 # arrives once the NBD and control sockets answer and the FUSE device
 # files are mounted, never before; SIGTERM brings STOPPING=1 and a clean
 # exit 0.  Without NOTIFY_SOCKET nothing is sent (the other tests).
@@ -26,9 +27,13 @@ with open(sys.argv[2], "a") as out:
 listener=$!
 for ((i = 0; i < 100; i++)); do [ -e "$TESTDIR/notify.sock.bound" ] && break; sleep 0.05; done
 
+# The command line of fssnapd@.service, with this test's directories for
+# /run/fssnap/%i and /var/lib/fssnap/%i, the origin for %f, no options file.
 make_image "$TESTDIR/disk.img" 16M
-NOTIFY_SOCKET=$TESTDIR/notify.sock "$FSSNAPD" -f --run-dir "$RUN_DIR" \
-  --state-dir "$STATE_DIR" "$TESTDIR/disk.img" >"$FSSNAPD_LOG" 2>&1 &
+cmdline=$(sed -n 's/^ExecStart=@SBINDIR@\/fssnapd //p' "$TOP/systemd/fssnapd@.service.in" |
+          sed "s|/run/fssnap/%i|$RUN_DIR|; s|/var/lib/fssnap/%i|$STATE_DIR|; s|\$FSSNAPD_OPTIONS||; s|%f|$TESTDIR/disk.img|")
+[[ $cmdline == --foreground* ]] || fail "unexpected ExecStart in the unit: $cmdline"
+NOTIFY_SOCKET=$TESTDIR/notify.sock "$FSSNAPD" $cmdline >"$FSSNAPD_LOG" 2>&1 &
 pid=$!
 cleanup_fn "kill $pid 2>/dev/null"
 for ((i = 0; i < 400; i++)); do grep -q '^READY=1$' "$TESTDIR/notify.log" 2>/dev/null && break; sleep 0.05; done
