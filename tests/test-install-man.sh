@@ -11,6 +11,8 @@
 source "$(dirname "$0")/functions.sh"
 requires man scdoc
 MAN=$BUILD/man
+# The sources: man/ (MAN_SRC=DIR checks a draft page against a build).
+MAN_SRC=${MAN_SRC:-$TOP/man}
 [ -f "$MAN/fssnapd.8" ] && [ -f "$MAN/fssnap.8" ] || fail "man pages not built (make)"
 
 errors=0
@@ -72,8 +74,8 @@ check_page() {  # PROGRAM SOURCE PAGE
   LC_ALL=C.UTF-8 MANWIDTH=80 man -l "$MAN/${page%(8)}.8" | grep -q "^NAME" || complain "$page does not render"
 }
 
-check_page fssnapd "$TOP/man/fssnapd.8.scd" "fssnapd(8)"
-check_page fssnap "$TOP/man/fssnap.8.scd" "fssnap(8)"
+check_page fssnapd "$MAN_SRC/fssnapd.8.scd" "fssnapd(8)"
+check_page fssnap "$MAN_SRC/fssnap.8.scd" "fssnap(8)"
 # The extraction itself finds options and commands (a test that cannot
 # fail proves nothing).
 [ "$("$BUILD/fssnap" --help | help_commands | wc -l)" -ge 10 ] || fail "found too few commands in fssnap --help"
