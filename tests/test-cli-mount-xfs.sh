@@ -19,7 +19,8 @@ mkdir "$MNT" "$SNAP"
 mount "$vol" "$MNT"
 head -c 1M /dev/urandom >"$MNT/file"
 want=$(sha256sum <"$MNT/file")
-n=$(basename "$(fssnap create --mount "$MNT")") || fail "create"
+dev=$(fssnap create --mount "$MNT") || fail "create"
+n=$(basename "$dev")
 head -c 1M /dev/urandom >"$MNT/file"
 sync
 

@@ -13,6 +13,10 @@ requires mkfs.ext4 losetup
 [ -c /dev/fuse ] || { echo "skipped: no /dev/fuse"; exit 77; }
 cleanup_fn "umount -l '$RUN_DIR/dev' 2>/dev/null"
 
+# Loop devices on this fssnapd's snapshot files (loop devices are global:
+# count only ours).
+snap_loops() { cat /sys/block/loop*/loop/backing_file 2>/dev/null | grep -c "^$RUN_DIR/dev/snap/" || true; }
+
 img=$TESTDIR/disk.img
 make_image "$img" 64M
 start_fssnapd "$img"
@@ -23,12 +27,12 @@ vol=$(fssnap attach volume) || fail "attach volume"
 mkfs.ext4 -q "$vol"
 MNT=$TESTDIR/mnt SNAP=$TESTDIR/snap
 mkdir "$MNT" "$SNAP"
-mount "$vol" "$MNT"
+mount "$vol" "$MNT" || fail "mount of the volume $vol"
 echo before >"$MNT/file"
 
-n=$(basename "$(fssnap create --mount "$MNT")") || fail "create"
+dev=$(fssnap create --mount "$MNT") || fail "create"
+n=$(basename "$dev")
 echo after >"$MNT/file"
-loops_before=$(losetup -a | wc -l)
 
 expect_exit 0 "" fssnap mount "$n" "$SNAP"
 [ "$(cat "$SNAP/file")" = before ] || fail "the snapshot does not hold the old file"
@@ -36,6 +40,7 @@ grep " $SNAP " /proc/mounts | grep -q "ro,nosuid,nodev" || fail "not mounted ro,
 touch "$SNAP/x" 2>/dev/null && fail "the snapshot mount is writable"
 dev=$(awk -v d="$SNAP" '$2 == d { print $1 }' /proc/mounts)
 [ "$(cat "/sys/block/${dev#/dev/}/loop/autoclear")" = 1 ] || fail "$dev is not autoclear"
+[ "$(snap_loops)" -eq 1 ] || fail "not one loop device on the snapshot file while mounted"
 
 # Refusals, each one line.
 expect_exit 4 "already a mount point" fssnap mount "$n" "$SNAP"
@@ -51,7 +56,7 @@ expect_exit 1 "No such file or directory" fssnap umount "$TESTDIR/nowhere"
 expect_exit 0 "" fssnap umount "$SNAP"
 grep -q " $SNAP " /proc/mounts && fail "still mounted"
 [ -e "/sys/block/${dev#/dev/}/loop/backing_file" ] && fail "$dev still attached after umount"
-[ "$(losetup -a | wc -l)" -eq "$loops_before" ] || fail "loop devices left behind"
+[ "$(snap_loops)" -eq 0 ] || fail "loop devices left behind"
 
 # A snapshot attached beforehand keeps its loop device after umount.
 att=$(fssnap attach "$n") || fail "attach"
@@ -69,7 +74,7 @@ set -- $out
 [[ $4 == /dev/* ]] || fail "FSSNAP_DEVICE is $4"
 fssnap info "$2" >/dev/null 2>&1 && fail "exec left snapshot $2"
 ls -d "$RUN_DIR"/exec.* 2>/dev/null && fail "exec left its directory"
-[ "$(losetup -a | wc -l)" -eq "$((loops_before))" ] || fail "exec left a loop device"
+[ "$(snap_loops)" -eq 0 ] || fail "exec left a loop device"
 
 expect_exit 3 "" fssnap exec --mount "$MNT" -- sh -c 'echo failing >&2; exit 3'
 expect_exit 127 "No such file or directory" fssnap exec -- /nonexistent/cmd
@@ -88,7 +93,7 @@ rc=0; wait_exit "$pid" || rc=$?
 [ "$(cat "$TESTDIR/term")" = got-term ] || fail "CMD did not get SIGTERM"
 fssnap info "$(cat "$TESTDIR/num")" >/dev/null 2>&1 && fail "SIGTERM left the snapshot"
 ls -d "$RUN_DIR"/exec.* 2>/dev/null && fail "SIGTERM left the mount directory"
-[ "$(losetup -a | wc -l)" -eq "$loops_before" ] || fail "SIGTERM left a loop device"
+[ "$(snap_loops)" -eq 0 ] || fail "SIGTERM left a loop device"
 
 # A snapshot that cannot be trusted after a restart (damaged metadata) is
 # disabled: mount refuses it.
