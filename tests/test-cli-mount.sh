@@ -6,7 +6,8 @@
 # file, already a mount point, a disabled snapshot, not a snapshot's
 # mount); exec sets FSSNAP_* for CMD, exits with CMD's status or 125/127,
 # cleans up after a failing CMD and after SIGTERM sent to fssnap (the
-# signal reaches CMD; the mount, loop device and snapshot are gone).
+# signal reaches CMD; the mount, loop device and snapshot are gone), and
+# exits 128+1 when a forwarded SIGHUP kills CMD.
 source "$(dirname "$0")/functions.sh"
 requires_root
 requires mkfs.ext4 losetup
@@ -94,6 +95,18 @@ rc=0; wait_exit "$pid" || rc=$?
 fssnap info "$(cat "$TESTDIR/num")" >/dev/null 2>&1 && fail "SIGTERM left the snapshot"
 ls -d "$RUN_DIR"/exec.* 2>/dev/null && fail "SIGTERM left the mount directory"
 [ "$(snap_loops)" -eq 0 ] || fail "SIGTERM left a loop device"
+
+# SIGHUP to fssnap kills a CMD that does not catch it: 128+1, cleaned up.
+rm -f "$TESTDIR/num"
+"$FSSNAP" --run-dir "$RUN_DIR" exec -- sh -c 'echo "$FSSNAP_SNAPSHOT" >'"$TESTDIR"'/num; exec sleep 600' &
+pid=$!
+for ((i = 0; i < 100; i++)); do [ -s "$TESTDIR/num" ] && break; sleep 0.1; done
+[ -s "$TESTDIR/num" ] || fail "exec did not start CMD"
+kill -HUP "$pid"
+rc=0; wait_exit "$pid" || rc=$?
+[ "$rc" -eq 129 ] || fail "exec exited $rc after SIGHUP killed CMD, not 129"
+fssnap info "$(cat "$TESTDIR/num")" >/dev/null 2>&1 && fail "SIGHUP left the snapshot"
+[ "$(snap_loops)" -eq 0 ] || fail "SIGHUP left a loop device"
 
 # A snapshot that cannot be trusted after a restart (damaged metadata) is
 # disabled: mount refuses it.
