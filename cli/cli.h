@@ -66,5 +66,6 @@ int cli_cmd_list (struct cli *cli, int argc, char **argv);
 int cli_cmd_info (struct cli *cli, int argc, char **argv);
 int cli_cmd_stats (struct cli *cli, int argc, char **argv);
 int cli_cmd_diff (struct cli *cli, int argc, char **argv);
+int cli_cmd_rollback (struct cli *cli, int argc, char **argv);
 
 #endif /* FSSNAP_CLI_H */

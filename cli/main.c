@@ -79,6 +79,22 @@ static const char cli_usage[] =
 "      snapshot instead.  Over NBD, export snap/B offers the same as\n"
 "      the meta context \"qemu:dirty-bitmap:snap/A\" for every older\n"
 "      snapshot A.\n"
+"  rollback [--force] [--json] N\n"
+"      Make the volume read exactly as snapshot N again; every other\n"
+"      snapshot, older or newer, stays as it is.  Only the chunks that\n"
+"      may differ since N (the change maps) are examined, and only those\n"
+"      that do differ are written back, as ordinary copy-on-write writes.\n"
+"      Refused while the volume is attached (a loop device on its device\n"
+"      file), mounted, or has NBD clients, unless --force says that\n"
+"      whatever uses it has been stopped (its cached data is stale\n"
+"      afterwards).  New snapshots are refused while it runs.  fssnapd\n"
+"      records the rollback durably first: after a crash or kill it\n"
+"      resumes when fssnapd starts (or at the next \"rollback N\") and\n"
+"      ends with the same result.  Progress goes to a terminal's stderr;\n"
+"      ^C stops only the watching.  --json prints the final status\n"
+"      {\"state\", \"number\", \"uuid\", \"chunks\", \"examined\",\n"
+"      \"moved\", \"error\"}.  Afterwards \"diff N volume\" compares\n"
+"      contents where the maps name a chunk, so it is empty right after.\n"
 "\n"
 "Options:\n"
 "  --run-dir DIR   the run dir of the fssnapd to talk to (its control.sock).\n"
@@ -114,6 +130,7 @@ static const struct cli_command {
   { "info", cli_cmd_info },
   { "stats", cli_cmd_stats },
   { "diff", cli_cmd_diff },
+  { "rollback", cli_cmd_rollback },
   { "attach", cli_cmd_attach },
   { "detach", cli_cmd_detach },
 };

@@ -34,6 +34,16 @@
  *       unless it stopped at 65536 extents: then ask again from "end".
  *       A map that cannot be trusted for this pair (a transient snapshot,
  *       damaged metadata) is the error ESTALE: take a full copy.
+ *       "exact": true compares contents where the maps name a chunk (only
+ *       chunks that differ now are reported); fssnapd does so by itself
+ *       for the volume against the target of the last rollback.  The
+ *       reply's "exact" says which.
+ *   {"request":"rollback", "number":N, "force":false}
+ *       Start making the volume read as snapshot N (refused while the
+ *       volume is attached, mounted or has NBD clients, unless "force").
+ *       Reply: "rollback": {state, number, uuid, chunks, examined, moved,
+ *       error[, errno]}; state is none, running, done, stopped or failed.
+ *   {"request":"rollback-status"}             Reply: "rollback": as above
  *
  * Every reply has "ok" (boolean).  A failed request has "ok":false, "error"
  * (a one-line explanation) and "errno" (the name of the errno value, such as

@@ -507,10 +507,81 @@ ctl_stats (const struct ctl_context *ctx, json_object *req)
   return reply;
 }
 
+/* ---- rollback ---------------------------------------------------------- */
+
+static const char *const ctl_rollback_fields[] = { "number", "force", NULL };
+static const char *const ctl_rollback_status_fields[] = { NULL };
+
+static json_object *
+ctl_rollback_json (const struct ctl_rollback_status *st)
+{
+  json_object *obj = json_object_new_object ();
+
+  ctl_add_str (obj, "state", st->state);
+  if (strcmp (st->state, "none") != 0) {
+    ctl_add_u64 (obj, "number", st->progress.number);
+    ctl_add_str (obj, "uuid", st->progress.uuid);
+  }
+  ctl_add_u64 (obj, "chunks", st->progress.chunks);
+  ctl_add_u64 (obj, "examined", st->progress.examined);
+  ctl_add_u64 (obj, "moved", st->progress.moved);
+  ctl_add_str (obj, "error", st->error);
+  if (st->err)
+    ctl_add_str (obj, "errno", ctl_errno_name (st->err));
+  return obj;
+}
+
+static json_object *
+ctl_rollback_reply (const struct ctl_context *ctx)
+{
+  struct ctl_rollback_status st;
+  json_object *reply = ctl_reply_ok ();
+
+  ctx->rollback_status (ctx->rollback_opaque, &st);
+  json_object_object_add (reply, "rollback", ctl_rollback_json (&st));
+  return reply;
+}
+
+static json_object *
+ctl_rollback (const struct ctl_context *ctx, json_object *req)
+{
+  char errmsg[CTL_ERRMSG] = "";
+  json_object *reply = NULL;
+  bool force = false;
+  unsigned num;
+  int r;
+
+  if (!ctx->rollback)
+    return ctl_reply_error (EOPNOTSUPP, "this fssnapd does not roll back");
+  if ((r = ctl_get_number (req, "number", &num, &reply)) < 0)
+    return reply;
+  if (r == 0)
+    return ctl_reply_error (EINVAL, "rollback needs \"number\"");
+  if (ctl_get_bool (req, "force", &force, &reply) < 0)
+    return reply;
+  r = ctx->rollback (ctx->rollback_opaque, num, force, errmsg,
+                     sizeof errmsg);
+  if (r < 0) {
+    ctl_log (ctx, FSSNAP_LOG_INFO, "control: rollback refused: %s",
+             *errmsg ? errmsg : strerror (-r));
+    return ctl_engine_error (r, errmsg, "cannot roll back");
+  }
+  return ctl_rollback_reply (ctx);
+}
+
+static json_object *
+ctl_rollback_status (const struct ctl_context *ctx, json_object *req)
+{
+  (void) req;
+  if (!ctx->rollback_status)
+    return ctl_reply_error (EOPNOTSUPP, "this fssnapd does not roll back");
+  return ctl_rollback_reply (ctx);
+}
+
 /* ---- diff -------------------------------------------------------------- */
 
 static const char *const ctl_diff_fields[] = { "a", "b", "offset", "length",
-                                               NULL };
+                                               "exact", NULL };
 
 /* One side of a diff: a snapshot number or "volume" (FSSNAP_VOLUME). */
 static int
@@ -651,15 +722,16 @@ ctl_diff_extent (void *opaque, uint64_t off, uint64_t len, bool hole)
  */
 static json_object *
 ctl_diff_run (const struct ctl_context *ctx, int a, int b, uint64_t off,
-              uint64_t len)
+              uint64_t len, bool exact)
 {
   struct ctl_diff d = { .extents = json_object_new_array (), .end = off };
   char errmsg[CTL_ERRMSG] = "", name_a[32], name_b[32];
   json_object *reply;
   int r;
 
-  r = fssnap_changes (ctx->origin, a, b, off, len, ctl_diff_extent, &d,
-                      errmsg, sizeof errmsg);
+  r = (exact ? fssnap_changes_exact : fssnap_changes)
+        (ctx->origin, a, b, off, len, ctl_diff_extent, &d, errmsg,
+         sizeof errmsg);
   if (r < 0) {
     json_object_put (d.extents);
     if (r == -ENOENT)
@@ -709,12 +781,16 @@ ctl_diff (const struct ctl_context *ctx, json_object *req)
   char uuid_a[FSSNAP_UUID_STRLEN], uuid_b[FSSNAP_UUID_STRLEN];
   char uuid2[FSSNAP_UUID_STRLEN];
   json_object *reply = NULL;
+  bool exact = false;
   int a, b;
 
   if (ctl_get_side (req, "a", &a, &reply) < 0
       || ctl_get_side (req, "b", &b, &reply) < 0
-      || ctl_get_u64 (req, "offset", &off, &reply) < 0)
+      || ctl_get_u64 (req, "offset", &off, &reply) < 0
+      || ctl_get_bool (req, "exact", &exact, &reply) < 0)
     return reply;
+  if (ctx->diff_exact && ctx->diff_exact (ctx->rollback_opaque, a, b))
+    exact = true;
   len = off < size ? size - off : 0;
   if (ctl_get_u64 (req, "length", &len, &reply) < 0)
     return reply;
@@ -725,7 +801,7 @@ ctl_diff (const struct ctl_context *ctx, json_object *req)
   reply = ctl_diff_sides (ctx, a, b, &seq_a, &seq_b, uuid_a, uuid_b);
   if (reply)
     return reply;
-  reply = ctl_diff_run (ctx, a, b, off, len);
+  reply = ctl_diff_run (ctx, a, b, off, len, exact);
   if (!json_object_get_boolean (json_object_object_get (reply, "ok")))
     return reply;
   /* The same creation sequences after as before: a number deleted and
@@ -745,6 +821,7 @@ ctl_diff (const struct ctl_context *ctx, json_object *req)
     ctl_add_str (reply, "b_uuid", uuid_b);
   ctl_add_u64 (reply, "size", size);
   ctl_add_u64 (reply, "chunksize", fssnap_origin_chunksize (ctx->origin));
+  json_object_object_add (reply, "exact", json_object_new_boolean (exact));
   return reply;
 }
 
@@ -757,6 +834,8 @@ static const struct ctl_request ctl_requests[] = {
   { "info", ctl_info_fields, ctl_info },
   { "stats", ctl_stats_fields, ctl_stats },
   { "diff", ctl_diff_fields, ctl_diff },
+  { "rollback", ctl_rollback_fields, ctl_rollback },
+  { "rollback-status", ctl_rollback_status_fields, ctl_rollback_status },
 };
 
 static json_object *

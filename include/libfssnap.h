@@ -210,6 +210,56 @@ int fssnap_changes (struct fssnap_origin *origin, int a, int b, uint64_t off,
                     uint64_t len, fssnap_extent_fn fn, void *opaque,
                     char *errmsg, size_t errlen);
 
+/* ---- Rollback (engine/rollback.c) ------------------------------------ */
+
+/* Progress of a rollback, passed to its callback after each chunk. */
+struct fssnap_rollback_progress {
+  unsigned number;              /* the target snapshot */
+  char uuid[FSSNAP_UUID_STRLEN];
+  uint64_t chunks;              /* chunks that may differ: to examine */
+  uint64_t examined;            /* examined so far */
+  uint64_t moved;               /* of those, rewritten from the snapshot */
+};
+/* Returns 0 to go on, non-zero to stop (the rollback returns -EINTR and
+ * stays pending).
+ */
+typedef int (*fssnap_rollback_fn) (void *opaque,
+                                   const struct fssnap_rollback_progress *p);
+
+/* Make the volume read exactly as snapshot num, through ordinary
+ * copy-on-write writes, so that every other snapshot stays exact.  The
+ * intent is durable in state_dir (ORIGIN.rollback) from before the first
+ * write until after the final flush; call again with the same num after a
+ * crash to finish it (uuid: the recorded one, or NULL for any).  Refuses
+ * with -EBUSY while a rollback to another snapshot is pending.  Nothing
+ * stops other writers meanwhile: the caller makes sure there are none.
+ * On success ORIGIN.rolledback records the target for
+ * fssnap_rollback_last.  Why it failed goes in errmsg.
+ */
+int fssnap_rollback (struct fssnap_origin *origin, const char *state_dir,
+                     unsigned num, const char *uuid, fssnap_rollback_fn fn,
+                     void *opaque, char *errmsg, size_t errlen);
+/* The unfinished rollback recorded in state_dir: 1 with its target's
+ * number and uuid (FSSNAP_UUID_STRLEN bytes), 0 if none, -EBADMSG if the
+ * record is damaged.
+ */
+int fssnap_rollback_pending (struct fssnap_origin *origin,
+                             const char *state_dir, unsigned *num,
+                             char *uuid);
+/* The target of the last completed rollback, as fssnap_rollback_pending. */
+int fssnap_rollback_last (struct fssnap_origin *origin, const char *state_dir,
+                          unsigned *num, char *uuid);
+
+/* As fssnap_changes, but where the maps say a chunk may differ, compare
+ * the contents of both sides now and report a hole if they are equal.
+ * Extents are at most one chunk; the maps falling back to every chunk
+ * when they cannot be trusted.  Costs a read of both sides of every chunk
+ * the maps name.  fn runs outside every engine lock.
+ */
+int fssnap_changes_exact (struct fssnap_origin *origin, int a, int b,
+                          uint64_t off, uint64_t len, fssnap_extent_fn fn,
+                          void *opaque, char *errmsg, size_t errlen);
+
 /* ---- Information and statistics -------------------------------------- */
 
 enum fssnap_state {

@@ -22,6 +22,7 @@
 #define FSSNAP_NBD_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -62,6 +63,8 @@ struct nbd_env {
   void *log_opaque;
   unsigned workers;             /* request threads per client; 0: default */
   unsigned handshake_timeout;   /* seconds; 0: none */
+  /* Sessions in transmission on the volume export (NULL: not counted). */
+  _Atomic unsigned *volume_sessions;
 };
 
 void nbd_log (const struct nbd_env *env, enum fssnap_log_level level,

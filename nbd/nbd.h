@@ -36,6 +36,10 @@ int nbd_server_add_listener (struct nbd_server *server, int listen_fd);
  * disconnect every client, join every thread.
  */
 void nbd_server_stop (struct nbd_server *server);
+/* Clients connected to the volume export now (past the handshake): a
+ * rollback refuses to run under them.  No lock; a snapshot of a counter.
+ */
+unsigned nbd_server_volume_clients (struct nbd_server *server);
 void nbd_server_free (struct nbd_server *server);
 
 #endif /* FSSNAP_NBD_H */

@@ -59,6 +59,7 @@ struct nbd_server {
   struct nbd_listener *listeners; /* under lock */
   unsigned live;                /* clients not done; under lock */
   bool stopping;                /* under lock */
+  _Atomic unsigned volume_sessions;     /* env.volume_sessions */
 };
 
 /* ---- Socket transport ------------------------------------------------ */
@@ -242,6 +243,7 @@ nbd_server_new (const struct nbd_server_opts *opts,
   server->env.origin = opts->origin;
   server->env.log = opts->log;
   server->env.log_opaque = opts->log_opaque;
+  server->env.volume_sessions = &server->volume_sessions;
   server->env.handshake_timeout = opts->handshake_timeout
                                   ? opts->handshake_timeout
                                   : NBD_HANDSHAKE_TIMEOUT;
@@ -251,6 +253,12 @@ nbd_server_new (const struct nbd_server_opts *opts,
   pthread_cond_init (&server->idle_cv, NULL);
   *serverp = server;
   return 0;
+}
+
+unsigned
+nbd_server_volume_clients (struct nbd_server *server)
+{
+  return atomic_load (&server->volume_sessions);
 }
 
 /* Takes server->lock. */
