@@ -18,6 +18,8 @@ enum cli_exit {
   CLI_EXIT_REFUSED = 4,         /* fssnapd refused the request */
   CLI_EXIT_UNTRUSTED = 5,       /* diff: the change maps cannot be trusted */
   CLI_EXIT_DIFF_USAGE = 6,      /* diff: bad arguments (1 means "differs") */
+  CLI_EXIT_FS_ERRORS = 7,       /* scrub: e2fsck found errors */
+  CLI_EXIT_CHECK_FAILED = 8,    /* scrub: e2fsck could not check */
 };
 /* diff exits like cmp: 0 (CLI_EXIT_OK) no difference, 1 differs. */
 #define CLI_EXIT_DIFFERS 1
@@ -67,5 +69,12 @@ int cli_cmd_info (struct cli *cli, int argc, char **argv);
 int cli_cmd_stats (struct cli *cli, int argc, char **argv);
 int cli_cmd_diff (struct cli *cli, int argc, char **argv);
 int cli_cmd_rollback (struct cli *cli, int argc, char **argv);
+int cli_cmd_clone (struct cli *cli, int argc, char **argv);
+int cli_cmd_delete_clone (struct cli *cli, int argc, char **argv);
+int cli_cmd_scrub (struct cli *cli, int argc, char **argv);
+/* The clones of a list reply, as a table after the snapshots. */
+void cli_print_clones (json_object *clones);
+/* fssnap info clone/K [--json]. */
+int cli_clone_info (struct cli *cli, const char *arg, int json);
 
 #endif /* FSSNAP_CLI_H */

@@ -131,6 +131,9 @@ static const struct cli_command {
   { "stats", cli_cmd_stats },
   { "diff", cli_cmd_diff },
   { "rollback", cli_cmd_rollback },
+  { "clone", cli_cmd_clone },
+  { "delete-clone", cli_cmd_delete_clone },
+  { "scrub", cli_cmd_scrub },
   { "attach", cli_cmd_attach },
   { "detach", cli_cmd_detach },
 };

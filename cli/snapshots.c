@@ -148,6 +148,10 @@ cli_cmd_delete (struct cli *cli, int argc, char **argv)
     return cli_error (CLI_EXIT_USAGE, "delete needs a snapshot number");
   if (optind != argc - 1)
     return cli_error (CLI_EXIT_USAGE, "delete takes one snapshot number");
+  if (strncmp (argv[optind], "clone/", 6) == 0) {
+    optind = 0;
+    return cli_cmd_delete_clone (cli, argc, argv);
+  }
   num = cli_parse_number (argv[optind]);
   if (num < 0)
     return CLI_EXIT_USAGE;
@@ -201,8 +205,12 @@ cli_cmd_list (struct cli *cli, int argc, char **argv)
     r = cli_error (CLI_EXIT_UNREACHABLE, "fssnapd's reply lacks the list");
   else if (cli_add_loop_fields (snaps), json)
     cli_print_json (snaps);
-  else
+  else {
+    json_object *clones = NULL;
     cli_list_print (snaps);
+    json_object_object_get_ex (reply, "clones", &clones);
+    cli_print_clones (clones);
+  }
   json_object_put (reply);
   return r;
 }

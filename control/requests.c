@@ -44,6 +44,8 @@ ctl_log (const struct ctl_context *ctx, enum fssnap_log_level level,
 
 static json_object *ctl_engine_error (int r, const char *errmsg,
                                       const char *what);
+static json_object *ctl_check_no_clones (const struct ctl_context *ctx,
+                                         unsigned num);
 
 /* ---- Field access: each returns 1 if present, 0 if absent, -1 with an
  * error reply in *reply when the field has the wrong type or value. */
@@ -368,6 +370,8 @@ ctl_delete (const struct ctl_context *ctx, json_object *req)
     return reply;
   if (r == 0)
     return ctl_reply_error (EINVAL, "delete needs \"number\"");
+  if ((reply = ctl_check_no_clones (ctx, num)))
+    return reply;
   r = fssnap_snapshot_delete (ctx->origin, num);
   if (r == -ENOENT)
     return ctl_reply_error (ENOENT, "no snapshot %u", num);
@@ -376,6 +380,130 @@ ctl_delete (const struct ctl_context *ctx, json_object *req)
   reply = ctl_reply_ok ();
   ctl_add_u64 (reply, "number", num);
   return reply;
+}
+
+/* ---- clones ------------------------------------------------------------ */
+
+static const char *const ctl_clone_fields[] = { "number", NULL };
+
+static void
+ctl_add_clone_device (void *arg, const char *frontend, const char *name)
+{
+  ctl_add_device (arg, frontend, name);
+}
+
+static json_object *
+ctl_clone_json (const struct ctl_context *ctx,
+                const struct fssnap_clone_info *info)
+{
+  json_object *obj = json_object_new_object ();
+  char export[32];
+
+  ctl_add_u64 (obj, "number", info->number);
+  ctl_add_u64 (obj, "base", info->base);
+  ctl_add_str (obj, "base_uuid", info->base_uuid);
+  json_object_object_add (obj, "devices", json_object_new_object ());
+  if (ctx->clone_devices)
+    ctx->clone_devices (ctx->devices_opaque, info->number,
+                        ctl_add_clone_device, obj);
+  if (!json_object_object_get_ex (obj, "device", NULL)) {
+    snprintf (export, sizeof export, "clone/%u", info->number);
+    ctl_add_str (obj, "device", export);
+  }
+  ctl_add_u64 (obj, "size", info->size);
+  ctl_add_u64 (obj, "chunksize", info->chunksize);
+  ctl_add_u64 (obj, "written_chunks", info->written_chunks);
+  json_object_object_add (obj, "create_time",
+                          json_object_new_int64 (info->create_time));
+  ctl_add_str (obj, "overlay", info->overlay_path);
+  return obj;
+}
+
+/* Every clone's info object, ascending. */
+static json_object *
+ctl_all_clones (const struct ctl_context *ctx)
+{
+  unsigned nums[FSSNAP_MAX_CLONES];
+  json_object *arr = json_object_new_array ();
+  int n = ctx->clones ? fssnap_clones_list (ctx->clones, nums,
+                                            FSSNAP_MAX_CLONES) : 0;
+
+  for (int i = 0; i < n && i < FSSNAP_MAX_CLONES; i++) {
+    struct fssnap_clone_info info;
+    if (fssnap_clones_info (ctx->clones, nums[i], &info) == 0)
+      json_object_array_add (arr, ctl_clone_json (ctx, &info));
+  }
+  return arr;
+}
+
+static json_object *
+ctl_clone (const struct ctl_context *ctx, json_object *req)
+{
+  struct fssnap_clone_info info;
+  char errmsg[CTL_ERRMSG] = "";
+  json_object *reply = NULL;
+  unsigned num, k;
+  int r;
+
+  if (!ctx->clones)
+    return ctl_reply_error (EOPNOTSUPP, "this fssnapd has no clones");
+  if ((r = ctl_get_number (req, "number", &num, &reply)) < 0)
+    return reply;
+  if (r == 0)
+    return ctl_reply_error (EINVAL, "clone needs \"number\"");
+  r = fssnap_clones_create (ctx->clones, num, &k, errmsg, sizeof errmsg);
+  if (r < 0)
+    return ctl_engine_error (r, errmsg, "cannot clone");
+  if (fssnap_clones_info (ctx->clones, k, &info) < 0)
+    return ctl_reply_error (ENOENT, "clone %u vanished", k);
+  ctl_log (ctx, FSSNAP_LOG_INFO, "control: clone %u of snapshot %u created",
+           k, num);
+  reply = ctl_reply_ok ();
+  json_object_object_add (reply, "clone", ctl_clone_json (ctx, &info));
+  return reply;
+}
+
+static json_object *
+ctl_delete_clone (const struct ctl_context *ctx, json_object *req)
+{
+  json_object *reply = NULL;
+  unsigned num;
+  int r;
+
+  if (!ctx->clones)
+    return ctl_reply_error (EOPNOTSUPP, "this fssnapd has no clones");
+  if ((r = ctl_get_number (req, "number", &num, &reply)) < 0)
+    return reply;
+  if (r == 0)
+    return ctl_reply_error (EINVAL, "delete-clone needs \"number\"");
+  r = fssnap_clones_delete (ctx->clones, num);
+  if (r == -ENOENT)
+    return ctl_reply_error (ENOENT, "no clone %u", num);
+  if (r < 0)
+    return ctl_engine_error (r, NULL, "cannot delete the clone");
+  ctl_log (ctx, FSSNAP_LOG_INFO, "control: clone %u deleted", num);
+  reply = ctl_reply_ok ();
+  ctl_add_u64 (reply, "number", num);
+  return reply;
+}
+
+/* 0, or an error reply when snapshot num is the base of a clone. */
+static json_object *
+ctl_check_no_clones (const struct ctl_context *ctx, unsigned num)
+{
+  unsigned nums[FSSNAP_MAX_CLONES];
+  int n = ctx->clones ? fssnap_clones_list (ctx->clones, nums,
+                                            FSSNAP_MAX_CLONES) : 0;
+
+  for (int i = 0; i < n && i < FSSNAP_MAX_CLONES; i++) {
+    struct fssnap_clone_info info;
+    if (fssnap_clones_info (ctx->clones, nums[i], &info) == 0
+        && info.base == num)
+      return ctl_reply_error (EBUSY, "snapshot %u has clone %u: delete it "
+                              "first (fssnap delete-clone %u)", num,
+                              info.number, info.number);
+  }
+  return NULL;
 }
 
 /* ---- list and info ---------------------------------------------------- */
@@ -443,6 +571,7 @@ ctl_all_snapshots (const struct ctl_context *ctx, bool full)
   reply = ctl_reply_ok ();
   json_object_object_add (reply, "snapshots", arr);
   json_object_object_add (reply, "volume", ctl_volume_json (ctx));
+  json_object_object_add (reply, "clones", ctl_all_clones (ctx));
   return reply;
 }
 
@@ -835,6 +964,8 @@ static const struct ctl_request ctl_requests[] = {
   { "stats", ctl_stats_fields, ctl_stats },
   { "diff", ctl_diff_fields, ctl_diff },
   { "rollback", ctl_rollback_fields, ctl_rollback },
+  { "clone", ctl_clone_fields, ctl_clone },
+  { "delete-clone", ctl_clone_fields, ctl_delete_clone },
   { "rollback-status", ctl_rollback_status_fields, ctl_rollback_status },
 };
 

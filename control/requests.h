@@ -33,7 +33,16 @@ struct ctl_context {
    * else builds them.  NULL: no devices.
    */
   void (*devices) (void *opaque, int target, ctl_device_fn fn, void *arg);
+  /* The same for writable clone num (its own callback, so that frontends
+   * without clones never see clone numbers).  NULL: no devices.
+   */
+  void (*clone_devices) (void *opaque, unsigned num, ctl_device_fn fn,
+                         void *arg);
   void *devices_opaque;
+  /* Writable clones (requests "clone", "delete-clone"; "clones" in list
+   * and info).  NULL: refused.
+   */
+  struct fssnap_clones *clones;
   fssnap_log_fn log;            /* NULL: no log */
   void *log_opaque;
   fssnap_candidate_fn candidates;       /* NULL: every chunk */

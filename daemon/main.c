@@ -63,6 +63,7 @@ struct daemon {
   size_t nnbd_fds;
   int ctl_fd;
   struct fssnap_origin *origin;
+  struct fssnap_clones *clones;  /* opened after the origin, closed before */
 
   /* Frontends. */
   struct nbd_server *nbd;
@@ -277,6 +278,7 @@ static int
 daemon_start_nbd (struct daemon *d)
 {
   struct nbd_server_opts opts = { .origin = d->origin,
+                                  .clones = d->clones,
                                   .log = daemon_log_engine };
   size_t i;
   int r;
@@ -302,6 +304,7 @@ static int
 daemon_start_fuse (struct daemon *d)
 {
   struct devfs_opts opts = { .origin = d->origin,
+                             .clones = d->clones,
                              .log = daemon_log_engine };
   char dir[PATH_MAX];
 
@@ -365,6 +368,25 @@ static void (*const daemon_device_namers[]) (struct daemon *, int,
   daemon_fuse_devices,
   daemon_nbd_devices,
 };
+
+/* Clones are served by FUSE and NBD only (not by ublk). */
+static void
+daemon_clone_devices (void *opaque, unsigned num, ctl_device_fn fn,
+                      void *arg)
+{
+  struct daemon *d = opaque;
+  char name[PATH_MAX + 64];
+
+  if (d->devfs) {
+    snprintf (name, sizeof name, "%s/dev/clone/%u", d->run_dir, num);
+    fn (arg, "fuse", name);
+  }
+  if (d->nbd) {
+    snprintf (name, sizeof name, "nbd+unix:///clone/%u?socket=%s/%s", num,
+              d->run_dir, DAEMON_NBD_SOCKET);
+    fn (arg, "nbd", name);
+  }
+}
 
 /* ctl_context.devices: every frontend's names for target. */
 static void
@@ -515,7 +537,9 @@ daemon_start_control (struct daemon *d)
   d->fs_ctx = (struct fs_candidates_ctx) { .log = daemon_log_engine };
   d->ctl_ctx = (struct ctl_context) { .origin = d->origin,
                                       .devices = daemon_devices,
+                                      .clone_devices = daemon_clone_devices,
                                       .devices_opaque = d,
+                                      .clones = d->clones,
                                       .log = daemon_log_engine,
                                       .candidates = fs_candidates,
                                       .candidates_opaque = &d->fs_ctx,
@@ -626,7 +650,16 @@ daemon_start (struct daemon *d)
                 strerror (-r));
     goto fail;
   }
+  r = fssnap_clones_open (d->origin, d->state_dir, daemon_log_engine, NULL,
+                          &d->clones);
+  if (r < 0) {
+    daemon_log (FSSNAP_LOG_ERR, "cannot open the clones in %s: %s",
+                d->state_dir, strerror (-r));
+    fssnap_origin_close (d->origin);
+    goto fail;
+  }
   if (daemon_start_frontends (d) < 0) {
+    fssnap_clones_close (d->clones);
     fssnap_origin_close (d->origin);
     goto fail;
   }
@@ -646,6 +679,7 @@ daemon_stop (struct daemon *d)
   int r;
 
   daemon_stop_frontends (d, DAEMON_NFRONTENDS);
+  fssnap_clones_close (d->clones);
   r = fssnap_origin_flush (d->origin);
   if (r < 0)
     daemon_log (FSSNAP_LOG_ERR, "flushing %s: %s", d->origin_path,

@@ -260,6 +260,66 @@ int fssnap_changes_exact (struct fssnap_origin *origin, int a, int b,
                           uint64_t off, uint64_t len, fssnap_extent_fn fn,
                           void *opaque, char *errmsg, size_t errlen);
 
+/* ---- Writable clones (engine/clone.c) -------------------------------- */
+
+/* A clone reads as its base snapshot except where it was written; writes
+ * go to a sparse overlay in the state dir, never to the snapshot.  The
+ * clones of an origin are a set, opened once (it reopens those recorded
+ * in the state dir).  A clone holds its base snapshot open.
+ */
+#define FSSNAP_MAX_CLONES 256
+struct fssnap_clones;
+struct fssnap_clone;
+
+struct fssnap_clone_info {
+  unsigned number;
+  uint64_t serial;              /* unique while the set is open */
+  unsigned base;                /* the base snapshot ... */
+  char base_uuid[FSSNAP_UUID_STRLEN];   /* ... and its UUID */
+  uint64_t size;
+  uint32_t chunksize;
+  uint64_t written_chunks;      /* chunks the overlay holds */
+  int64_t create_time;
+  char overlay_path[4096];
+};
+
+/* Open the clone set of origin, reopening the clones in state_dir; a
+ * clone that cannot be trusted or whose base is gone is logged and not
+ * served (its files are kept).
+ */
+int fssnap_clones_open (struct fssnap_origin *origin, const char *state_dir,
+                        fssnap_log_fn log, void *log_opaque,
+                        struct fssnap_clones **setp);
+/* Flush and close every clone.  Users must have put their references. */
+void fssnap_clones_close (struct fssnap_clones *set);
+/* A new clone of snapshot snap, with the lowest free number. */
+int fssnap_clones_create (struct fssnap_clones *set, unsigned snap,
+                          unsigned *nump, char *errmsg, size_t errlen);
+/* Remove clone num and its files; users keep their handles until put. */
+int fssnap_clones_delete (struct fssnap_clones *set, unsigned num);
+/* Numbers in use, ascending; returns how many (possibly more than max). */
+int fssnap_clones_list (struct fssnap_clones *set, unsigned *nums,
+                        size_t max);
+int fssnap_clones_info (struct fssnap_clones *set, unsigned num,
+                        struct fssnap_clone_info *info);
+
+/* A reference to clone num (-ENOENT), for a frontend's connection. */
+int fssnap_clone_get (struct fssnap_clones *set, unsigned num,
+                      struct fssnap_clone **clonep);
+void fssnap_clone_put (struct fssnap_clone *clone);
+void fssnap_clone_info (struct fssnap_clone *clone,
+                        struct fssnap_clone_info *info);
+uint64_t fssnap_clone_size (const struct fssnap_clone *clone);
+int fssnap_clone_read (struct fssnap_clone *clone, void *buf, size_t len,
+                       uint64_t off);
+/* flags: FSSNAP_FUA. */
+int fssnap_clone_write (struct fssnap_clone *clone, const void *buf,
+                        size_t len, uint64_t off, unsigned flags);
+int fssnap_clone_zero (struct fssnap_clone *clone, size_t len, uint64_t off,
+                       unsigned flags);
+/* Overlay data durable, then the map of written chunks. */
+int fssnap_clone_flush (struct fssnap_clone *clone);
+
 /* ---- Information and statistics -------------------------------------- */
 
 enum fssnap_state {

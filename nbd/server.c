@@ -241,6 +241,7 @@ nbd_server_new (const struct nbd_server_opts *opts,
     return e;
   }
   server->env.origin = opts->origin;
+  server->env.clones = opts->clones;
   server->env.log = opts->log;
   server->env.log_opaque = opts->log_opaque;
   server->env.volume_sessions = &server->volume_sessions;
