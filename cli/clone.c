@@ -191,6 +191,7 @@ cli_run_e2fsck (const char *const *args, const char *dev)
   fflush (stdout);
   pid = fork ();
   if (pid == 0) {
+    dup2 (STDOUT_FILENO, STDERR_FILENO);  /* its report is our output */
     execvp ("e2fsck", (char **) argv);
     fprintf (stderr, "fssnap: cannot run e2fsck: %s\n", strerror (errno));
     _exit (127);

@@ -44,6 +44,12 @@
  *       Reply: "rollback": {state, number, uuid, chunks, examined, moved,
  *       error[, errno]}; state is none, running, done, stopped or failed.
  *   {"request":"rollback-status"}             Reply: "rollback": as above
+ *   {"request":"clone", "number":N}           a writable clone of snapshot
+ *       N.  Reply: "clone": {number, base, base_uuid, device, devices,
+ *       size, chunksize, written_chunks, create_time, overlay}.
+ *   {"request":"delete-clone", "number":K}    Reply: "number": K.
+ *       list and info replies carry "clones": [clone objects].  delete of
+ *       a snapshot that has clones is refused (EBUSY).
  *
  * Every reply has "ok" (boolean).  A failed request has "ok":false, "error"
  * (a one-line explanation) and "errno" (the name of the errno value, such as
