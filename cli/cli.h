@@ -26,7 +26,13 @@ enum cli_exit {
 
 struct cli {
   const char *run_dir;          /* NULL: find the one fssnapd under /run */
+  const char *run_root;         /* where to look: /run/fssnap by default */
 };
+
+/* The directory whose subdirectories are run dirs (--run-root). */
+const char *cli_run_root (const struct cli *cli);
+/* Connect to DIR/control.sock: the fd, or a negative errno. */
+int cli_connect_dir (const char *dir);
 
 /* Print "fssnap: MSG" on stderr and return code. */
 int cli_error (int code, const char *fmt, ...)
@@ -72,6 +78,11 @@ int cli_cmd_rollback (struct cli *cli, int argc, char **argv);
 int cli_cmd_clone (struct cli *cli, int argc, char **argv);
 int cli_cmd_delete_clone (struct cli *cli, int argc, char **argv);
 int cli_cmd_scrub (struct cli *cli, int argc, char **argv);
+/* create --mount A --mount B...: one snapshot per volume, in one instant
+ * (cli/group.c).
+ */
+int cli_create_group (struct cli *cli, char **mounts, size_t n,
+                      const char *optstr, int json);
 /* The clones of a list reply, as a table after the snapshots. */
 void cli_print_clones (json_object *clones);
 /* fssnap info clone/K [--json]. */

@@ -43,6 +43,15 @@ static const char cli_usage[] =
 "      volume) while the snapshot is taken, so that it is consistent, and\n"
 "      thaws it whatever happens; it is recorded as the mount point.\n"
 "      --attach also attaches the snapshot and prints its block device.\n"
+"      Several --mount options take one snapshot of each volume in the\n"
+"      same instant (a group): each mount point's volume is found among\n"
+"      the fssnapd run dirs under the run root (its device, or a loop\n"
+"      device over its device file); every file system is frozen, in\n"
+"      the order of their paths, a snapshot created on each volume with\n"
+"      the same group UUID, and all are thawed, whatever happens.  If\n"
+"      one fails, the snapshots already made are deleted: no partial\n"
+"      group.  Prints one device per volume (--json: {\"group\",\n"
+"      \"snapshots\": [info + \"run_dir\"]}); list shows the group.\n"
 "  delete [--force] N\n"
 "      Delete snapshot N.  An attached snapshot is refused unless --force,\n"
 "      which detaches it first.\n"
@@ -54,7 +63,9 @@ static const char cli_usage[] =
 "      Detach it again (refused while it is mounted).\n"
 "  list [--json]\n"
 "      One line per snapshot: number, state, creation time, UUID, attached\n"
-"      loop device, device.\n"
+"      loop device, device; then \"group: UUID\" for one taken with other\n"
+"      volumes; then the clones (number, base snapshot, creation time,\n"
+"      loop device, chunks written, device).\n"
 "  info [N|clone/K] [-o KEY,...] [--json]\n"
 "      Details of snapshot N, or of every snapshot.  With -o, only the\n"
 "      values of these keys, one per line: number (snapnumber), device\n"
@@ -121,6 +132,9 @@ static const char cli_usage[] =
 "  --run-dir DIR   the run dir of the fssnapd to talk to (its control.sock).\n"
 "                  May be left out when exactly one fssnapd runs under\n"
 "                  /run/fssnap.\n"
+"  --run-root DIR  look for fssnapd run dirs under DIR instead of\n"
+"                  /run/fssnap (without --run-dir, and for the volumes of\n"
+"                  create --mount A --mount B).\n"
 "  -h, --help      show this help and exit.\n"
 "  -V, --version   show the version and exit.\n"
 "\n"
@@ -163,6 +177,7 @@ static const struct cli_command {
 
 static const struct option cli_options[] = {
   { "run-dir", required_argument, NULL, 'r' },
+  { "run-root", required_argument, NULL, 'R' },
   { "help", no_argument, NULL, 'h' },
   { "version", no_argument, NULL, 'V' },
   { NULL, 0, NULL, 0 },
@@ -179,6 +194,7 @@ main (int argc, char **argv)
   while ((c = getopt_long (argc, argv, "+:hV", cli_options, NULL)) != -1) {
     switch (c) {
     case 'r': cli.run_dir = optarg; break;
+    case 'R': cli.run_root = optarg; break;
     case 'h': fputs (cli_usage, stdout); return CLI_EXIT_OK;
     case 'V': printf ("fssnap %s\n", FSSNAP_VERSION); return CLI_EXIT_OK;
     default:

@@ -16,6 +16,8 @@
  *       be given as fields: "backing-store", "mount" (strings), "maxsize",
  *       "chunksize", "maxfilesize" (integer bytes or a size string such as
  *       "64k"), "unlink", "transient" (booleans); fields override "options".
+ *       "group" (a UUID) is recorded with the snapshot: fssnap gives the
+ *       snapshots of several volumes taken in one instant the same one.
  *       Reply: "snapshot": the new snapshot's info object.
  *   {"request":"delete", "number":N}          Reply: "number": N.
  *   {"request":"list"}                        Reply: "snapshots": [short info],
@@ -66,8 +68,8 @@
  * mountpoint, backing_store, backing_store_size, backing_files, maxsize,
  * maxfilesize, create_time (seconds since the epoch), chunksize, chunks,
  * candidate_chunks, preserved_chunks, owned_chunks, open_count, transient,
- * unlinked, seq.  Short info (list): number, uuid, device, devices, state,
- * create_time.  Stats: size, chunksize, snapshots, retained, highest_number,
+ * unlinked, seq, group.  Short info (list): number, uuid, device, devices,
+ * state, create_time, group ("" when not in a group).  Stats: size, chunksize, snapshots, retained, highest_number,
  * chunks_copied, bytes_copied, throttle_waits, mem_chunks, mem_chunks_peak,
  * max_mem_chunks, store_errors.  Sizes are in bytes.
  */

@@ -223,6 +223,7 @@ ctl_short_info_json (const struct ctl_context *ctx,
   ctl_add_str (obj, "reason", info->reason);
   json_object_object_add (obj, "create_time",
                           json_object_new_int64 (info->create_time));
+  ctl_add_str (obj, "group", info->group);
   return obj;
 }
 
@@ -263,8 +264,24 @@ ctl_engine_error (int r, const char *errmsg, const char *what)
 
 static const char *const ctl_create_fields[] = {
   "options", "backing-store", "maxsize", "chunksize", "maxfilesize",
-  "unlink", "transient", "mount", NULL
+  "unlink", "transient", "mount", "group", NULL
 };
+
+/* A group UUID: 36 characters of hex digits and dashes (8-4-4-4-12). */
+static bool
+ctl_group_valid (const char *g)
+{
+  size_t i;
+
+  if (strlen (g) != FSSNAP_UUID_STRLEN - 1)
+    return false;
+  for (i = 0; g[i]; i++) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? g[i] != '-' : !strchr ("0123456789abcdefABCDEF", g[i]))
+      return false;
+  }
+  return true;
+}
 
 /* Fill opts from the request; fields override "options".  *storage is
  * freed by the caller.
@@ -305,6 +322,13 @@ ctl_create_opts (json_object *req, struct fssnap_create_opts *opts,
     return reply;
   if (r > 0)
     opts->mountpoint = str;
+  if ((r = ctl_get_string (req, "group", &str, &reply)) < 0)
+    return reply;
+  if (r > 0 && !ctl_group_valid (str))
+    return ctl_reply_error (EINVAL, "\"group\" must be a UUID "
+                            "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)");
+  if (r > 0)
+    opts->group = str;
   if ((r = ctl_get_bool (req, "unlink", &flag, &reply)) < 0)
     return reply;
   if (r > 0)

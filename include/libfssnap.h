@@ -145,6 +145,9 @@ struct fssnap_create_opts {
   bool unlink;                  /* unlink the store files once open */
   bool transient;               /* gone at restart, no syncs */
   const char *mountpoint;       /* recorded for info; may be NULL */
+  const char *group;            /* a group UUID shared with snapshots of
+                                   other volumes taken in the same instant;
+                                   recorded for info; may be NULL */
   fssnap_candidate_fn candidates;  /* NULL: every chunk is a candidate */
   void *candidates_opaque;
 };
@@ -352,6 +355,7 @@ struct fssnap_snapshot_info {
   char backing_path[4096];      /* the first store file */
   unsigned backing_files;
   char mountpoint[4096];
+  char group[FSSNAP_UUID_STRLEN];       /* "" when not in a group */
 };
 
 /* Fill *info for the snapshot with this number. */
