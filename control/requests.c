@@ -396,6 +396,13 @@ ctl_delete (const struct ctl_context *ctx, json_object *req)
     return ctl_reply_error (EINVAL, "delete needs \"number\"");
   if ((reply = ctl_check_no_clones (ctx, num)))
     return reply;
+  if (ctx->rollback_status) {
+    struct ctl_rollback_status st;
+    ctx->rollback_status (ctx->rollback_opaque, &st);
+    if (strcmp (st.state, "running") == 0 && st.progress.number == num)
+      return ctl_reply_error (EBUSY, "the volume is being rolled back to "
+                              "snapshot %u", num);
+  }
   r = fssnap_snapshot_delete (ctx->origin, num);
   if (r == -ENOENT)
     return ctl_reply_error (ENOENT, "no snapshot %u", num);

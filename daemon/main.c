@@ -456,7 +456,7 @@ daemon_rollback (void *opaque, unsigned num, bool force, char *err,
                  size_t errlen)
 {
   struct daemon *d = opaque;
-  struct fssnap_snapshot_info info;
+  struct fssnap_snapshot_info info, pinfo;
   char uuid[FSSNAP_UUID_STRLEN];
   struct daemon_files *f;
   unsigned pending;
@@ -468,6 +468,8 @@ daemon_rollback (void *opaque, unsigned num, bool force, char *err,
   }
   if (fssnap_rollback_pending (d->origin, d->state_dir, &pending, uuid) == 1
       && (pending != num || strcmp (uuid, info.uuid) != 0)
+      && fssnap_snapshot_info (d->origin, pending, &pinfo) == 0
+      && strcmp (pinfo.uuid, uuid) == 0
       && !rollback_job_running (&d->rollback)) {
     snprintf (err, errlen, "a rollback to snapshot %u (uuid %s) is "
               "unfinished: run \"fssnap rollback %u\" first", pending, uuid,

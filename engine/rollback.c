@@ -303,6 +303,18 @@ rb_open_target (struct fssnap_origin *o, unsigned num, const char *uuid,
   return r;
 }
 
+/* Whether snapshot num with this uuid still exists. */
+static bool
+rb_target_exists (struct fssnap_origin *o, unsigned num, const char *uuid)
+{
+  struct fssnap_snapshot_info *info = malloc (sizeof *info);
+  bool found = info && fssnap_snapshot_info (o, num, info) == 0
+               && strcmp (info->uuid, uuid) == 0;
+
+  free (info);
+  return found;
+}
+
 int
 fssnap_rollback (struct fssnap_origin *o, const char *state_dir,
                  unsigned num, const char *uuid, fssnap_rollback_fn fn,
@@ -323,13 +335,19 @@ fssnap_rollback (struct fssnap_origin *o, const char *state_dir,
   rb_path (o, state_dir, ROLLBACK_INTENT, path, sizeof path);
   rb_path (o, state_dir, ROLLBACK_DONE, done, sizeof done);
   r = rb_record_read (path, &pend_num, pend_uuid);
-  if (r == 1 && (pend_num != num || (uuid && strcmp (uuid, pend_uuid)))) {
+  /* Another target's unfinished rollback must finish first, unless that
+   * snapshot is gone: then it never can, and this one makes the volume
+   * whole again.
+   */
+  if (r == 1 && (pend_num != num || (uuid && strcmp (uuid, pend_uuid)))
+      && rb_target_exists (o, pend_num, pend_uuid)) {
     snprintf (errmsg, errlen, "a rollback to snapshot %u (uuid %s) is "
               "unfinished; it must complete first", pend_num, pend_uuid);
     free (info);
     return -EBUSY;
   }
-  if (r == 1 && !uuid)
+  if (r == 1 && !uuid && pend_num == num
+      && rb_target_exists (o, pend_num, pend_uuid))
     uuid = pend_uuid;           /* the next "rollback N" resumes it */
   r = rb_open_target (o, num, uuid, &snap, info, errmsg, errlen);
   if (r < 0) {

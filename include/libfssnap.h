@@ -234,7 +234,8 @@ typedef int (*fssnap_rollback_fn) (void *opaque,
  * intent is durable in state_dir (ORIGIN.rollback) from before the first
  * write until after the final flush; call again with the same num after a
  * crash to finish it (uuid: the recorded one, or NULL for any).  Refuses
- * with -EBUSY while a rollback to another snapshot is pending.  Nothing
+ * with -EBUSY while a rollback to another snapshot is pending, unless that
+ * snapshot is gone (its rollback can never finish; this one replaces it).  Nothing
  * stops other writers meanwhile: the caller makes sure there are none.
  * On success ORIGIN.rolledback records the target for
  * fssnap_rollback_last.  Why it failed goes in errmsg.

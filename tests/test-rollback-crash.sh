@@ -43,6 +43,8 @@ for ((i = 0; i < 200; i++)); do
   sleep 0.05
 done
 [ "$moved" -ge 40 ] || fail "the rollback does not progress"
+expect_exit 4 "being rolled back to snapshot 0" fssnap delete 0
+expect_exit 4 "rollback is running" fssnap create
 kill -9 "$FSSNAPD_PID"; wait "$FSSNAPD_PID" 2>/dev/null; FSSNAPD_PID=
 wait $cli && fail "fssnap rollback succeeded although fssnapd was killed"
 ls "$STATE_DIR" | grep -q '\.rollback$' || fail "no intent left after kill -9"
