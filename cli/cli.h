@@ -78,6 +78,12 @@ int cli_cmd_rollback (struct cli *cli, int argc, char **argv);
 int cli_cmd_clone (struct cli *cli, int argc, char **argv);
 int cli_cmd_delete_clone (struct cli *cli, int argc, char **argv);
 int cli_cmd_scrub (struct cli *cli, int argc, char **argv);
+/* The run dir (under the run root) of the fssnapd whose volume holds the
+ * file system mounted on mount: its device is one the daemon names, or a
+ * loop device over its device file.  An exit code, after a message.
+ */
+int cli_find_volume_daemon (struct cli *cli, const char *mount,
+                            char *run_dir, size_t len);
 /* create --mount A --mount B...: one snapshot per volume, in one instant
  * (cli/group.c).
  */

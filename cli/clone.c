@@ -278,7 +278,8 @@ cli_scrub_clone (struct cli *cli, const char *mountpoint, long num,
 int
 cli_cmd_scrub (struct cli *cli, int argc, char **argv)
 {
-  char mountpoint[PATH_MAX];
+  char mountpoint[PATH_MAX], run_dir[PATH_MAX];
+  struct cli found = *cli;
   json_object *reply;
   long num, clone = -1;
   int r, r2;
@@ -292,6 +293,14 @@ cli_cmd_scrub (struct cli *cli, int argc, char **argv)
   if (!realpath (argv[optind], mountpoint))
     return cli_error (CLI_EXIT_USAGE, "mount point %s: %s", argv[optind],
                       strerror (errno));
+  /* Without --run-dir: the fssnapd whose volume holds the file system. */
+  if (!cli->run_dir) {
+    r = cli_find_volume_daemon (cli, mountpoint, run_dir, sizeof run_dir);
+    if (r != CLI_EXIT_OK)
+      return r;
+    found.run_dir = run_dir;
+    cli = &found;
+  }
   num = cli_scrub_snapshot (cli, mountpoint, &r);
   if (num < 0)
     return r;

@@ -64,21 +64,22 @@ cli_volume_has (json_object *reply, dev_t dev)
   return false;
 }
 
-/* The run dir under the run root whose volume holds m->mount. */
-static int
-cli_member_find (struct cli *cli, struct cli_member *m)
+int
+cli_find_volume_daemon (struct cli *cli, const char *mount, char *run_dir,
+                        size_t len)
 {
   const char *root = cli_run_root (cli);
   DIR *d = opendir (root);
   struct dirent *e;
   struct stat st;
 
-  if (stat (m->mount, &st) < 0) {
+  *run_dir = '\0';
+  if (stat (mount, &st) < 0) {
     if (d)
       closedir (d);
-    return cli_error (CLI_EXIT_USAGE, "%s: %s", m->mount, strerror (errno));
+    return cli_error (CLI_EXIT_USAGE, "%s: %s", mount, strerror (errno));
   }
-  while (d && !*m->run_dir && (e = readdir (d))) {
+  while (d && !*run_dir && (e = readdir (d))) {
     struct cli one = { .run_dir = NULL };
     json_object *req, *reply;
     char dir[PATH_MAX];
@@ -95,14 +96,14 @@ cli_member_find (struct cli *cli, struct cli_member *m)
     if (cli_request (&one, req, &reply) != CLI_EXIT_OK)
       continue;
     if (cli_volume_has (reply, st.st_dev))
-      snprintf (m->run_dir, sizeof m->run_dir, "%s", dir);
+      snprintf (run_dir, len, "%s", dir);
     json_object_put (reply);
   }
   if (d)
     closedir (d);
-  if (!*m->run_dir)
+  if (!*run_dir)
     return cli_error (CLI_EXIT_REFUSED, "no fssnapd under %s serves the "
-                      "volume mounted on %s", root, m->mount);
+                      "volume mounted on %s", root, mount);
   return CLI_EXIT_OK;
 }
 
@@ -279,7 +280,8 @@ cli_create_group (struct cli *cli, char **mounts, size_t n,
     if (i > 0 && strcmp (ms[i].mount, ms[i - 1].mount) == 0)
       r = cli_error (CLI_EXIT_USAGE, "%s is given twice", ms[i].mount);
     else
-      r = cli_member_find (cli, &ms[i]);
+      r = cli_find_volume_daemon (cli, ms[i].mount, ms[i].run_dir,
+                                  sizeof ms[i].run_dir);
     if (r == CLI_EXIT_OK && i > 0
         && strcmp (ms[i].run_dir, ms[i - 1].run_dir) == 0)
       r = cli_error (CLI_EXIT_USAGE, "%s and %s are on the same volume",
