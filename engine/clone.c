@@ -81,6 +81,7 @@ struct fssnap_clone {
   uint64_t written_count;       /* lock */
   uint64_t log_len;             /* lock */
   bool dirty;                   /* lock: W changed since the last flush */
+  bool deleted;                 /* lock: files removed, never rewritten */
 };
 
 struct fssnap_clones {
@@ -234,6 +235,11 @@ clone_map_write (struct fssnap_clone *c)
   if (!buf)
     return -ENOMEM;
   pthread_mutex_lock (&c->lock);
+  if (c->deleted) {             /* a user still writing: nothing to keep */
+    pthread_mutex_unlock (&c->lock);
+    free (buf);
+    return 0;
+  }
   for (size_t w = 0; w < words; w++) {
     uint64_t v = htole64 (atomic_load (&c->written.words[w]));
     memcpy (buf + CLONE_HEADER + w * 8, &v, 8);
@@ -678,7 +684,13 @@ fssnap_clones_delete (struct fssnap_clones *set, unsigned num)
   pthread_mutex_unlock (&set->lock);
   if (!c)
     return -ENOENT;
+  /* Under flush_lock, so that no flush is renaming a map meanwhile. */
+  pthread_mutex_lock (&c->flush_lock);
+  pthread_mutex_lock (&c->lock);
+  c->deleted = true;
+  pthread_mutex_unlock (&c->lock);
   clone_unlink_files (c);
+  pthread_mutex_unlock (&c->flush_lock);
   fssnap_clone_put (c);         /* users keep theirs until they close */
   return 0;
 }

@@ -109,9 +109,22 @@ test_clone_model_and_reopen (void **state)
   set = clones_open (h, o);
   assert_int_equal (fssnap_clone_get (set, 0, &c), 0);
   clone_check (c, model);
-  fssnap_clone_put (c);
+  /* Deleted while a user still writes and flushes: it does not come
+   * back.
+   */
   assert_int_equal (fssnap_clones_delete (set, 0), 0);
-  assert_int_equal (fssnap_clone_get (set, 0, &c), -ENOENT);
+  struct fssnap_clone *gone;
+  assert_int_equal (fssnap_clone_get (set, 0, &gone), -ENOENT);
+  random_writes (c, model, 4, 20);
+  assert_int_equal (fssnap_clone_flush (c), 0);
+  fssnap_clone_put (c);
+  fssnap_clones_close (set);
+  char map[256];
+  snprintf (map, sizeof map, "%s/origin.img.clone0.map", h->dir);
+  assert_int_equal (access (map, F_OK), -1);
+  set = clones_open (h, o);
+  unsigned nums[4];
+  assert_int_equal (fssnap_clones_list (set, nums, 4), 0);
   fssnap_clones_close (set);
   free (base);
   free (model);
