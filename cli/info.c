@@ -38,6 +38,7 @@ static const struct cli_info_key cli_info_keys[] = {
   { "candidate_chunks", NULL, "Candidate chunks", CLI_RAW },
   { "preserved_chunks", NULL, "Preserved chunks", CLI_RAW },
   { "reason", NULL, "Disabled because", CLI_OPTIONAL },
+  { "group", NULL, "Group (several volumes)", CLI_OPTIONAL },
   { "owned_chunks", NULL, NULL, CLI_RAW },
   { "chunks", NULL, NULL, CLI_RAW },
   { "open_count", NULL, NULL, CLI_RAW },

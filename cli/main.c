@@ -72,7 +72,7 @@ static const char cli_usage[] =
 "      (blockdevname), mountpoint, state, backing_store (backing),\n"
 "      backing_store_size (backingsize), maxsize, create_time (createtime),\n"
 "      chunksize, uuid, candidate_chunks, preserved_chunks, owned_chunks,\n"
-"      open_count, reason.\n"
+"      open_count, reason, group.\n"
 "  stats [--json]\n"
 "      Counters of the daemon: chunks and bytes copied, throttle waits...\n"
 "  diff A B [--json]\n"
