@@ -14,7 +14,7 @@
 #include "control/proto.h"
 
 static const char cli_usage[] =
-"Usage: fssnap [--run-dir DIR] COMMAND [ARGS]\n"
+"Usage: fssnap [--run-dir DIR | --run-root DIR] COMMAND [ARGS]\n"
 "\n"
 "Create, list, compare and delete point-in-time snapshots of a volume\n"
 "served by fssnapd(8).  Snapshot N is served as the read-only NBD export\n"
@@ -147,7 +147,7 @@ static const char cli_usage[] =
 "  1  bad command line or option value (nothing was sent)\n"
 "  2  fssnapd unreachable: none running, several and no --run-dir, no\n"
 "     permission on its socket, or no valid reply\n"
-"  3  no such snapshot\n"
+"  3  no such snapshot (or clone)\n"
 "  4  fssnapd refused the request (the message says why)\n"
 "  5  diff: the change maps cannot be trusted for this pair; take a full\n"
 "     copy\n"
