@@ -8,11 +8,13 @@
  * (frozen, so that it is consistent), clone the snapshot, attach the
  * clone, let e2fsck replay the journal and check it (it may write: only
  * the clone changes), report, and drop the clone and the snapshot again,
- * whatever happens.
+ * whatever happens: a ^C or SIGTERM during the check stops e2fsck (it
+ * gets the signal too) and the clean-up still runs.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,6 +176,29 @@ cli_cmd_delete_clone (struct cli *cli, int argc, char **argv)
 
 /* ---- scrub -------------------------------------------------------------- */
 
+static volatile sig_atomic_t cli_scrub_stopped;
+
+static void
+cli_scrub_signal (int sig)
+{
+  (void) sig;
+  cli_scrub_stopped = 1;
+}
+
+/* Catch the stop signals (a handler, unlike SIG_IGN, is not inherited by
+ * e2fsck, which still stops on them).
+ */
+static void
+cli_scrub_catch_signals (void)
+{
+  struct sigaction sa = { .sa_handler = cli_scrub_signal };
+
+  sigemptyset (&sa.sa_mask);
+  sigaction (SIGINT, &sa, NULL);
+  sigaction (SIGTERM, &sa, NULL);
+  sigaction (SIGHUP, &sa, NULL);
+}
+
 /* Run e2fsck with args on dev; its exit status, or -1 if it did not run. */
 static int
 cli_run_e2fsck (const char *const *args, const char *dev)
@@ -196,8 +221,12 @@ cli_run_e2fsck (const char *const *args, const char *dev)
     fprintf (stderr, "fssnap: cannot run e2fsck: %s\n", strerror (errno));
     _exit (127);
   }
-  if (pid < 0 || waitpid (pid, &status, 0) < 0 || !WIFEXITED (status)
-      || WEXITSTATUS (status) == 127)
+  if (pid < 0)
+    return -1;
+  while (waitpid (pid, &status, 0) < 0)
+    if (errno != EINTR)
+      return -1;
+  if (!WIFEXITED (status) || WEXITSTATUS (status) == 127)
     return -1;
   return WEXITSTATUS (status);
 }
@@ -212,8 +241,11 @@ cli_scrub_check (const char *mountpoint, const char *dev)
   static const char *const check[] = { "-f", "-y", NULL };
   int rc = cli_run_e2fsck (replay, dev);
 
-  if (rc >= 0 && rc < 8)
+  if (rc >= 0 && rc < 8 && !cli_scrub_stopped)
     rc = cli_run_e2fsck (check, dev);
+  if (cli_scrub_stopped)
+    return cli_error (CLI_EXIT_CHECK_FAILED, "scrub %s: interrupted; its "
+                      "snapshot and clone are dropped", mountpoint);
   if (rc < 0 || rc >= 8)
     return cli_error (CLI_EXIT_CHECK_FAILED, "scrub %s: e2fsck could not "
                       "check it (exit %d)", mountpoint, rc);
@@ -301,6 +333,7 @@ cli_cmd_scrub (struct cli *cli, int argc, char **argv)
     found.run_dir = run_dir;
     cli = &found;
   }
+  cli_scrub_catch_signals ();
   num = cli_scrub_snapshot (cli, mountpoint, &r);
   if (num < 0)
     return r;
