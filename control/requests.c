@@ -417,12 +417,6 @@ ctl_delete (const struct ctl_context *ctx, json_object *req)
 
 static const char *const ctl_clone_fields[] = { "number", NULL };
 
-static void
-ctl_add_clone_device (void *arg, const char *frontend, const char *name)
-{
-  ctl_add_device (arg, frontend, name);
-}
-
 static json_object *
 ctl_clone_json (const struct ctl_context *ctx,
                 const struct fssnap_clone_info *info)
@@ -436,7 +430,7 @@ ctl_clone_json (const struct ctl_context *ctx,
   json_object_object_add (obj, "devices", json_object_new_object ());
   if (ctx->clone_devices)
     ctx->clone_devices (ctx->devices_opaque, info->number,
-                        ctl_add_clone_device, obj);
+                        ctl_add_device, obj);
   if (!json_object_object_get_ex (obj, "device", NULL)) {
     snprintf (export, sizeof export, "clone/%u", info->number);
     ctl_add_str (obj, "device", export);
