@@ -18,6 +18,8 @@ enum cli_exit {
   CLI_EXIT_REFUSED = 4,         /* fssnapd refused the request */
   CLI_EXIT_UNTRUSTED = 5,       /* diff: the change maps cannot be trusted */
   CLI_EXIT_DIFF_USAGE = 6,      /* diff: bad arguments (1 means "differs") */
+  CLI_EXIT_FS_ERRORS = 7,       /* scrub: e2fsck found errors */
+  CLI_EXIT_CHECK_FAILED = 8,    /* scrub: e2fsck could not check */
   /* exec: fssnap's own failure, so that CMD's codes stay CMD's. */
   CLI_EXIT_EXEC_FAILED = 125,
   CLI_EXIT_EXEC_CANNOT_RUN = 126,       /* CMD found but not executable */
@@ -28,7 +30,13 @@ enum cli_exit {
 
 struct cli {
   const char *run_dir;          /* NULL: find the one fssnapd under /run */
+  const char *run_root;         /* where to look: /run/fssnap by default */
 };
+
+/* The directory whose subdirectories are run dirs (--run-root). */
+const char *cli_run_root (const struct cli *cli);
+/* Connect to DIR/control.sock: the fd, or a negative errno. */
+int cli_connect_dir (const char *dir);
 
 /* Print "fssnap: MSG" on stderr and return code. */
 int cli_error (int code, const char *fmt, ...)
@@ -83,5 +91,24 @@ int cli_cmd_diff (struct cli *cli, int argc, char **argv);
 int cli_cmd_mount (struct cli *cli, int argc, char **argv);
 int cli_cmd_umount (struct cli *cli, int argc, char **argv);
 int cli_cmd_exec (struct cli *cli, int argc, char **argv);
+int cli_cmd_rollback (struct cli *cli, int argc, char **argv);
+int cli_cmd_clone (struct cli *cli, int argc, char **argv);
+int cli_cmd_delete_clone (struct cli *cli, int argc, char **argv);
+int cli_cmd_scrub (struct cli *cli, int argc, char **argv);
+/* The run dir (under the run root) of the fssnapd whose volume holds the
+ * file system mounted on mount: its device is one the daemon names, or a
+ * loop device over its device file.  An exit code, after a message.
+ */
+int cli_find_volume_daemon (struct cli *cli, const char *mount,
+                            char *run_dir, size_t len);
+/* create --mount A --mount B...: one snapshot per volume, in one instant
+ * (cli/group.c).
+ */
+int cli_create_group (struct cli *cli, char **mounts, size_t n,
+                      const char *optstr, int json);
+/* The clones of a list reply, as a table after the snapshots. */
+void cli_print_clones (json_object *clones);
+/* fssnap info clone/K [--json]. */
+int cli_clone_info (struct cli *cli, const char *arg, int json);
 
 #endif /* FSSNAP_CLI_H */

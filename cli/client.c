@@ -48,8 +48,14 @@ cli_bad_option (int c, char **argv)
                     "--help)", argv[optind - 1]);
 }
 
+const char *
+cli_run_root (const struct cli *cli)
+{
+  return cli->run_root ? cli->run_root : CLI_RUN_ROOT;
+}
+
 /* Connect to DIR/control.sock; a negative errno on failure. */
-static int
+int
 cli_connect_dir (const char *dir)
 {
   struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -69,11 +75,11 @@ cli_connect_dir (const char *dir)
   return fd;
 }
 
-/* The one run dir under /run/fssnap whose control socket answers. */
+/* The one run dir under root whose control socket answers. */
 static int
-cli_find_run_dir (char *dir, size_t len)
+cli_find_run_dir (const char *root, char *dir, size_t len)
 {
-  DIR *d = opendir (CLI_RUN_ROOT);
+  DIR *d = opendir (root);
   struct dirent *e;
   char *found = NULL;
   size_t foundlen = 0;
@@ -86,7 +92,7 @@ cli_find_run_dir (char *dir, size_t len)
     int fd;
     if (e->d_name[0] == '.')
       continue;
-    snprintf (path, sizeof path, "%s/%s", CLI_RUN_ROOT, e->d_name);
+    snprintf (path, sizeof path, "%s/%s", root, e->d_name);
     fd = cli_connect_dir (path);
     if (fd < 0)
       continue;
@@ -101,10 +107,10 @@ cli_find_run_dir (char *dir, size_t len)
     fclose (list);
   if (n == 0)
     r = cli_error (CLI_EXIT_UNREACHABLE, "no fssnapd is running under %s "
-                   "(use --run-dir)", CLI_RUN_ROOT);
+                   "(use --run-dir)", root);
   else if (n > 1)
     r = cli_error (CLI_EXIT_UNREACHABLE, "%d fssnapd run under %s (%s); "
-                   "choose one with --run-dir", n, CLI_RUN_ROOT, found);
+                   "choose one with --run-dir", n, root, found);
   else
     r = CLI_EXIT_OK;
   free (found);
@@ -115,7 +121,7 @@ int
 cli_run_dir (struct cli *cli, char *dir, size_t len)
 {
   if (!cli->run_dir)
-    return cli_find_run_dir (dir, len);
+    return cli_find_run_dir (cli_run_root (cli), dir, len);
   snprintf (dir, len, "%s", cli->run_dir);
   return CLI_EXIT_OK;
 }

@@ -8,6 +8,7 @@
 #define FSSNAP_CLI_DEVICES_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include <json-c/json.h>
 
 #include "cli/cli.h"
@@ -49,5 +50,14 @@ void cli_add_loop_fields (json_object *snaps);
  */
 int cli_request_frozen (struct cli *cli, const char *mountpoint,
                         json_object *req, json_object **replyp);
+
+/* The watchdog of cli_request_frozen, for callers that freeze several
+ * file systems: start it before freezing mountpoint (*wfdp, *pidp are
+ * its handle), stop it once thawed.  An exit code.
+ */
+int cli_watchdog_start (const char *mountpoint, int *wfdp, pid_t *pidp);
+void cli_watchdog_stop (int wfd, pid_t pid);
+/* The message and exit code for fs_freeze's error rc. */
+int cli_freeze_error (const char *mountpoint, int rc);
 
 #endif /* FSSNAP_CLI_DEVICES_H */

@@ -55,7 +55,7 @@ cli_watchdog (int rfd, const char *mountpoint, int dirfd)
 }
 
 /* Fork the watchdog; *wfdp is fssnap's end of the pipe. */
-static int
+int
 cli_watchdog_start (const char *mountpoint, int *wfdp, pid_t *pidp)
 {
   int p[2], dirfd;
@@ -80,7 +80,7 @@ cli_watchdog_start (const char *mountpoint, int *wfdp, pid_t *pidp)
   return CLI_EXIT_OK;
 }
 
-static void
+void
 cli_watchdog_stop (int wfd, pid_t pid)
 {
   if (write (wfd, "t", 1) != 1)
@@ -89,7 +89,7 @@ cli_watchdog_stop (int wfd, pid_t pid)
   waitpid (pid, NULL, 0);
 }
 
-static int
+int
 cli_freeze_error (const char *mountpoint, int rc)
 {
   if (rc == -EINVAL)

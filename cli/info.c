@@ -38,6 +38,7 @@ static const struct cli_info_key cli_info_keys[] = {
   { "candidate_chunks", NULL, "Candidate chunks", CLI_RAW },
   { "preserved_chunks", NULL, "Preserved chunks", CLI_RAW },
   { "reason", NULL, "Disabled because", CLI_OPTIONAL },
+  { "group", NULL, "Group (several volumes)", CLI_OPTIONAL },
   { "owned_chunks", NULL, NULL, CLI_RAW },
   { "chunks", NULL, NULL, CLI_RAW },
   { "open_count", NULL, NULL, CLI_RAW },
@@ -206,6 +207,11 @@ cli_info_args (int argc, char **argv, json_object *req,
                       argv[optind + 1]);
   if (optind == argc)
     return CLI_EXIT_OK;
+  if (strncmp (argv[optind], "clone/", 6) == 0) {
+    json_object_object_add (req, "clone",
+                            json_object_new_string (argv[optind]));
+    return CLI_EXIT_OK;
+  }
   num = cli_parse_number (argv[optind]);
   if (num < 0)
     return CLI_EXIT_USAGE;
@@ -225,6 +231,11 @@ cli_cmd_info (struct cli *cli, int argc, char **argv)
   json_object_object_add (req, "request", json_object_new_string ("info"));
   r = cli_info_args (argc, argv, req, keys, &nkeys, &json);
   if (r != CLI_EXIT_OK) {
+    json_object_put (req);
+    return r;
+  }
+  if (json_object_object_get_ex (req, "clone", &snaps)) {
+    r = cli_clone_info (cli, json_object_get_string (snaps), json);
     json_object_put (req);
     return r;
   }

@@ -14,7 +14,7 @@
 #include "control/proto.h"
 
 static const char cli_usage[] =
-"Usage: fssnap [--run-dir DIR] COMMAND [ARGS]\n"
+"Usage: fssnap [--run-dir DIR | --run-root DIR] COMMAND [ARGS]\n"
 "\n"
 "Create, list, compare and delete point-in-time snapshots of a volume\n"
 "served by fssnapd(8).  Snapshot N is served as the read-only NBD export\n"
@@ -43,6 +43,15 @@ static const char cli_usage[] =
 "      volume) while the snapshot is taken, so that it is consistent, and\n"
 "      thaws it whatever happens; it is recorded as the mount point.\n"
 "      --attach also attaches the snapshot and prints its block device.\n"
+"      Several --mount options take one snapshot of each volume in the\n"
+"      same instant (a group): each mount point's volume is found among\n"
+"      the fssnapd run dirs under the run root (its device, or a loop\n"
+"      device over its device file); every file system is frozen, in\n"
+"      the order of their paths, a snapshot created on each volume with\n"
+"      the same group UUID, and all are thawed, whatever happens.  If\n"
+"      one fails, the snapshots already made are deleted: no partial\n"
+"      group.  Prints one device per volume (--json: {\"group\",\n"
+"      \"snapshots\": [info + \"run_dir\"]}); list shows the group.\n"
 "  delete [--force] N\n"
 "      Delete snapshot N.  An attached snapshot is refused unless --force,\n"
 "      which detaches it first.\n"
@@ -54,14 +63,16 @@ static const char cli_usage[] =
 "      Detach it again (refused while it is mounted).\n"
 "  list [--json]\n"
 "      One line per snapshot: number, state, creation time, UUID, attached\n"
-"      loop device, device.\n"
-"  info [N] [-o KEY,...] [--json]\n"
+"      loop device, device; then \"group: UUID\" for one taken with other\n"
+"      volumes; then the clones (number, base snapshot, creation time,\n"
+"      loop device, chunks written, device).\n"
+"  info [N|clone/K] [-o KEY,...] [--json]\n"
 "      Details of snapshot N, or of every snapshot.  With -o, only the\n"
 "      values of these keys, one per line: number (snapnumber), device\n"
 "      (blockdevname), mountpoint, state, backing_store (backing),\n"
 "      backing_store_size (backingsize), maxsize, create_time (createtime),\n"
 "      chunksize, uuid, candidate_chunks, preserved_chunks, owned_chunks,\n"
-"      open_count, reason.\n"
+"      open_count, reason, group.\n"
 "  stats [--json]\n"
 "      Counters of the daemon: chunks and bytes copied, throttle waits...\n"
 "  diff A B [--json]\n"
@@ -101,11 +112,53 @@ static const char cli_usage[] =
 "      N, 125 if fssnap itself failed (the message says whether before\n"
 "      CMD, with nothing left behind, or in the cleanup), 126 if CMD\n"
 "      cannot be run, 127 if it is not found.\n"
+"  clone [--json] [--attach] N\n"
+"      Make a writable clone of snapshot N and print its device: the\n"
+"      device file DIR/dev/clone/K, else (--no-fuse) its NBD export name\n"
+"      clone/K.  It reads as snapshot N except where it was written;\n"
+"      writes go to an overlay in fssnapd's state dir, never to the\n"
+"      snapshot.  It survives restarts; list and \"info clone/K\" show it.\n"
+"      A snapshot with clones cannot be deleted.  --attach prints a\n"
+"      read-write loop device on it instead.  (No ublk device for clones.)\n"
+"  delete-clone [--force] K    (or: delete clone/K)\n"
+"      Drop clone K and its overlay; an attached one only with --force,\n"
+"      which detaches it first.\n"
+"  scrub MOUNTPOINT\n"
+"      Check the ext2/3/4 file system mounted on MOUNTPOINT (on a volume\n"
+"      of fssnapd; without --run-dir, the one whose volume holds it) while\n"
+"      it stays in use, as e2scrub(8) does with LVM: take a\n"
+"      snapshot (frozen), clone it, attach the clone, let e2fsck replay\n"
+"      its journal (\"-E journal_only -p\") and check it (\"-f -y\": only\n"
+"      the clone is repaired), then drop the clone and the snapshot,\n"
+"      whatever happened.  e2fsck's report goes to stdout, then\n"
+"      \"scrub MOUNTPOINT: clean\".  Exits 0 when clean, 7 when e2fsck\n"
+"      found errors (unmount and repair it), 8 when e2fsck could not\n"
+"      check it or scrub was interrupted (SIGINT, SIGTERM, SIGHUP stop\n"
+"      e2fsck; the clean-up still runs).\n"
+"  rollback [--force] [--json] N\n"
+"      Make the volume read exactly as snapshot N again; every other\n"
+"      snapshot, older or newer, stays as it is.  Only the chunks that\n"
+"      may differ since N (the change maps) are examined, and only those\n"
+"      that do differ are written back, as ordinary copy-on-write writes.\n"
+"      Refused while the volume is attached (a loop device on its device\n"
+"      file), mounted, or has NBD clients, unless --force says that\n"
+"      whatever uses it has been stopped (its cached data is stale\n"
+"      afterwards).  New snapshots are refused while it runs.  fssnapd\n"
+"      records the rollback durably first: after a crash or kill it\n"
+"      resumes when fssnapd starts (or at the next \"rollback N\") and\n"
+"      ends with the same result.  Progress goes to a terminal's stderr;\n"
+"      ^C stops only the watching.  --json prints the final status\n"
+"      {\"state\", \"number\", \"uuid\", \"chunks\", \"examined\",\n"
+"      \"moved\", \"error\"}.  Afterwards \"diff N volume\" compares\n"
+"      contents where the maps name a chunk, so it is empty right after.\n"
 "\n"
 "Options:\n"
 "  --run-dir DIR   the run dir of the fssnapd to talk to (its control.sock).\n"
 "                  May be left out when exactly one fssnapd runs under\n"
 "                  /run/fssnap.\n"
+"  --run-root DIR  look for fssnapd run dirs under DIR instead of\n"
+"                  /run/fssnap (without --run-dir, and for the volumes of\n"
+"                  create --mount A --mount B).\n"
 "  -h, --help      show this help and exit.\n"
 "  -V, --version   show the version and exit.\n"
 "\n"
@@ -117,11 +170,13 @@ static const char cli_usage[] =
 "  1  bad command line or option value (nothing was sent)\n"
 "  2  fssnapd unreachable: none running, several and no --run-dir, no\n"
 "     permission on its socket, or no valid reply\n"
-"  3  no such snapshot\n"
+"  3  no such snapshot (or clone)\n"
 "  4  fssnapd refused the request (the message says why)\n"
 "  5  diff: the change maps cannot be trusted for this pair; take a full\n"
 "     copy\n"
 "  6  diff: bad arguments after \"diff\" (for diff, 1 means \"differs\")\n"
+"  7  scrub: the file system has errors\n"
+"  8  scrub: e2fsck could not check the file system\n"
 "  125, 126, 127, 128+N, or CMD's status: exec (see above)\n"
 "Each error is one line on stderr starting with \"fssnap: \".  diff exits\n"
 "like cmp: 0 when nothing differs, 1 when something may (with no line on\n"
@@ -137,6 +192,10 @@ static const struct cli_command {
   { "info", cli_cmd_info },
   { "stats", cli_cmd_stats },
   { "diff", cli_cmd_diff },
+  { "rollback", cli_cmd_rollback },
+  { "clone", cli_cmd_clone },
+  { "delete-clone", cli_cmd_delete_clone },
+  { "scrub", cli_cmd_scrub },
   { "attach", cli_cmd_attach },
   { "detach", cli_cmd_detach },
   { "mount", cli_cmd_mount },
@@ -146,6 +205,7 @@ static const struct cli_command {
 
 static const struct option cli_options[] = {
   { "run-dir", required_argument, NULL, 'r' },
+  { "run-root", required_argument, NULL, 'R' },
   { "help", no_argument, NULL, 'h' },
   { "version", no_argument, NULL, 'V' },
   { NULL, 0, NULL, 0 },
@@ -162,6 +222,7 @@ main (int argc, char **argv)
   while ((c = getopt_long (argc, argv, "+:hV", cli_options, NULL)) != -1) {
     switch (c) {
     case 'r': cli.run_dir = optarg; break;
+    case 'R': cli.run_root = optarg; break;
     case 'h': fputs (cli_usage, stdout); return CLI_EXIT_OK;
     case 'V': printf ("fssnap %s\n", FSSNAP_VERSION); return CLI_EXIT_OK;
     default:

@@ -17,6 +17,7 @@
 #include "fs/loop.h"
 
 enum { CLI_OPT_MOUNT = 256, CLI_OPT_ATTACH, CLI_OPT_FORCE };
+#define CLI_MAX_GROUP 16        /* --mount options of one create */
 
 int
 cli_add_options (char **optstr, const char *arg)
@@ -59,9 +60,10 @@ cli_cmd_create (struct cli *cli, int argc, char **argv)
     { "attach", no_argument, NULL, CLI_OPT_ATTACH },
     { NULL, 0, NULL, 0 },
   };
-  char *optstr = NULL, mount[PATH_MAX] = "";
+  char *optstr = NULL, mount[PATH_MAX] = "", *mounts[CLI_MAX_GROUP];
   json_object *req, *reply, *snap, *dev, *devices;
   int c, r = CLI_EXIT_OK, json = 0, attach = 0;
+  size_t nmounts = 0;
 
   req = json_object_new_object ();
   json_object_object_add (req, "request", json_object_new_string ("create"));
@@ -71,7 +73,14 @@ cli_cmd_create (struct cli *cli, int argc, char **argv)
     case 'o': r = cli_add_options (&optstr, optarg); break;
     case 'j': json = 1; break;
     case CLI_OPT_ATTACH: attach = 1; break;
-    case CLI_OPT_MOUNT: r = cli_mount_arg (req, optarg, mount); break;
+    case CLI_OPT_MOUNT:
+      if (nmounts == CLI_MAX_GROUP)
+        r = cli_error (CLI_EXIT_USAGE, "at most %d --mount", CLI_MAX_GROUP);
+      else
+        mounts[nmounts++] = optarg;
+      if (r == CLI_EXIT_OK && nmounts == 1)
+        r = cli_mount_arg (req, optarg, mount);
+      break;
     default: r = cli_bad_option (c, argv);
     }
   }
@@ -81,9 +90,14 @@ cli_cmd_create (struct cli *cli, int argc, char **argv)
   if (r == CLI_EXIT_OK && optind != argc)
     r = cli_error (CLI_EXIT_USAGE, "create takes no argument \"%s\"",
                    argv[optind]);
-  if (r != CLI_EXIT_OK) {
-    free (optstr);
+  if (r == CLI_EXIT_OK && nmounts > 1 && attach)
+    r = cli_error (CLI_EXIT_USAGE, "--attach takes one snapshot, not a "
+                   "group");
+  if (r != CLI_EXIT_OK || nmounts > 1) {
     json_object_put (req);
+    if (r == CLI_EXIT_OK)
+      r = cli_create_group (cli, mounts, nmounts, optstr, json);
+    free (optstr);
     return r;
   }
   if (optstr)
@@ -147,6 +161,10 @@ cli_cmd_delete (struct cli *cli, int argc, char **argv)
     return cli_error (CLI_EXIT_USAGE, "delete needs a snapshot number");
   if (optind != argc - 1)
     return cli_error (CLI_EXIT_USAGE, "delete takes one snapshot number");
+  if (strncmp (argv[optind], "clone/", 6) == 0) {
+    optind = 0;
+    return cli_cmd_delete_clone (cli, argc, argv);
+  }
   num = cli_parse_number (argv[optind]);
   if (num < 0)
     return CLI_EXIT_USAGE;
@@ -178,6 +196,8 @@ cli_list_print (json_object *snaps)
             cli_field (s, "loop"), cli_field (s, "device"));
     if (*cli_field (s, "reason"))       /* why it is disabled */
       printf ("     reason: %s\n", cli_field (s, "reason"));
+    if (*cli_field (s, "group") && strcmp (cli_field (s, "group"), "-"))
+      printf ("     group: %s\n", cli_field (s, "group"));
   }
 }
 
@@ -200,8 +220,12 @@ cli_cmd_list (struct cli *cli, int argc, char **argv)
     r = cli_error (CLI_EXIT_UNREACHABLE, "fssnapd's reply lacks the list");
   else if (cli_add_loop_fields (snaps), json)
     cli_print_json (snaps);
-  else
+  else {
+    json_object *clones = NULL;
     cli_list_print (snaps);
+    json_object_object_get_ex (reply, "clones", &clones);
+    cli_print_clones (clones);
+  }
   json_object_put (reply);
   return r;
 }

@@ -16,6 +16,8 @@
  *       be given as fields: "backing-store", "mount" (strings), "maxsize",
  *       "chunksize", "maxfilesize" (integer bytes or a size string such as
  *       "64k"), "unlink", "transient" (booleans); fields override "options".
+ *       "group" (a UUID) is recorded with the snapshot: fssnap gives the
+ *       snapshots of several volumes taken in one instant the same one.
  *       Reply: "snapshot": the new snapshot's info object.
  *   {"request":"delete", "number":N}          Reply: "number": N.
  *   {"request":"list"}                        Reply: "snapshots": [short info],
@@ -34,6 +36,22 @@
  *       unless it stopped at 65536 extents: then ask again from "end".
  *       A map that cannot be trusted for this pair (a transient snapshot,
  *       damaged metadata) is the error ESTALE: take a full copy.
+ *       "exact": true compares contents where the maps name a chunk (only
+ *       chunks that differ now are reported); fssnapd does so by itself
+ *       for the volume against the target of the last rollback.  The
+ *       reply's "exact" says which.
+ *   {"request":"rollback", "number":N, "force":false}
+ *       Start making the volume read as snapshot N (refused while the
+ *       volume is attached, mounted or has NBD clients, unless "force").
+ *       Reply: "rollback": {state, number, uuid, chunks, examined, moved,
+ *       error[, errno]}; state is none, running, done, stopped or failed.
+ *   {"request":"rollback-status"}             Reply: "rollback": as above
+ *   {"request":"clone", "number":N}           a writable clone of snapshot
+ *       N.  Reply: "clone": {number, base, base_uuid, device, devices,
+ *       size, chunksize, written_chunks, create_time, overlay}.
+ *   {"request":"delete-clone", "number":K}    Reply: "number": K.
+ *       list and info replies carry "clones": [clone objects].  delete of
+ *       a snapshot that has clones is refused (EBUSY).
  *
  * Every reply has "ok" (boolean).  A failed request has "ok":false, "error"
  * (a one-line explanation) and "errno" (the name of the errno value, such as
@@ -50,8 +68,8 @@
  * mountpoint, backing_store, backing_store_size, backing_files, maxsize,
  * maxfilesize, create_time (seconds since the epoch), chunksize, chunks,
  * candidate_chunks, preserved_chunks, owned_chunks, open_count, transient,
- * unlinked, seq.  Short info (list): number, uuid, device, devices, state,
- * create_time.  Stats: size, chunksize, snapshots, retained, highest_number,
+ * unlinked, seq, group.  Short info (list): number, uuid, device, devices,
+ * state, create_time, group ("" when not in a group).  Stats: size, chunksize, snapshots, retained, highest_number,
  * chunks_copied, bytes_copied, throttle_waits, mem_chunks, mem_chunks_peak,
  * max_mem_chunks, store_errors.  Sizes are in bytes.
  */

@@ -44,6 +44,8 @@ ctl_log (const struct ctl_context *ctx, enum fssnap_log_level level,
 
 static json_object *ctl_engine_error (int r, const char *errmsg,
                                       const char *what);
+static json_object *ctl_check_no_clones (const struct ctl_context *ctx,
+                                         unsigned num);
 
 /* ---- Field access: each returns 1 if present, 0 if absent, -1 with an
  * error reply in *reply when the field has the wrong type or value. */
@@ -221,6 +223,7 @@ ctl_short_info_json (const struct ctl_context *ctx,
   ctl_add_str (obj, "reason", info->reason);
   json_object_object_add (obj, "create_time",
                           json_object_new_int64 (info->create_time));
+  ctl_add_str (obj, "group", info->group);
   return obj;
 }
 
@@ -261,8 +264,24 @@ ctl_engine_error (int r, const char *errmsg, const char *what)
 
 static const char *const ctl_create_fields[] = {
   "options", "backing-store", "maxsize", "chunksize", "maxfilesize",
-  "unlink", "transient", "mount", NULL
+  "unlink", "transient", "mount", "group", NULL
 };
+
+/* A group UUID: 36 characters of hex digits and dashes (8-4-4-4-12). */
+static bool
+ctl_group_valid (const char *g)
+{
+  size_t i;
+
+  if (strlen (g) != FSSNAP_UUID_STRLEN - 1)
+    return false;
+  for (i = 0; g[i]; i++) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? g[i] != '-' : !strchr ("0123456789abcdefABCDEF", g[i]))
+      return false;
+  }
+  return true;
+}
 
 /* Fill opts from the request; fields override "options".  *storage is
  * freed by the caller.
@@ -303,6 +322,13 @@ ctl_create_opts (json_object *req, struct fssnap_create_opts *opts,
     return reply;
   if (r > 0)
     opts->mountpoint = str;
+  if ((r = ctl_get_string (req, "group", &str, &reply)) < 0)
+    return reply;
+  if (r > 0 && !ctl_group_valid (str))
+    return ctl_reply_error (EINVAL, "\"group\" must be a UUID "
+                            "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)");
+  if (r > 0)
+    opts->group = str;
   if ((r = ctl_get_bool (req, "unlink", &flag, &reply)) < 0)
     return reply;
   if (r > 0)
@@ -368,6 +394,15 @@ ctl_delete (const struct ctl_context *ctx, json_object *req)
     return reply;
   if (r == 0)
     return ctl_reply_error (EINVAL, "delete needs \"number\"");
+  if ((reply = ctl_check_no_clones (ctx, num)))
+    return reply;
+  if (ctx->rollback_status) {
+    struct ctl_rollback_status st;
+    ctx->rollback_status (ctx->rollback_opaque, &st);
+    if (strcmp (st.state, "running") == 0 && st.progress.number == num)
+      return ctl_reply_error (EBUSY, "the volume is being rolled back to "
+                              "snapshot %u", num);
+  }
   r = fssnap_snapshot_delete (ctx->origin, num);
   if (r == -ENOENT)
     return ctl_reply_error (ENOENT, "no snapshot %u", num);
@@ -376,6 +411,124 @@ ctl_delete (const struct ctl_context *ctx, json_object *req)
   reply = ctl_reply_ok ();
   ctl_add_u64 (reply, "number", num);
   return reply;
+}
+
+/* ---- clones ------------------------------------------------------------ */
+
+static const char *const ctl_clone_fields[] = { "number", NULL };
+
+static json_object *
+ctl_clone_json (const struct ctl_context *ctx,
+                const struct fssnap_clone_info *info)
+{
+  json_object *obj = json_object_new_object ();
+  char export[32];
+
+  ctl_add_u64 (obj, "number", info->number);
+  ctl_add_u64 (obj, "base", info->base);
+  ctl_add_str (obj, "base_uuid", info->base_uuid);
+  json_object_object_add (obj, "devices", json_object_new_object ());
+  if (ctx->clone_devices)
+    ctx->clone_devices (ctx->devices_opaque, info->number,
+                        ctl_add_device, obj);
+  if (!json_object_object_get_ex (obj, "device", NULL)) {
+    snprintf (export, sizeof export, "clone/%u", info->number);
+    ctl_add_str (obj, "device", export);
+  }
+  ctl_add_u64 (obj, "size", info->size);
+  ctl_add_u64 (obj, "chunksize", info->chunksize);
+  ctl_add_u64 (obj, "written_chunks", info->written_chunks);
+  json_object_object_add (obj, "create_time",
+                          json_object_new_int64 (info->create_time));
+  ctl_add_str (obj, "overlay", info->overlay_path);
+  return obj;
+}
+
+/* Every clone's info object, ascending. */
+static json_object *
+ctl_all_clones (const struct ctl_context *ctx)
+{
+  unsigned nums[FSSNAP_MAX_CLONES];
+  json_object *arr = json_object_new_array ();
+  int n = ctx->clones ? fssnap_clones_list (ctx->clones, nums,
+                                            FSSNAP_MAX_CLONES) : 0;
+
+  for (int i = 0; i < n && i < FSSNAP_MAX_CLONES; i++) {
+    struct fssnap_clone_info info;
+    if (fssnap_clones_info (ctx->clones, nums[i], &info) == 0)
+      json_object_array_add (arr, ctl_clone_json (ctx, &info));
+  }
+  return arr;
+}
+
+static json_object *
+ctl_clone (const struct ctl_context *ctx, json_object *req)
+{
+  struct fssnap_clone_info info;
+  char errmsg[CTL_ERRMSG] = "";
+  json_object *reply = NULL;
+  unsigned num, k;
+  int r;
+
+  if (!ctx->clones)
+    return ctl_reply_error (EOPNOTSUPP, "this fssnapd has no clones");
+  if ((r = ctl_get_number (req, "number", &num, &reply)) < 0)
+    return reply;
+  if (r == 0)
+    return ctl_reply_error (EINVAL, "clone needs \"number\"");
+  r = fssnap_clones_create (ctx->clones, num, &k, errmsg, sizeof errmsg);
+  if (r < 0)
+    return ctl_engine_error (r, errmsg, "cannot clone");
+  if (fssnap_clones_info (ctx->clones, k, &info) < 0)
+    return ctl_reply_error (ENOENT, "clone %u vanished", k);
+  ctl_log (ctx, FSSNAP_LOG_INFO, "control: clone %u of snapshot %u created",
+           k, num);
+  reply = ctl_reply_ok ();
+  json_object_object_add (reply, "clone", ctl_clone_json (ctx, &info));
+  return reply;
+}
+
+static json_object *
+ctl_delete_clone (const struct ctl_context *ctx, json_object *req)
+{
+  json_object *reply = NULL;
+  unsigned num;
+  int r;
+
+  if (!ctx->clones)
+    return ctl_reply_error (EOPNOTSUPP, "this fssnapd has no clones");
+  if ((r = ctl_get_number (req, "number", &num, &reply)) < 0)
+    return reply;
+  if (r == 0)
+    return ctl_reply_error (EINVAL, "delete-clone needs \"number\"");
+  r = fssnap_clones_delete (ctx->clones, num);
+  if (r == -ENOENT)
+    return ctl_reply_error (ENOENT, "no clone %u", num);
+  if (r < 0)
+    return ctl_engine_error (r, NULL, "cannot delete the clone");
+  ctl_log (ctx, FSSNAP_LOG_INFO, "control: clone %u deleted", num);
+  reply = ctl_reply_ok ();
+  ctl_add_u64 (reply, "number", num);
+  return reply;
+}
+
+/* 0, or an error reply when snapshot num is the base of a clone. */
+static json_object *
+ctl_check_no_clones (const struct ctl_context *ctx, unsigned num)
+{
+  unsigned nums[FSSNAP_MAX_CLONES];
+  int n = ctx->clones ? fssnap_clones_list (ctx->clones, nums,
+                                            FSSNAP_MAX_CLONES) : 0;
+
+  for (int i = 0; i < n && i < FSSNAP_MAX_CLONES; i++) {
+    struct fssnap_clone_info info;
+    if (fssnap_clones_info (ctx->clones, nums[i], &info) == 0
+        && info.base == num)
+      return ctl_reply_error (EBUSY, "snapshot %u has clone %u: delete it "
+                              "first (fssnap delete-clone %u)", num,
+                              info.number, info.number);
+  }
+  return NULL;
 }
 
 /* ---- list and info ---------------------------------------------------- */
@@ -443,6 +596,7 @@ ctl_all_snapshots (const struct ctl_context *ctx, bool full)
   reply = ctl_reply_ok ();
   json_object_object_add (reply, "snapshots", arr);
   json_object_object_add (reply, "volume", ctl_volume_json (ctx));
+  json_object_object_add (reply, "clones", ctl_all_clones (ctx));
   return reply;
 }
 
@@ -507,10 +661,81 @@ ctl_stats (const struct ctl_context *ctx, json_object *req)
   return reply;
 }
 
+/* ---- rollback ---------------------------------------------------------- */
+
+static const char *const ctl_rollback_fields[] = { "number", "force", NULL };
+static const char *const ctl_rollback_status_fields[] = { NULL };
+
+static json_object *
+ctl_rollback_json (const struct ctl_rollback_status *st)
+{
+  json_object *obj = json_object_new_object ();
+
+  ctl_add_str (obj, "state", st->state);
+  if (strcmp (st->state, "none") != 0) {
+    ctl_add_u64 (obj, "number", st->progress.number);
+    ctl_add_str (obj, "uuid", st->progress.uuid);
+  }
+  ctl_add_u64 (obj, "chunks", st->progress.chunks);
+  ctl_add_u64 (obj, "examined", st->progress.examined);
+  ctl_add_u64 (obj, "moved", st->progress.moved);
+  ctl_add_str (obj, "error", st->error);
+  if (st->err)
+    ctl_add_str (obj, "errno", ctl_errno_name (st->err));
+  return obj;
+}
+
+static json_object *
+ctl_rollback_reply (const struct ctl_context *ctx)
+{
+  struct ctl_rollback_status st;
+  json_object *reply = ctl_reply_ok ();
+
+  ctx->rollback_status (ctx->rollback_opaque, &st);
+  json_object_object_add (reply, "rollback", ctl_rollback_json (&st));
+  return reply;
+}
+
+static json_object *
+ctl_rollback (const struct ctl_context *ctx, json_object *req)
+{
+  char errmsg[CTL_ERRMSG] = "";
+  json_object *reply = NULL;
+  bool force = false;
+  unsigned num;
+  int r;
+
+  if (!ctx->rollback)
+    return ctl_reply_error (EOPNOTSUPP, "this fssnapd does not roll back");
+  if ((r = ctl_get_number (req, "number", &num, &reply)) < 0)
+    return reply;
+  if (r == 0)
+    return ctl_reply_error (EINVAL, "rollback needs \"number\"");
+  if (ctl_get_bool (req, "force", &force, &reply) < 0)
+    return reply;
+  r = ctx->rollback (ctx->rollback_opaque, num, force, errmsg,
+                     sizeof errmsg);
+  if (r < 0) {
+    ctl_log (ctx, FSSNAP_LOG_INFO, "control: rollback refused: %s",
+             *errmsg ? errmsg : strerror (-r));
+    return ctl_engine_error (r, errmsg, "cannot roll back");
+  }
+  return ctl_rollback_reply (ctx);
+}
+
+static json_object *
+ctl_rollback_status (const struct ctl_context *ctx, json_object *req)
+{
+  (void) req;
+  if (!ctx->rollback_status)
+    return ctl_reply_error (EOPNOTSUPP, "this fssnapd does not roll back");
+  return ctl_rollback_reply (ctx);
+}
+
 /* ---- diff -------------------------------------------------------------- */
 
 static const char *const ctl_diff_fields[] = { "a", "b", "offset", "length",
-                                               NULL };
+                                               "exact", NULL };
 
 /* One side of a diff: a snapshot number or "volume" (FSSNAP_VOLUME). */
 static int
@@ -651,15 +876,16 @@ ctl_diff_extent (void *opaque, uint64_t off, uint64_t len, bool hole)
  */
 static json_object *
 ctl_diff_run (const struct ctl_context *ctx, int a, int b, uint64_t off,
-              uint64_t len)
+              uint64_t len, bool exact)
 {
   struct ctl_diff d = { .extents = json_object_new_array (), .end = off };
   char errmsg[CTL_ERRMSG] = "", name_a[32], name_b[32];
   json_object *reply;
   int r;
 
-  r = fssnap_changes (ctx->origin, a, b, off, len, ctl_diff_extent, &d,
-                      errmsg, sizeof errmsg);
+  r = (exact ? fssnap_changes_exact : fssnap_changes)
+        (ctx->origin, a, b, off, len, ctl_diff_extent, &d, errmsg,
+         sizeof errmsg);
   if (r < 0) {
     json_object_put (d.extents);
     if (r == -ENOENT)
@@ -709,12 +935,16 @@ ctl_diff (const struct ctl_context *ctx, json_object *req)
   char uuid_a[FSSNAP_UUID_STRLEN], uuid_b[FSSNAP_UUID_STRLEN];
   char uuid2[FSSNAP_UUID_STRLEN];
   json_object *reply = NULL;
+  bool exact = false;
   int a, b;
 
   if (ctl_get_side (req, "a", &a, &reply) < 0
       || ctl_get_side (req, "b", &b, &reply) < 0
-      || ctl_get_u64 (req, "offset", &off, &reply) < 0)
+      || ctl_get_u64 (req, "offset", &off, &reply) < 0
+      || ctl_get_bool (req, "exact", &exact, &reply) < 0)
     return reply;
+  if (ctx->diff_exact && ctx->diff_exact (ctx->rollback_opaque, a, b))
+    exact = true;
   len = off < size ? size - off : 0;
   if (ctl_get_u64 (req, "length", &len, &reply) < 0)
     return reply;
@@ -725,7 +955,7 @@ ctl_diff (const struct ctl_context *ctx, json_object *req)
   reply = ctl_diff_sides (ctx, a, b, &seq_a, &seq_b, uuid_a, uuid_b);
   if (reply)
     return reply;
-  reply = ctl_diff_run (ctx, a, b, off, len);
+  reply = ctl_diff_run (ctx, a, b, off, len, exact);
   if (!json_object_get_boolean (json_object_object_get (reply, "ok")))
     return reply;
   /* The same creation sequences after as before: a number deleted and
@@ -745,6 +975,7 @@ ctl_diff (const struct ctl_context *ctx, json_object *req)
     ctl_add_str (reply, "b_uuid", uuid_b);
   ctl_add_u64 (reply, "size", size);
   ctl_add_u64 (reply, "chunksize", fssnap_origin_chunksize (ctx->origin));
+  json_object_object_add (reply, "exact", json_object_new_boolean (exact));
   return reply;
 }
 
@@ -757,6 +988,10 @@ static const struct ctl_request ctl_requests[] = {
   { "info", ctl_info_fields, ctl_info },
   { "stats", ctl_stats_fields, ctl_stats },
   { "diff", ctl_diff_fields, ctl_diff },
+  { "rollback", ctl_rollback_fields, ctl_rollback },
+  { "clone", ctl_clone_fields, ctl_clone },
+  { "delete-clone", ctl_clone_fields, ctl_delete_clone },
+  { "rollback-status", ctl_rollback_status_fields, ctl_rollback_status },
 };
 
 static json_object *

@@ -17,6 +17,14 @@
 typedef void (*ctl_device_fn) (void *arg, const char *frontend,
                                const char *name);
 
+/* The state of the current or last rollback (request "rollback-status"). */
+struct ctl_rollback_status {
+  char state[16];               /* none, running, done, stopped, failed */
+  struct fssnap_rollback_progress progress;
+  char error[256];              /* why it failed or stopped */
+  int err;                      /* its positive errno; 0 if none */
+};
+
 struct ctl_context {
   struct fssnap_origin *origin;
   /* Name the devices serving target (FSSNAP_VOLUME or a snapshot number)
@@ -25,7 +33,16 @@ struct ctl_context {
    * else builds them.  NULL: no devices.
    */
   void (*devices) (void *opaque, int target, ctl_device_fn fn, void *arg);
+  /* The same for writable clone num (its own callback, so that frontends
+   * without clones never see clone numbers).  NULL: no devices.
+   */
+  void (*clone_devices) (void *opaque, unsigned num, ctl_device_fn fn,
+                         void *arg);
   void *devices_opaque;
+  /* Writable clones (requests "clone", "delete-clone"; "clones" in list
+   * and info).  NULL: refused.
+   */
+  struct fssnap_clones *clones;
   fssnap_log_fn log;            /* NULL: no log */
   void *log_opaque;
   fssnap_candidate_fn candidates;       /* NULL: every chunk */
@@ -36,6 +53,18 @@ struct ctl_context {
   int (*check_create) (void *opaque, const struct fssnap_create_opts *opts,
                        char *err, size_t errlen);
   void *check_opaque;
+  /* Start a rollback to snapshot num (force: even while the volume is in
+   * use): 0, or a negative errno and a message in err.  NULL: the
+   * requests "rollback" and "rollback-status" are refused.
+   */
+  int (*rollback) (void *opaque, unsigned num, bool force, char *err,
+                   size_t errlen);
+  void (*rollback_status) (void *opaque, struct ctl_rollback_status *st);
+  /* Whether diff a b compares contents where the maps say "may differ"
+   * (the volume and the target of the last rollback).  NULL: never.
+   */
+  bool (*diff_exact) (void *opaque, int a, int b);
+  void *rollback_opaque;
 };
 
 /* Handle one request line (without its newline).  Always returns a reply

@@ -33,6 +33,7 @@
 #include "control/server.h"
 #include "daemon/log.h"
 #include "daemon/notify.h"
+#include "daemon/rollback.h"
 #include "daemon/setup.h"
 #include "fs/fs.h"
 #include "fs/loop.h"
@@ -63,11 +64,13 @@ struct daemon {
   size_t nnbd_fds;
   int ctl_fd;
   struct fssnap_origin *origin;
+  struct fssnap_clones *clones;  /* opened after the origin, closed before */
 
   /* Frontends. */
   struct nbd_server *nbd;
   struct devfs *devfs;
   struct ctl_server *ctl;
+  struct rollback_job rollback;
   struct ctl_context ctl_ctx;
   struct fs_candidates_ctx fs_ctx;      /* the engine calls it serially */
 };
@@ -276,6 +279,7 @@ static int
 daemon_start_nbd (struct daemon *d)
 {
   struct nbd_server_opts opts = { .origin = d->origin,
+                                  .clones = d->clones,
                                   .log = daemon_log_engine };
   size_t i;
   int r;
@@ -301,6 +305,7 @@ static int
 daemon_start_fuse (struct daemon *d)
 {
   struct devfs_opts opts = { .origin = d->origin,
+                             .clones = d->clones,
                              .log = daemon_log_engine };
   char dir[PATH_MAX];
 
@@ -365,6 +370,25 @@ static void (*const daemon_device_namers[]) (struct daemon *, int,
   daemon_nbd_devices,
 };
 
+/* Clones are served by FUSE and NBD only (not by ublk). */
+static void
+daemon_clone_devices (void *opaque, unsigned num, ctl_device_fn fn,
+                      void *arg)
+{
+  struct daemon *d = opaque;
+  char name[PATH_MAX + 64];
+
+  if (d->devfs) {
+    snprintf (name, sizeof name, "%s/dev/clone/%u", d->run_dir, num);
+    fn (arg, "fuse", name);
+  }
+  if (d->nbd) {
+    snprintf (name, sizeof name, "nbd+unix:///clone/%u?socket=%s/%s", num,
+              d->run_dir, DAEMON_NBD_SOCKET);
+    fn (arg, "nbd", name);
+  }
+}
+
 /* ctl_context.devices: every frontend's names for target. */
 static void
 daemon_devices (void *opaque, int target, ctl_device_fn fn, void *arg)
@@ -406,9 +430,14 @@ daemon_check_create (void *opaque, const struct fssnap_create_opts *opts,
                      char *err, size_t errlen)
 {
   struct daemon *d = opaque;
-  struct daemon_files *f = calloc (1, sizeof *f);
+  struct daemon_files *f;
   int r;
 
+  if (rollback_job_running (&d->rollback)) {
+    snprintf (err, errlen, "a rollback is running: wait for it to finish");
+    return -EBUSY;
+  }
+  f = calloc (1, sizeof *f);
   if (!f)
     return -ENOMEM;
   daemon_devices (d, FSSNAP_VOLUME, daemon_collect_file, f);
@@ -420,6 +449,89 @@ daemon_check_create (void *opaque, const struct fssnap_create_opts *opts,
   return r;
 }
 
+/* ---- Rollback ---------------------------------------------------------- */
+
+/* ctl_context.rollback: refuse while the volume is in use, unless force. */
+static int
+daemon_rollback (void *opaque, unsigned num, bool force, char *err,
+                 size_t errlen)
+{
+  struct daemon *d = opaque;
+  struct fssnap_snapshot_info info, pinfo;
+  char uuid[FSSNAP_UUID_STRLEN];
+  struct daemon_files *f;
+  unsigned pending;
+  int r = fssnap_snapshot_info (d->origin, num, &info);
+
+  if (r == -ENOENT) {
+    snprintf (err, errlen, "no snapshot %u", num);
+    return r;
+  }
+  if (fssnap_rollback_pending (d->origin, d->state_dir, &pending, uuid) == 1
+      && (pending != num || strcmp (uuid, info.uuid) != 0)
+      && fssnap_snapshot_info (d->origin, pending, &pinfo) == 0
+      && strcmp (pinfo.uuid, uuid) == 0
+      && !rollback_job_running (&d->rollback)) {
+    snprintf (err, errlen, "a rollback to snapshot %u (uuid %s) is "
+              "unfinished: run \"fssnap rollback %u\" first", pending, uuid,
+              pending);
+    return -EBUSY;
+  }
+  r = 0;
+  if (!force) {
+    if (!(f = calloc (1, sizeof *f)))
+      return -ENOMEM;
+    daemon_devices (d, FSSNAP_VOLUME, daemon_collect_file, f);
+    r = rollback_check_idle (f->files, nbd_server_volume_clients (d->nbd),
+                             err, errlen);
+    free (f);
+  }
+  return r < 0 ? r : rollback_job_start (&d->rollback, num, NULL, err,
+                                         errlen);
+}
+
+static void
+daemon_rollback_status (void *opaque, struct ctl_rollback_status *st)
+{
+  struct daemon *d = opaque;
+
+  rollback_job_status (&d->rollback, st);
+}
+
+/* ctl_context.diff_exact: the volume against the snapshot it was last
+ * rolled back to (the same UUID), whose maps still name the moved chunks.
+ */
+static bool
+daemon_diff_exact (void *opaque, int a, int b)
+{
+  struct daemon *d = opaque;
+  struct fssnap_snapshot_info info;
+  char uuid[FSSNAP_UUID_STRLEN];
+  int snap = a == FSSNAP_VOLUME ? b : a;
+  unsigned num;
+
+  if ((a == FSSNAP_VOLUME) == (b == FSSNAP_VOLUME)
+      || fssnap_rollback_last (d->origin, d->state_dir, &num, uuid) != 1
+      || num != (unsigned) snap
+      || fssnap_snapshot_info (d->origin, num, &info) < 0)
+    return false;
+  return strcmp (info.uuid, uuid) == 0;
+}
+
+/* Resume a rollback that a crash or a stop left unfinished. */
+static int
+daemon_start_rollback (struct daemon *d)
+{
+  rollback_job_init (&d->rollback, d->origin, d->state_dir);
+  return rollback_job_resume (&d->rollback);
+}
+
+static void
+daemon_stop_rollback (struct daemon *d)
+{
+  rollback_job_stop (&d->rollback);
+}
+
 static int
 daemon_start_control (struct daemon *d)
 {
@@ -428,12 +540,19 @@ daemon_start_control (struct daemon *d)
   d->fs_ctx = (struct fs_candidates_ctx) { .log = daemon_log_engine };
   d->ctl_ctx = (struct ctl_context) { .origin = d->origin,
                                       .devices = daemon_devices,
+                                      .clone_devices = daemon_clone_devices,
                                       .devices_opaque = d,
+                                      .clones = d->clones,
                                       .log = daemon_log_engine,
                                       .candidates = fs_candidates,
                                       .candidates_opaque = &d->fs_ctx,
                                       .check_create = daemon_check_create,
-                                      .check_opaque = d };
+                                      .check_opaque = d,
+                                      .rollback = daemon_rollback,
+                                      .rollback_status
+                                        = daemon_rollback_status,
+                                      .diff_exact = daemon_diff_exact,
+                                      .rollback_opaque = d };
   r = ctl_server_new (&d->ctl_ctx, &d->ctl);
   if (r == 0) {
     r = ctl_server_start (d->ctl, d->ctl_fd);
@@ -460,6 +579,7 @@ static const struct daemon_frontend {
 } daemon_frontends[] = {
   { "NBD", daemon_start_nbd, daemon_stop_nbd },
   { "FUSE", daemon_start_fuse, daemon_stop_fuse },
+  { "rollback", daemon_start_rollback, daemon_stop_rollback },
   { "control", daemon_start_control, daemon_stop_control },
 };
 #define DAEMON_NFRONTENDS (sizeof daemon_frontends / sizeof daemon_frontends[0])
@@ -533,7 +653,16 @@ daemon_start (struct daemon *d)
                 strerror (-r));
     goto fail;
   }
+  r = fssnap_clones_open (d->origin, d->state_dir, daemon_log_engine, NULL,
+                          &d->clones);
+  if (r < 0) {
+    daemon_log (FSSNAP_LOG_ERR, "cannot open the clones in %s: %s",
+                d->state_dir, strerror (-r));
+    fssnap_origin_close (d->origin);
+    goto fail;
+  }
   if (daemon_start_frontends (d) < 0) {
+    fssnap_clones_close (d->clones);
     fssnap_origin_close (d->origin);
     goto fail;
   }
@@ -553,6 +682,7 @@ daemon_stop (struct daemon *d)
   int r;
 
   daemon_stop_frontends (d, DAEMON_NFRONTENDS);
+  fssnap_clones_close (d->clones);
   r = fssnap_origin_flush (d->origin);
   if (r < 0)
     daemon_log (FSSNAP_LOG_ERR, "flushing %s: %s", d->origin_path,

@@ -72,6 +72,7 @@ struct snap {
   bool transient;               /* also: unlinked store */
   int64_t create_time;
   char *mountpoint;
+  char group[FSSNAP_UUID_STRLEN];       /* "" when not in a group */
 
   _Atomic int state;            /* enum snap_state; changes under state_lock */
   bool number_held;             /* snap_lock */

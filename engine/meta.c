@@ -32,8 +32,8 @@
  *          3 deleted (kept for       1280 1024 store path    (NUL-terminated)
  *          older snapshots)          2304 1024 mount point   (NUL-terminated)
  *    40  4  flags: 1 transient,      3328 256  reason for the state
- *          2 store unlinked,         3584      zeros to 4096
- *          4 D lost, 8 A lost
+ *          2 store unlinked,         3584 40   group UUID ("": none)
+ *          4 D lost, 8 A lost        3624      zeros to 4096
  *    44  4  chunk size
  *    48  8  chunks in the device
  *    56  8  origin size in bytes
@@ -146,6 +146,7 @@ meta_encode_header (const struct meta_header *h, uint32_t blocks_per_map,
   put_str (p + 1280, h->store_path, 1024);
   put_str (p + 2304, h->mountpoint, 1024);
   put_str (p + 3328, h->reason, 256);
+  put_str (p + 3584, h->group, 40);
   put32 (p + 12, crc32c (0, p, META_SLOT));
 }
 
@@ -181,6 +182,7 @@ meta_decode_header (unsigned char *p, struct meta_header *h,
   get_str (h->store_path, p + 1280, sizeof h->store_path);
   get_str (h->mountpoint, p + 2304, sizeof h->mountpoint);
   get_str (h->reason, p + 3328, sizeof h->reason);
+  get_str (h->group, p + 3584, sizeof h->group);
   return get64 (p + 112) == META_MAPS_OFFSET && h->version >= 1;
 }
 

@@ -55,6 +55,7 @@ struct meta_header {
   char store_path[1024];
   char mountpoint[1024];
   char reason[256];
+  char group[FSSNAP_UUID_STRLEN];       /* "" when not in a group */
 };
 
 struct meta {

@@ -227,6 +227,7 @@ recover_build (struct fssnap_origin *o, struct found *f,
   s->cand_count = bitmap_count (&s->cand);
   atomic_store (&s->owned_count, bitmap_count (&s->owner));
   memcpy (s->uuid, h->uuid, sizeof s->uuid);
+  memcpy (s->group, h->group, sizeof s->group);
   s->maxsize = h->maxsize;
   s->max_backfile_size = h->max_backfile_size;
   s->transient = h->flags & (META_F_TRANSIENT | META_F_UNLINK);

@@ -350,6 +350,7 @@ snap_new (struct fssnap_origin *o, const struct fssnap_create_opts *opts,
   s->transient = opts->transient || opts->unlink;
   s->create_time = time (NULL);
   snap_make_uuid (s->uuid);
+  snprintf (s->group, sizeof s->group, "%s", opts->group ? opts->group : "");
   if (opts->mountpoint && !(s->mountpoint = strdup (opts->mountpoint))) {
     snap_unref (s);
     return NULL;
@@ -384,6 +385,7 @@ snap_fill_header (struct snap *s, struct meta_header *h)
   snprintf (h->mountpoint, sizeof h->mountpoint, "%s",
             s->mountpoint ? s->mountpoint : "");
   snprintf (h->reason, sizeof h->reason, "%s", s->reason);
+  memcpy (h->group, s->group, sizeof h->group);
 }
 
 /* The path of a file of s in the state dir: BASE.snapN.SEQ.EXT */
@@ -881,6 +883,7 @@ snap_fill_info (struct fssnap_origin *o, struct snap *s,
   }
   snprintf (info->mountpoint, sizeof info->mountpoint, "%s",
             s->mountpoint ? s->mountpoint : "");
+  memcpy (info->group, s->group, sizeof info->group);
 }
 
 int

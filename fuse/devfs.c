@@ -11,8 +11,9 @@
  * drop the releases of a session that ends, so devfs_stop closes what is
  * left before the engine goes.
  *
- * Inode numbers: 1 the root, 2 volume, 3 snap/, and DEVFS_INO_SNAP + seq
- * for a snapshot, seq being its creation sequence number.  A snapshot
+ * Inode numbers: 1 the root, 2 volume, 3 snap/, 4 clone/, DEVFS_INO_SNAP +
+ * seq for a snapshot, seq being its creation sequence number, and
+ * DEVFS_INO_CLONE + serial for a clone (a serial is never reused either).  A snapshot
  * number is reused after a delete; its sequence number never is, so the
  * kernel can never confuse a new snap/3 with an old one it has cached.
  *
@@ -45,18 +46,22 @@
 
 #define DEVFS_INO_VOLUME  2
 #define DEVFS_INO_SNAPDIR 3
+#define DEVFS_INO_CLONEDIR 4
 #define DEVFS_INO_SNAP    0x1000        /* + creation sequence number */
+#define DEVFS_INO_CLONE   (UINT64_C (1) << 48)  /* + clone serial */
 #define DEVFS_MAX_IO      (1u << 20)
 #define DEVFS_THREADS     16
 
 /* An open snapshot file; on devfs.handles while open. */
 struct devfs_handle {
   struct fssnap_snapshot *snap;
+  struct fssnap_clone *clone;   /* instead of snap, for clone/<K> */
   struct devfs_handle *prev, *next;
 };
 
 struct devfs {
   struct fssnap_origin *origin;
+  struct fssnap_clones *clones;
   char *mountdir;
   fssnap_log_fn log;
   void *log_opaque;
@@ -75,15 +80,24 @@ devfs_snap_of (struct fuse_file_info *fi)
   return ((struct devfs_handle *) (uintptr_t) fi->fh)->snap;
 }
 
+/* The clone behind an open clone/<K>, or NULL. */
+static struct fssnap_clone *
+devfs_clone_of (struct fuse_file_info *fi)
+{
+  return fi->fh ? ((struct devfs_handle *) (uintptr_t) fi->fh)->clone : NULL;
+}
+
 /* Takes devfs.lock. */
 static struct devfs_handle *
-devfs_handle_add (struct devfs *d, struct fssnap_snapshot *snap)
+devfs_handle_add (struct devfs *d, struct fssnap_snapshot *snap,
+                  struct fssnap_clone *clone)
 {
   struct devfs_handle *h = calloc (1, sizeof *h);
 
   if (h == NULL)
     return NULL;
   h->snap = snap;
+  h->clone = clone;
   pthread_mutex_lock (&d->lock);
   h->next = d->handles;
   if (d->handles)
@@ -105,7 +119,10 @@ devfs_handle_close (struct devfs *d, struct devfs_handle *h)
   if (h->next)
     h->next->prev = h->prev;
   pthread_mutex_unlock (&d->lock);
-  fssnap_snapshot_close (h->snap);
+  if (h->snap)
+    fssnap_snapshot_close (h->snap);
+  if (h->clone)
+    fssnap_clone_put (h->clone);
   free (h);
 }
 
@@ -171,6 +188,42 @@ devfs_snap_by_name (struct devfs *d, const char *name,
   return 0;
 }
 
+/* ---- Clones by number and by inode ----------------------------------- */
+
+static int
+devfs_clone_by_ino (struct devfs *d, fuse_ino_t ino,
+                    struct fssnap_clone_info *info)
+{
+  unsigned nums[FSSNAP_MAX_CLONES];
+  int n, i;
+
+  if (!d->clones || ino < DEVFS_INO_CLONE)
+    return -ENOENT;
+  n = fssnap_clones_list (d->clones, nums, FSSNAP_MAX_CLONES);
+  for (i = 0; i < n && i < FSSNAP_MAX_CLONES; i++)
+    if (fssnap_clones_info (d->clones, nums[i], info) == 0
+        && DEVFS_INO_CLONE + info->serial == ino)
+      return 0;
+  return -ENOENT;
+}
+
+static int
+devfs_clone_by_name (struct devfs *d, const char *name,
+                     struct fssnap_clone_info *info)
+{
+  char *end;
+  unsigned long num;
+
+  if (!d->clones || name[0] < '0' || name[0] > '9'
+      || (name[0] == '0' && name[1]))
+    return -ENOENT;
+  errno = 0;
+  num = strtoul (name, &end, 10);
+  if (*end || errno || num >= FSSNAP_MAX_CLONES)
+    return -ENOENT;
+  return fssnap_clones_info (d->clones, num, info);
+}
+
 /* ---- Attributes ------------------------------------------------------ */
 
 static void
@@ -206,14 +259,26 @@ static int
 devfs_attr (struct devfs *d, fuse_ino_t ino, struct stat *st)
 {
   struct fssnap_snapshot_info info;
+  struct fssnap_clone_info cinfo;
 
   switch (ino) {
   case FUSE_ROOT_ID:
   case DEVFS_INO_SNAPDIR:
     devfs_dir_attr (d, ino, st);
     return 0;
+  case DEVFS_INO_CLONEDIR:
+    if (!d->clones)
+      return -ENOENT;
+    devfs_dir_attr (d, ino, st);
+    return 0;
   case DEVFS_INO_VOLUME:
     devfs_file_attr (d, ino, 0600, d->start_time, st);
+    return 0;
+  }
+  if (ino >= DEVFS_INO_CLONE) {
+    if (devfs_clone_by_ino (d, ino, &cinfo) < 0)
+      return -ENOENT;
+    devfs_file_attr (d, ino, 0600, cinfo.create_time, st);
     return 0;
   }
   if (devfs_snap_by_ino (d, ino, &info) < 0)
@@ -242,8 +307,14 @@ devfs_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
 {
   struct devfs *d = fuse_req_userdata (req);
   struct fssnap_snapshot_info info;
+  struct fssnap_clone_info cinfo;
 
-  if (parent == FUSE_ROOT_ID && strcmp (name, "volume") == 0)
+  if (parent == FUSE_ROOT_ID && strcmp (name, "clone") == 0 && d->clones)
+    devfs_reply_entry (req, d, DEVFS_INO_CLONEDIR, 1.0);
+  else if (parent == DEVFS_INO_CLONEDIR
+           && devfs_clone_by_name (d, name, &cinfo) == 0)
+    devfs_reply_entry (req, d, DEVFS_INO_CLONE + cinfo.serial, 0.0);
+  else if (parent == FUSE_ROOT_ID && strcmp (name, "volume") == 0)
     devfs_reply_entry (req, d, DEVFS_INO_VOLUME, 1.0);
   else if (parent == FUSE_ROOT_ID && strcmp (name, "snap") == 0)
     devfs_reply_entry (req, d, DEVFS_INO_SNAPDIR, 1.0);
@@ -276,7 +347,9 @@ devfs_getattr (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   struct devfs *d = fuse_req_userdata (req);
   struct stat st;
 
-  if (ino >= DEVFS_INO_SNAP && fi && fi->fh)
+  if (ino >= DEVFS_INO_CLONE && fi && devfs_clone_of (fi))
+    devfs_file_attr (d, ino, 0600, d->start_time, &st);
+  else if (ino >= DEVFS_INO_SNAP && ino < DEVFS_INO_CLONE && fi && fi->fh)
     devfs_open_snap_attr (d, ino, fi, &st);
   else if (devfs_attr (d, ino, &st) < 0) {
     fuse_reply_err (req, ENOENT);
@@ -347,6 +420,25 @@ devfs_list_snaps (fuse_req_t req, struct devfs *d, struct devfs_dirbuf *b)
   return n < 0 ? n : rc;
 }
 
+static int
+devfs_list_clones (fuse_req_t req, struct devfs *d, struct devfs_dirbuf *b)
+{
+  unsigned nums[FSSNAP_MAX_CLONES];
+  struct fssnap_clone_info info;
+  char name[16];
+  int n, i, rc = 0;
+
+  n = fssnap_clones_list (d->clones, nums, FSSNAP_MAX_CLONES);
+  for (i = 0; rc == 0 && i < n && i < FSSNAP_MAX_CLONES; i++) {
+    if (fssnap_clones_info (d->clones, nums[i], &info) < 0)
+      continue;
+    snprintf (name, sizeof name, "%u", nums[i]);
+    rc = devfs_dirbuf_add (req, b, name, DEVFS_INO_CLONE + info.serial,
+                           S_IFREG);
+  }
+  return rc;
+}
+
 static void
 devfs_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                struct fuse_file_info *fi)
@@ -356,7 +448,8 @@ devfs_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   int rc;
 
   (void) fi;
-  if (ino != FUSE_ROOT_ID && ino != DEVFS_INO_SNAPDIR) {
+  if (ino != FUSE_ROOT_ID && ino != DEVFS_INO_SNAPDIR
+      && (ino != DEVFS_INO_CLONEDIR || !d->clones)) {
     fuse_reply_err (req, ENOTDIR);
     return;
   }
@@ -367,8 +460,12 @@ devfs_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     rc = devfs_dirbuf_add (req, &b, "volume", DEVFS_INO_VOLUME, S_IFREG);
   if (rc == 0 && ino == FUSE_ROOT_ID)
     rc = devfs_dirbuf_add (req, &b, "snap", DEVFS_INO_SNAPDIR, S_IFDIR);
+  if (rc == 0 && ino == FUSE_ROOT_ID && d->clones)
+    rc = devfs_dirbuf_add (req, &b, "clone", DEVFS_INO_CLONEDIR, S_IFDIR);
   if (rc == 0 && ino == DEVFS_INO_SNAPDIR)
     rc = devfs_list_snaps (req, d, &b);
+  if (rc == 0 && ino == DEVFS_INO_CLONEDIR)
+    rc = devfs_list_clones (req, d, &b);
   if (rc < 0)
     fuse_reply_err (req, -rc);
   else if ((size_t) off >= b.len)
@@ -379,6 +476,36 @@ devfs_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 }
 
 /* ---- File operations ----------------------------------------------- */
+
+/* Open clone/<K>: a reference held until release; no page cache, as for
+ * the volume.
+ */
+static void
+devfs_open_clone (fuse_req_t req, struct devfs *d, fuse_ino_t ino,
+                  struct fuse_file_info *fi)
+{
+  struct fssnap_clone_info info;
+  struct fssnap_clone *clone;
+  struct devfs_handle *h;
+  int rc = devfs_clone_by_ino (d, ino, &info);
+
+  if (rc == 0)
+    rc = fssnap_clone_get (d->clones, info.number, &clone);
+  if (rc < 0) {
+    fuse_reply_err (req, ESTALE);
+    return;
+  }
+  h = devfs_handle_add (d, NULL, clone);
+  if (h == NULL) {
+    fssnap_clone_put (clone);
+    fuse_reply_err (req, ENOMEM);
+    return;
+  }
+  fi->fh = (uintptr_t) h;
+  fi->direct_io = 1;
+  if (fuse_reply_open (req, fi) != 0)
+    devfs_handle_close (d, h);
+}
 
 static void
 devfs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -400,6 +527,10 @@ devfs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_err (req, EISDIR);
     return;
   }
+  if (ino >= DEVFS_INO_CLONE) {
+    devfs_open_clone (req, d, ino, fi);
+    return;
+  }
   if ((fi->flags & O_ACCMODE) != O_RDONLY) {
     fuse_reply_err (req, EROFS);
     return;
@@ -411,7 +542,7 @@ devfs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_err (req, rc == -ENOENT ? ESTALE : -rc);
     return;
   }
-  h = devfs_handle_add (d, snap);
+  h = devfs_handle_add (d, snap, NULL);
   if (h == NULL) {
     fssnap_snapshot_close (snap);
     fuse_reply_err (req, ENOMEM);
@@ -465,7 +596,9 @@ devfs_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fuse_reply_err (req, ENOMEM);
     return;
   }
-  if (fi->fh)
+  if (devfs_clone_of (fi))
+    rc = fssnap_clone_read (devfs_clone_of (fi), buf, size, off);
+  else if (fi->fh)
     rc = fssnap_snapshot_read (devfs_snap_of (fi), buf, size, off);
   else
     rc = fssnap_origin_read (d->origin, buf, size, off);
@@ -484,7 +617,7 @@ devfs_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
   unsigned flags = fi->flags & O_DSYNC ? FSSNAP_FUA : 0;
   int rc;
 
-  if (ino != DEVFS_INO_VOLUME) {
+  if (ino != DEVFS_INO_VOLUME && !devfs_clone_of (fi)) {
     fuse_reply_err (req, EBADF);
     return;
   }
@@ -496,7 +629,10 @@ devfs_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
     fuse_reply_err (req, ENOSPC);
     return;
   }
-  rc = fssnap_origin_write (d->origin, buf, size, off, flags);
+  if (devfs_clone_of (fi))
+    rc = fssnap_clone_write (devfs_clone_of (fi), buf, size, off, flags);
+  else
+    rc = fssnap_origin_write (d->origin, buf, size, off, flags);
   if (rc < 0)
     fuse_reply_err (req, -rc);
   else
@@ -509,9 +645,12 @@ devfs_fsync (fuse_req_t req, fuse_ino_t ino, int datasync,
 {
   struct devfs *d = fuse_req_userdata (req);
 
-  (void) datasync; (void) fi;
-  fuse_reply_err (req, ino == DEVFS_INO_VOLUME ?
-                  -fssnap_origin_flush (d->origin) : 0);
+  (void) datasync;
+  if (fi && devfs_clone_of (fi))
+    fuse_reply_err (req, -fssnap_clone_flush (devfs_clone_of (fi)));
+  else
+    fuse_reply_err (req, ino == DEVFS_INO_VOLUME ?
+                    -fssnap_origin_flush (d->origin) : 0);
 }
 
 /* PUNCH_HOLE (what a loop device sends for discard) and ZERO_RANGE (its
@@ -528,8 +667,7 @@ devfs_fallocate (fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
   unsigned flags;
   int rc;
 
-  (void) fi;
-  if (ino != DEVFS_INO_VOLUME) {
+  if (ino != DEVFS_INO_VOLUME && !devfs_clone_of (fi)) {
     fuse_reply_err (req, EBADF);
     return;
   }
@@ -548,7 +686,10 @@ devfs_fallocate (fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
   rc = 0;
   if (n > 0 && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
     flags = mode & FALLOC_FL_ZERO_RANGE ? FSSNAP_ZERO_NO_HOLE : 0;
-    rc = fssnap_origin_zero (d->origin, n, off, flags);
+    if (devfs_clone_of (fi))
+      rc = fssnap_clone_zero (devfs_clone_of (fi), n, off, 0);
+    else
+      rc = fssnap_origin_zero (d->origin, n, off, flags);
   }
   fuse_reply_err (req, -rc);
 }
@@ -680,6 +821,7 @@ devfs_start (const struct devfs_opts *opts, struct devfs **devfsp)
   if (d == NULL)
     return -ENOMEM;
   d->origin = opts->origin;
+  d->clones = opts->clones;
   d->log = opts->log;
   d->log_opaque = opts->log_opaque;
   d->max_threads = opts->max_threads ? opts->max_threads : DEVFS_THREADS;

@@ -4,6 +4,7 @@
  *
  *   MOUNTDIR/volume     the origin, read-write, a regular file of its size
  *   MOUNTDIR/snap/<N>   snapshot N, read-only, listed live from the engine
+ *   MOUNTDIR/clone/<K>  writable clone K (when given a clone set)
  *
  * so that `losetup -f --show --direct-io=on MOUNTDIR/volume` gives a block
  * device to mkfs and mount, and `losetup -r` on a snapshot one to fsck or
@@ -21,6 +22,7 @@ struct devfs;
 
 struct devfs_opts {
   struct fssnap_origin *origin;
+  struct fssnap_clones *clones; /* NULL: no clone/ directory */
   const char *mountdir;         /* created if missing */
   fssnap_log_fn log;            /* NULL: stderr */
   void *log_opaque;

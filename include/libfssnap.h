@@ -145,6 +145,9 @@ struct fssnap_create_opts {
   bool unlink;                  /* unlink the store files once open */
   bool transient;               /* gone at restart, no syncs */
   const char *mountpoint;       /* recorded for info; may be NULL */
+  const char *group;            /* a group UUID shared with snapshots of
+                                   other volumes taken in the same instant;
+                                   recorded for info; may be NULL */
   fssnap_candidate_fn candidates;  /* NULL: every chunk is a candidate */
   void *candidates_opaque;
 };
@@ -210,6 +213,117 @@ int fssnap_changes (struct fssnap_origin *origin, int a, int b, uint64_t off,
                     uint64_t len, fssnap_extent_fn fn, void *opaque,
                     char *errmsg, size_t errlen);
 
+/* ---- Rollback (engine/rollback.c) ------------------------------------ */
+
+/* Progress of a rollback, passed to its callback after each chunk. */
+struct fssnap_rollback_progress {
+  unsigned number;              /* the target snapshot */
+  char uuid[FSSNAP_UUID_STRLEN];
+  uint64_t chunks;              /* chunks that may differ: to examine */
+  uint64_t examined;            /* examined so far */
+  uint64_t moved;               /* of those, rewritten from the snapshot */
+};
+/* Returns 0 to go on, non-zero to stop (the rollback returns -EINTR and
+ * stays pending).
+ */
+typedef int (*fssnap_rollback_fn) (void *opaque,
+                                   const struct fssnap_rollback_progress *p);
+
+/* Make the volume read exactly as snapshot num, through ordinary
+ * copy-on-write writes, so that every other snapshot stays exact.  The
+ * intent is durable in state_dir (ORIGIN.rollback) from before the first
+ * write until after the final flush; call again with the same num after a
+ * crash to finish it (uuid: the recorded one, or NULL for any).  Refuses
+ * with -EBUSY while a rollback to another snapshot is pending, unless that
+ * snapshot is gone (its rollback can never finish; this one replaces it).  Nothing
+ * stops other writers meanwhile: the caller makes sure there are none.
+ * On success ORIGIN.rolledback records the target for
+ * fssnap_rollback_last.  Why it failed goes in errmsg.
+ */
+int fssnap_rollback (struct fssnap_origin *origin, const char *state_dir,
+                     unsigned num, const char *uuid, fssnap_rollback_fn fn,
+                     void *opaque, char *errmsg, size_t errlen);
+/* The unfinished rollback recorded in state_dir: 1 with its target's
+ * number and uuid (FSSNAP_UUID_STRLEN bytes), 0 if none, -EBADMSG if the
+ * record is damaged.
+ */
+int fssnap_rollback_pending (struct fssnap_origin *origin,
+                             const char *state_dir, unsigned *num,
+                             char *uuid);
+/* The target of the last completed rollback, as fssnap_rollback_pending. */
+int fssnap_rollback_last (struct fssnap_origin *origin, const char *state_dir,
+                          unsigned *num, char *uuid);
+
+/* As fssnap_changes, but where the maps say a chunk may differ, compare
+ * the contents of both sides now and report a hole if they are equal.
+ * Extents are at most one chunk; the maps falling back to every chunk
+ * when they cannot be trusted.  Costs a read of both sides of every chunk
+ * the maps name.  fn runs outside every engine lock.
+ */
+int fssnap_changes_exact (struct fssnap_origin *origin, int a, int b,
+                          uint64_t off, uint64_t len, fssnap_extent_fn fn,
+                          void *opaque, char *errmsg, size_t errlen);
+
+/* ---- Writable clones (engine/clone.c) -------------------------------- */
+
+/* A clone reads as its base snapshot except where it was written; writes
+ * go to a sparse overlay in the state dir, never to the snapshot.  The
+ * clones of an origin are a set, opened once (it reopens those recorded
+ * in the state dir).  A clone holds its base snapshot open.
+ */
+#define FSSNAP_MAX_CLONES 256
+struct fssnap_clones;
+struct fssnap_clone;
+
+struct fssnap_clone_info {
+  unsigned number;
+  uint64_t serial;              /* unique while the set is open */
+  unsigned base;                /* the base snapshot ... */
+  char base_uuid[FSSNAP_UUID_STRLEN];   /* ... and its UUID */
+  uint64_t size;
+  uint32_t chunksize;
+  uint64_t written_chunks;      /* chunks the overlay holds */
+  int64_t create_time;
+  char overlay_path[4096];
+};
+
+/* Open the clone set of origin, reopening the clones in state_dir; a
+ * clone that cannot be trusted or whose base is gone is logged and not
+ * served (its files are kept).
+ */
+int fssnap_clones_open (struct fssnap_origin *origin, const char *state_dir,
+                        fssnap_log_fn log, void *log_opaque,
+                        struct fssnap_clones **setp);
+/* Flush and close every clone.  Users must have put their references. */
+void fssnap_clones_close (struct fssnap_clones *set);
+/* A new clone of snapshot snap, with the lowest free number. */
+int fssnap_clones_create (struct fssnap_clones *set, unsigned snap,
+                          unsigned *nump, char *errmsg, size_t errlen);
+/* Remove clone num and its files; users keep their handles until put. */
+int fssnap_clones_delete (struct fssnap_clones *set, unsigned num);
+/* Numbers in use, ascending; returns how many (possibly more than max). */
+int fssnap_clones_list (struct fssnap_clones *set, unsigned *nums,
+                        size_t max);
+int fssnap_clones_info (struct fssnap_clones *set, unsigned num,
+                        struct fssnap_clone_info *info);
+
+/* A reference to clone num (-ENOENT), for a frontend's connection. */
+int fssnap_clone_get (struct fssnap_clones *set, unsigned num,
+                      struct fssnap_clone **clonep);
+void fssnap_clone_put (struct fssnap_clone *clone);
+void fssnap_clone_info (struct fssnap_clone *clone,
+                        struct fssnap_clone_info *info);
+uint64_t fssnap_clone_size (const struct fssnap_clone *clone);
+int fssnap_clone_read (struct fssnap_clone *clone, void *buf, size_t len,
+                       uint64_t off);
+/* flags: FSSNAP_FUA. */
+int fssnap_clone_write (struct fssnap_clone *clone, const void *buf,
+                        size_t len, uint64_t off, unsigned flags);
+int fssnap_clone_zero (struct fssnap_clone *clone, size_t len, uint64_t off,
+                       unsigned flags);
+/* Overlay data durable, then the map of written chunks. */
+int fssnap_clone_flush (struct fssnap_clone *clone);
+
 /* ---- Information and statistics -------------------------------------- */
 
 enum fssnap_state {
@@ -242,6 +356,7 @@ struct fssnap_snapshot_info {
   char backing_path[4096];      /* the first store file */
   unsigned backing_files;
   char mountpoint[4096];
+  char group[FSSNAP_UUID_STRLEN];       /* "" when not in a group */
 };
 
 /* Fill *info for the snapshot with this number. */

@@ -425,8 +425,14 @@ nbd_session_run (const struct nbd_env *env, const struct nbd_transport *t)
   int r = nbd_handshake (&s);
   if (deadline)
     t->set_timeout (t->opaque, 0);
+  bool counted = r == 1 && s.exp.kind == NBD_EXPORT_VOLUME
+                 && env->volume_sessions;
+  if (counted)
+    atomic_fetch_add (env->volume_sessions, 1);
   if (r == 1)
     nbd_transmission (&s);
+  if (counted)
+    atomic_fetch_sub (env->volume_sessions, 1);
   if (s.have_export)
     nbd_export_close (&s.exp);
 }

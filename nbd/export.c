@@ -21,6 +21,7 @@
 #include "nbd/internal.h"
 
 #define NBD_SNAP_PREFIX "snap/"
+#define NBD_CLONE_PREFIX "clone/"
 
 int
 nbd_export_parse (const char *name, enum nbd_export_kind *kind,
@@ -34,9 +35,15 @@ nbd_export_parse (const char *name, enum nbd_export_kind *kind,
     *num = 0;
     return 0;
   }
-  if (strncmp (name, NBD_SNAP_PREFIX, strlen (NBD_SNAP_PREFIX)) != 0)
+  if (strncmp (name, NBD_SNAP_PREFIX, strlen (NBD_SNAP_PREFIX)) == 0) {
+    p = name + strlen (NBD_SNAP_PREFIX);
+    *kind = NBD_EXPORT_SNAPSHOT;
+  } else if (strncmp (name, NBD_CLONE_PREFIX,
+                      strlen (NBD_CLONE_PREFIX)) == 0) {
+    p = name + strlen (NBD_CLONE_PREFIX);
+    *kind = NBD_EXPORT_CLONE;
+  } else
     return -ENOENT;
-  p = name + strlen (NBD_SNAP_PREFIX);
   /* Canonical decimal: no sign, no leading zero, small enough. */
   if (*p == '\0' || (p[0] == '0' && p[1] != '\0') || strlen (p) > 9)
     return -ENOENT;
@@ -45,15 +52,15 @@ nbd_export_parse (const char *name, enum nbd_export_kind *kind,
       return -ENOENT;
     n = n * 10 + (unsigned) (*p - '0');
   }
-  *kind = NBD_EXPORT_SNAPSHOT;
   *num = n;
   return 0;
 }
 
 int
-nbd_export_open (struct fssnap_origin *origin, const char *name,
+nbd_export_open (const struct nbd_env *env, const char *name,
                  struct nbd_export *exp)
 {
+  struct fssnap_origin *origin = env->origin;
   int r;
 
   memset (exp, 0, sizeof *exp);
@@ -64,6 +71,14 @@ nbd_export_open (struct fssnap_origin *origin, const char *name,
   if (exp->kind == NBD_EXPORT_VOLUME) {
     exp->size = fssnap_origin_size (origin);
     return 0;
+  }
+  if (exp->kind == NBD_EXPORT_CLONE) {
+    if (!env->clones)
+      return -ENOENT;
+    r = fssnap_clone_get (env->clones, exp->num, &exp->clone);
+    if (r == 0)
+      exp->size = fssnap_clone_size (exp->clone);
+    return r;
   }
   r = fssnap_snapshot_open (origin, exp->num, &exp->snap);
   if (r < 0)
@@ -77,7 +92,10 @@ nbd_export_close (struct nbd_export *exp)
 {
   if (exp->snap)
     fssnap_snapshot_close (exp->snap);
+  if (exp->clone)
+    fssnap_clone_put (exp->clone);
   exp->snap = NULL;
+  exp->clone = NULL;
 }
 
 bool
@@ -105,10 +123,27 @@ nbd_export_flags (const struct nbd_export *exp, bool structured)
   return flags;
 }
 
+/* "clone K of snapshot N ...": -ENOENT once it is gone. */
+static int
+nbd_clone_describe (const struct nbd_env *env, unsigned num, char *buf,
+                    size_t len)
+{
+  struct fssnap_clone_info info;
+  int r = env->clones ? fssnap_clones_info (env->clones, num, &info)
+                      : -ENOENT;
+
+  if (r == 0)
+    snprintf (buf, len, "clone %u of snapshot %u (uuid %s) of %s, "
+              "read-write", num, info.base, info.base_uuid,
+              fssnap_origin_path (env->origin));
+  return r;
+}
+
 int
-nbd_export_describe (struct fssnap_origin *origin, enum nbd_export_kind kind,
+nbd_export_describe (const struct nbd_env *env, enum nbd_export_kind kind,
                      unsigned num, char *buf, size_t len)
 {
+  struct fssnap_origin *origin = env->origin;
   struct fssnap_snapshot_info info;
   char when[32] = "?";
   struct tm tm;
@@ -120,6 +155,8 @@ nbd_export_describe (struct fssnap_origin *origin, enum nbd_export_kind kind,
               fssnap_origin_path (origin));
     return 0;
   }
+  if (kind == NBD_EXPORT_CLONE)
+    return nbd_clone_describe (env, num, buf, len);
   r = fssnap_snapshot_info (origin, num, &info);
   if (r < 0)
     return r;
@@ -138,6 +175,8 @@ nbd_export_read (struct nbd_export *exp, void *buf, uint32_t len,
 {
   if (exp->snap)
     return fssnap_snapshot_read (exp->snap, buf, len, off);
+  if (exp->clone)
+    return fssnap_clone_read (exp->clone, buf, len, off);
   return fssnap_origin_read (exp->origin, buf, len, off);
 }
 
@@ -147,6 +186,9 @@ nbd_export_write (struct nbd_export *exp, const void *buf, uint32_t len,
 {
   if (nbd_export_readonly (exp))
     return -EPERM;
+  if (exp->clone)
+    return fssnap_clone_write (exp->clone, buf, len, off,
+                               fua ? FSSNAP_FUA : 0);
   return fssnap_origin_write (exp->origin, buf, len, off,
                               fua ? FSSNAP_FUA : 0);
 }
@@ -157,6 +199,8 @@ nbd_export_zero (struct nbd_export *exp, uint32_t len, uint64_t off,
 {
   if (nbd_export_readonly (exp))
     return -EPERM;
+  if (exp->clone)
+    return fssnap_clone_zero (exp->clone, len, off, fua ? FSSNAP_FUA : 0);
   return fssnap_origin_zero (exp->origin, len, off,
                              (fua ? FSSNAP_FUA : 0)
                              | (no_hole ? FSSNAP_ZERO_NO_HOLE : 0));
@@ -170,6 +214,8 @@ nbd_export_trim (struct nbd_export *exp, uint32_t len, uint64_t off,
 
   if (nbd_export_readonly (exp))
     return -EPERM;
+  if (exp->clone)               /* reads as zeros afterwards, as on files */
+    return fssnap_clone_zero (exp->clone, len, off, fua ? FSSNAP_FUA : 0);
   r = fssnap_origin_trim (exp->origin, len, off, fua ? FSSNAP_FUA : 0);
   /* Trim is a hint: a device that cannot discard has done nothing wrong. */
   return r == -EOPNOTSUPP ? 0 : r;
@@ -180,6 +226,8 @@ nbd_export_flush (struct nbd_export *exp)
 {
   if (nbd_export_readonly (exp))
     return 0;                   /* nothing is ever written through it */
+  if (exp->clone)
+    return fssnap_clone_flush (exp->clone);
   return fssnap_origin_flush (exp->origin);
 }
 
@@ -257,6 +305,8 @@ nbd_export_bitmaps (struct fssnap_origin *origin, enum nbd_export_kind kind,
   uint64_t newest = UINT64_MAX;
   int n, i, r;
 
+  if (kind == NBD_EXPORT_CLONE)
+    return 0;                   /* no change maps for clones */
   if (kind == NBD_EXPORT_SNAPSHOT
       && (r = nbd_snapshot_seq (origin, num, &newest)) < 0)
     return r;

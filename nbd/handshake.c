@@ -85,6 +85,8 @@ nbd_canonical_name (const struct nbd_export *exp, char *buf, size_t len)
 {
   if (exp->kind == NBD_EXPORT_VOLUME)
     snprintf (buf, len, "volume");
+  else if (exp->kind == NBD_EXPORT_CLONE)
+    snprintf (buf, len, "clone/%u", exp->num);
   else
     snprintf (buf, len, "snap/%u", exp->num);
 }
@@ -135,7 +137,7 @@ nbd_send_export_infos (struct nbd_session *s, uint32_t opt,
     r = nbd_send_info (s, opt, NBD_INFO_NAME, text, strlen (text));
   }
   if (r == 0 && want_desc
-      && nbd_export_describe (exp->origin, exp->kind, exp->num, text,
+      && nbd_export_describe (s->env, exp->kind, exp->num, text,
                               sizeof text) == 0)
     r = nbd_send_info (s, opt, NBD_INFO_DESCRIPTION, text, strlen (text));
   if (r == 0) {
@@ -174,7 +176,7 @@ nbd_opt_info (struct nbd_session *s, uint32_t opt, const uint8_t *d,
     want_name |= type == NBD_INFO_NAME;
     want_desc |= type == NBD_INFO_DESCRIPTION;
   }
-  r = nbd_export_open (s->env->origin, name, &exp);
+  r = nbd_export_open (s->env, name, &exp);
   if (r < 0)
     return nbd_opt_error (s, opt, NBD_REP_ERR_UNKNOWN,
                           "no export \"%s\": %s", name, strerror (-r));
@@ -201,7 +203,7 @@ nbd_opt_export_name (struct nbd_session *s, const uint8_t *d, uint32_t len)
     nbd_log (s->env, FSSNAP_LOG_INFO, "nbd: malformed export name");
     return -EINVAL;
   }
-  r = nbd_export_open (s->env->origin, name, &exp);
+  r = nbd_export_open (s->env, name, &exp);
   if (r < 0) {
     nbd_log (s->env, FSSNAP_LOG_INFO, "nbd: no export \"%s\": %s", name,
              strerror (-r));
@@ -231,7 +233,7 @@ nbd_send_server (struct nbd_session *s, enum nbd_export_kind kind,
 
   nbd_canonical_name (&exp, name, sizeof name);
   namelen = strlen (name);
-  if (nbd_export_describe (s->env->origin, kind, num,
+  if (nbd_export_describe (s->env, kind, num,
                            (char *) buf + 4 + namelen,
                            sizeof buf - 4 - namelen) < 0)
     return NBD_OPT_NEXT;        /* deleted meanwhile: not listed */
@@ -256,6 +258,12 @@ nbd_opt_list (struct nbd_session *s, uint32_t len)
     n = FSSNAP_MAX_SNAPSHOTS;
   for (i = 0; r == 0 && i < n; i++)
     r = nbd_send_server (s, NBD_EXPORT_SNAPSHOT, nums[i]);
+  n = s->env->clones ? fssnap_clones_list (s->env->clones, nums,
+                                           FSSNAP_MAX_SNAPSHOTS) : 0;
+  if (n > FSSNAP_MAX_SNAPSHOTS)
+    n = FSSNAP_MAX_SNAPSHOTS;
+  for (i = 0; r == 0 && i < n; i++)
+    r = nbd_send_server (s, NBD_EXPORT_CLONE, nums[i]);
   if (r == 0)
     r = nbd_opt_reply (s, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
   return r;

@@ -22,6 +22,7 @@
 #define FSSNAP_NBD_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -62,6 +63,9 @@ struct nbd_env {
   void *log_opaque;
   unsigned workers;             /* request threads per client; 0: default */
   unsigned handshake_timeout;   /* seconds; 0: none */
+  /* Sessions in transmission on the volume export (NULL: not counted). */
+  _Atomic unsigned *volume_sessions;
+  struct fssnap_clones *clones; /* NULL: no clone exports */
 };
 
 void nbd_log (const struct nbd_env *env, enum fssnap_log_level level,
@@ -70,30 +74,33 @@ void nbd_log (const struct nbd_env *env, enum fssnap_log_level level,
 
 /* ---- Exports (export.c) ---------------------------------------------- */
 
-enum nbd_export_kind { NBD_EXPORT_VOLUME, NBD_EXPORT_SNAPSHOT };
+enum nbd_export_kind { NBD_EXPORT_VOLUME, NBD_EXPORT_SNAPSHOT,
+                       NBD_EXPORT_CLONE };
 
 struct nbd_export {
   enum nbd_export_kind kind;
   unsigned num;                 /* snapshot number */
   struct fssnap_origin *origin;
   struct fssnap_snapshot *snap; /* open handle, snapshots only */
+  struct fssnap_clone *clone;   /* a reference, clones only */
   uint64_t size;
 };
 
 /* Map a name to an export: "" and "volume" are the volume, "snap/<N>"
- * (N in canonical decimal) snapshot N.  -ENOENT for any other name.
+ * (N in canonical decimal) snapshot N, "clone/<K>" writable clone K.
+ * -ENOENT for any other name.
  * Does not check that the snapshot exists.
  */
 int nbd_export_parse (const char *name, enum nbd_export_kind *kind,
                       unsigned *num);
 /* Parse and open; -ENOENT if no such export, or the engine's error. */
-int nbd_export_open (struct fssnap_origin *origin, const char *name,
+int nbd_export_open (const struct nbd_env *env, const char *name,
                      struct nbd_export *exp);
 void nbd_export_close (struct nbd_export *exp);
 bool nbd_export_readonly (const struct nbd_export *exp);
 uint16_t nbd_export_flags (const struct nbd_export *exp, bool structured);
 /* One line for humans (NBD_OPT_LIST, NBD_INFO_DESCRIPTION). */
-int nbd_export_describe (struct fssnap_origin *origin,
+int nbd_export_describe (const struct nbd_env *env,
                          enum nbd_export_kind kind, unsigned num,
                          char *buf, size_t len);
 

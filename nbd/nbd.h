@@ -3,7 +3,8 @@
  * NBD frontend of fssnapd: a thin translation of the NBD protocol (fixed
  * newstyle, structured replies, base:allocation) into libfssnap calls.
  * Export "volume" (and the default, empty name) is the origin, read-write;
- * export "snap/<N>" is snapshot N, read-only.  The export list is read from
+ * export "snap/<N>" is snapshot N, read-only; "clone/<K>" is writable
+ * clone K (see fssnap_clones_create).  The export list is read from
  * the engine on every request, so snapshots appear and vanish by themselves.
  *
  * Threads: one acceptor thread per listening socket; per client, one thread
@@ -19,6 +20,7 @@ struct nbd_server;
 
 struct nbd_server_opts {
   struct fssnap_origin *origin;
+  struct fssnap_clones *clones; /* exports clone/<K>; NULL: none */
   fssnap_log_fn log;            /* NULL: stderr */
   void *log_opaque;
   unsigned max_clients;         /* 0: default (64) */
@@ -36,6 +38,10 @@ int nbd_server_add_listener (struct nbd_server *server, int listen_fd);
  * disconnect every client, join every thread.
  */
 void nbd_server_stop (struct nbd_server *server);
+/* Clients connected to the volume export now (past the handshake): a
+ * rollback refuses to run under them.  No lock; a snapshot of a counter.
+ */
+unsigned nbd_server_volume_clients (struct nbd_server *server);
 void nbd_server_free (struct nbd_server *server);
 
 #endif /* FSSNAP_NBD_H */

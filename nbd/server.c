@@ -59,6 +59,7 @@ struct nbd_server {
   struct nbd_listener *listeners; /* under lock */
   unsigned live;                /* clients not done; under lock */
   bool stopping;                /* under lock */
+  _Atomic unsigned volume_sessions;     /* env.volume_sessions */
 };
 
 /* ---- Socket transport ------------------------------------------------ */
@@ -240,8 +241,10 @@ nbd_server_new (const struct nbd_server_opts *opts,
     return e;
   }
   server->env.origin = opts->origin;
+  server->env.clones = opts->clones;
   server->env.log = opts->log;
   server->env.log_opaque = opts->log_opaque;
+  server->env.volume_sessions = &server->volume_sessions;
   server->env.handshake_timeout = opts->handshake_timeout
                                   ? opts->handshake_timeout
                                   : NBD_HANDSHAKE_TIMEOUT;
@@ -251,6 +254,12 @@ nbd_server_new (const struct nbd_server_opts *opts,
   pthread_cond_init (&server->idle_cv, NULL);
   *serverp = server;
   return 0;
+}
+
+unsigned
+nbd_server_volume_clients (struct nbd_server *server)
+{
+  return atomic_load (&server->volume_sessions);
 }
 
 /* Takes server->lock. */

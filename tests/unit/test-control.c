@@ -341,6 +341,71 @@ test_diff_request (void **state)
   }
 }
 
+static const char *
+reply_errno (json_object *r)
+{
+  return field (r, "errno");
+}
+
+/* Clones through the control protocol: created, named, listed; a base
+ * with clones is not deleted; refused without a clone set; and groups
+ * are checked and recorded.
+ */
+static void
+test_clones_and_groups (void **state)
+{
+  struct fixture *f = *state;
+  json_object *r, *clone, *arr;
+
+  r = ask (f, "{\"request\":\"clone\",\"number\":0}");
+  assert_string_equal (reply_errno (r), "EOPNOTSUPP");
+  json_object_put (r);
+  r = ask (f, "{\"request\":\"rollback\",\"number\":0}");
+  assert_string_equal (reply_errno (r), "EOPNOTSUPP");
+  json_object_put (r);
+  r = ask (f, "{\"request\":\"create\",\"group\":\"0f1e2d3c-4b5a-4978-"
+              "8695-a4b3c2d1e0f9\"}");
+  assert_true (is_ok (r));
+  assert_true (json_object_object_get_ex (r, "snapshot", &clone));
+  assert_string_equal (field (clone, "group"),
+                       "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9");
+  json_object_put (r);
+  r = ask (f, "{\"request\":\"create\",\"group\":\"0f1e2d3c-4b5a-4978-"
+              "8695-a4b3c2d1e0fz\"}");
+  assert_string_equal (reply_errno (r), "EINVAL");
+  json_object_put (r);
+
+  assert_int_equal (fssnap_clones_open (f->origin, f->dir, quiet, NULL,
+                                        &f->ctx.clones), 0);
+  r = ask (f, "{\"request\":\"clone\",\"number\":3}");
+  assert_string_equal (reply_errno (r), "ENOENT");
+  json_object_put (r);
+  r = ask (f, "{\"request\":\"clone\",\"number\":0}");
+  assert_true (is_ok (r));
+  assert_true (json_object_object_get_ex (r, "clone", &clone));
+  assert_string_equal (field (clone, "device"), "clone/0");
+  assert_string_equal (field (clone, "base"), "0");
+  json_object_put (r);
+  r = ask (f, "{\"request\":\"delete\",\"number\":0}");
+  assert_string_equal (reply_errno (r), "EBUSY");
+  json_object_put (r);
+  r = ask (f, "{\"request\":\"list\"}");
+  assert_true (json_object_object_get_ex (r, "clones", &arr));
+  assert_int_equal (json_object_array_length (arr), 1);
+  json_object_put (r);
+  r = ask (f, "{\"request\":\"delete-clone\",\"number\":0}");
+  assert_true (is_ok (r));
+  json_object_put (r);
+  r = ask (f, "{\"request\":\"delete-clone\",\"number\":0}");
+  assert_string_equal (reply_errno (r), "ENOENT");
+  json_object_put (r);
+  r = ask (f, "{\"request\":\"delete\",\"number\":0}");
+  assert_true (is_ok (r));
+  json_object_put (r);
+  fssnap_clones_close (f->ctx.clones);
+  f->ctx.clones = NULL;
+}
+
 int
 main (void)
 {
@@ -350,6 +415,8 @@ main (void)
     cmocka_unit_test (test_parse_line),
     cmocka_unit_test_setup_teardown (test_create_info_delete, setup, teardown),
     cmocka_unit_test_setup_teardown (test_diff_request, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_clones_and_groups, setup,
+                                     teardown),
     cmocka_unit_test_setup_teardown (test_bad_requests_change_nothing, setup,
                                      teardown),
   };

@@ -1,0 +1,905 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Writable clones of a snapshot, built on the public API only.
+ *
+ * A clone K reads as its base snapshot N except where it was written.
+ * Writes go to a sparse overlay file of the volume's size; a bitmap W (one
+ * bit per chunk of the origin's chunk size) says which chunks the overlay
+ * holds.  The snapshot itself is only read, so it stays exact.
+ *
+ *   write chunk c:  W[c] set   -> write into the overlay
+ *                   W[c] clear -> whole chunk: write it into the overlay;
+ *                                 partial: read c from N, merge, write
+ *                                 the whole chunk; then set W[c] and
+ *                                 append c to the journal
+ *   read chunk c:   W[c] ? overlay : snapshot N
+ *   zero/trim:      a write of zeros
+ *   flush:          fdatasync the overlay, then write W whole (with its
+ *                   CRC) to the map file through a temporary file and a
+ *                   rename, then empty the journal
+ *
+ * Files in the state dir, per clone: ORIGIN.cloneK.data (the overlay),
+ * ORIGIN.cloneK.map (header and W, see docs/format.md), ORIGIN.cloneK.log
+ * (the journal: one 16-byte record with a CRC per chunk first written
+ * since the last flush).  The overlay and the journal are written before
+ * a write is acknowledged, unsynced: after a kill -9 the page cache still
+ * has both, so no acknowledged write is lost; after a power cut only what
+ * the last flush covered is promised, as on a disk with a volatile cache.
+ * At open the map is checked, then the journal replayed up to its first
+ * bad record.
+ *
+ * Each clone holds its base snapshot open: the engine would otherwise
+ * free it; fssnapd refuses to delete a snapshot that has clones.
+ *
+ * Locks, in this order: set->lock (the list, numbers and references),
+ * a clone's chunk lock (one of CLONE_LOCKS by chunk number: a copy-up
+ * against another write of the same chunk), clone->flush_lock (one
+ * flush at a time), clone->lock (W, the journal, the dirty flag).
+ */
+#include <dirent.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "libfssnap.h"
+#include "common/bitmap.h"
+#include "common/crc32c.h"
+
+#define CLONE_LOCKS      64
+#define CLONE_MAGIC      "FSSNAPCL"
+#define CLONE_VERSION    1
+#define CLONE_HEADER     128
+#define CLONE_LOG_MAGIC  0x4c434c46u    /* "FLCL" */
+
+struct fssnap_clone {
+  struct fssnap_clones *set;
+  struct fssnap_clone *next;    /* set->lock */
+  unsigned refs;                /* set->lock: the list's + each user's */
+  unsigned number;
+  uint64_t serial;
+  unsigned base;
+  char base_uuid[FSSNAP_UUID_STRLEN];
+  int64_t create_time;
+  uint64_t size;
+  uint32_t chunksize;
+  unsigned shift;
+  uint64_t nchunks;
+  struct fssnap_snapshot *snap;
+  int data_fd, log_fd;
+  char *data_path, *map_path, *log_path;
+  pthread_mutex_t chunk_locks[CLONE_LOCKS];
+  pthread_mutex_t flush_lock;
+  pthread_mutex_t lock;
+  struct bitmap written;        /* W: bits set under lock */
+  uint64_t written_count;       /* lock */
+  uint64_t log_len;             /* lock */
+  bool dirty;                   /* lock: W changed since the last flush */
+  bool deleted;                 /* lock: files removed, never rewritten */
+};
+
+struct fssnap_clones {
+  struct fssnap_origin *origin;
+  char *state_dir;
+  char *basename;
+  fssnap_log_fn log;
+  void *log_opaque;
+  pthread_mutex_t lock;
+  struct fssnap_clone *list;    /* lock */
+  uint64_t next_serial;         /* lock */
+};
+
+static void
+clone_log (struct fssnap_clones *set, enum fssnap_log_level level,
+           const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
+
+static void
+clone_log (struct fssnap_clones *set, enum fssnap_log_level level,
+           const char *fmt, ...)
+{
+  char msg[1024];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  if (set->log)
+    set->log (set->log_opaque, level, msg);
+  else
+    fprintf (stderr, "fssnap: %s\n", msg);
+}
+
+static int
+clone_sync_dir (const char *dir)
+{
+  int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = 0;
+
+  if (fd < 0)
+    return -errno;
+  if (fsync (fd) < 0)
+    r = -errno;
+  close (fd);
+  return r;
+}
+
+static int
+clone_pwrite (int fd, const void *buf, size_t len, uint64_t off)
+{
+  while (len > 0) {
+    ssize_t n = pwrite (fd, buf, len, off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return n < 0 ? -errno : -EIO;
+    buf = (const char *) buf + n;
+    len -= n;
+    off += n;
+  }
+  return 0;
+}
+
+static int
+clone_pread (int fd, void *buf, size_t len, uint64_t off)
+{
+  while (len > 0) {
+    ssize_t n = pread (fd, buf, len, off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -errno;
+    if (n == 0) {               /* a sparse file's tail: zeros */
+      memset (buf, 0, len);
+      return 0;
+    }
+    buf = (char *) buf + n;
+    len -= n;
+    off += n;
+  }
+  return 0;
+}
+
+/* ---- The map file ------------------------------------------------------ */
+
+static size_t
+clone_map_words (const struct fssnap_clone *c)
+{
+  return (c->nchunks + 63) / 64;
+}
+
+/* Header: magic[8], version, chunksize, size (8), base, number,
+ * create_time (8), base_uuid[40], zeros up to 120, bitmap CRC, header CRC
+ * (of bytes 0..123); all little-endian.
+ */
+static void
+clone_header_encode (const struct fssnap_clone *c, uint32_t bitmap_crc,
+                     unsigned char *h)
+{
+  uint32_t v32;
+  uint64_t v64;
+
+  memset (h, 0, CLONE_HEADER);
+  memcpy (h, CLONE_MAGIC, 8);
+  v32 = htole32 (CLONE_VERSION); memcpy (h + 8, &v32, 4);
+  v32 = htole32 (c->chunksize); memcpy (h + 12, &v32, 4);
+  v64 = htole64 (c->size); memcpy (h + 16, &v64, 8);
+  v32 = htole32 (c->base); memcpy (h + 24, &v32, 4);
+  v32 = htole32 (c->number); memcpy (h + 28, &v32, 4);
+  v64 = htole64 ((uint64_t) c->create_time); memcpy (h + 32, &v64, 8);
+  memcpy (h + 40, c->base_uuid, FSSNAP_UUID_STRLEN);
+  v32 = htole32 (bitmap_crc); memcpy (h + 120, &v32, 4);
+  v32 = htole32 (crc32c (0, h, 124)); memcpy (h + 124, &v32, 4);
+}
+
+/* Fill c's identity from a header; -EBADMSG when it fails a check. */
+static int
+clone_header_decode (struct fssnap_clone *c, const unsigned char *h,
+                     uint32_t *bitmap_crc)
+{
+  uint32_t v32;
+  uint64_t v64;
+
+  memcpy (&v32, h + 124, 4);
+  if (memcmp (h, CLONE_MAGIC, 8) != 0 || le32toh (v32) != crc32c (0, h, 124))
+    return -EBADMSG;
+  memcpy (&v32, h + 8, 4);
+  if (le32toh (v32) != CLONE_VERSION)
+    return -EBADMSG;
+  memcpy (&v32, h + 12, 4); c->chunksize = le32toh (v32);
+  memcpy (&v64, h + 16, 8); c->size = le64toh (v64);
+  memcpy (&v32, h + 24, 4); c->base = le32toh (v32);
+  memcpy (&v32, h + 28, 4); c->number = le32toh (v32);
+  memcpy (&v64, h + 32, 8); c->create_time = (int64_t) le64toh (v64);
+  memcpy (c->base_uuid, h + 40, FSSNAP_UUID_STRLEN);
+  c->base_uuid[FSSNAP_UUID_STRLEN - 1] = '\0';
+  memcpy (&v32, h + 120, 4); *bitmap_crc = le32toh (v32);
+  return 0;
+}
+
+/* Write header and W durably: temporary file, fsync, rename, fsync dir.
+ * Caller holds flush_lock; takes c->lock to copy W.
+ */
+static int
+clone_map_write (struct fssnap_clone *c)
+{
+  size_t words = clone_map_words (c), len = CLONE_HEADER + words * 8;
+  unsigned char *buf = malloc (len);
+  char tmp[4200];
+  int fd, r;
+
+  if (!buf)
+    return -ENOMEM;
+  pthread_mutex_lock (&c->lock);
+  if (c->deleted) {             /* a user still writing: nothing to keep */
+    pthread_mutex_unlock (&c->lock);
+    free (buf);
+    return 0;
+  }
+  for (size_t w = 0; w < words; w++) {
+    uint64_t v = htole64 (atomic_load (&c->written.words[w]));
+    memcpy (buf + CLONE_HEADER + w * 8, &v, 8);
+  }
+  c->dirty = false;
+  pthread_mutex_unlock (&c->lock);
+  clone_header_encode (c, crc32c (0, buf + CLONE_HEADER, words * 8), buf);
+  snprintf (tmp, sizeof tmp, "%s.tmp", c->map_path);
+  fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  r = fd < 0 ? -errno : clone_pwrite (fd, buf, len, 0);
+  if (r == 0 && fsync (fd) < 0)
+    r = -errno;
+  if (fd >= 0)
+    close (fd);
+  if (r == 0 && rename (tmp, c->map_path) < 0)
+    r = -errno;
+  if (r == 0)
+    r = clone_sync_dir (c->set->state_dir);
+  free (buf);
+  if (r < 0) {
+    unlink (tmp);
+    pthread_mutex_lock (&c->lock);
+    c->dirty = true;
+    pthread_mutex_unlock (&c->lock);
+  }
+  return r;
+}
+
+/* Read and check the map file into c (identity and W). */
+static int
+clone_map_read (struct fssnap_clone *c, const struct fssnap_origin *o)
+{
+  unsigned char h[CLONE_HEADER];
+  uint32_t bitmap_crc;
+  int fd = open (c->map_path, O_RDONLY | O_CLOEXEC), r;
+
+  if (fd < 0)
+    return -errno;
+  r = clone_pread (fd, h, sizeof h, 0);
+  if (r == 0)
+    r = clone_header_decode (c, h, &bitmap_crc);
+  if (r == 0 && (c->size != fssnap_origin_size (o)
+                 || c->chunksize != fssnap_origin_chunksize (o)))
+    r = -EXDEV;
+  if (r == 0) {
+    c->shift = __builtin_ctz (c->chunksize);
+    c->nchunks = (c->size + c->chunksize - 1) >> c->shift;
+    r = bitmap_init (&c->written, c->nchunks);
+  }
+  if (r == 0) {
+    size_t words = clone_map_words (c);
+    uint64_t *w = malloc (words * 8 + 1);
+    r = w ? clone_pread (fd, w, words * 8, CLONE_HEADER) : -ENOMEM;
+    if (r == 0 && crc32c (0, w, words * 8) != bitmap_crc)
+      r = -EBADMSG;
+    for (size_t i = 0; r == 0 && i < words; i++)
+      atomic_store (&c->written.words[i], le64toh (w[i]));
+    free (w);
+  }
+  close (fd);
+  return r;
+}
+
+/* ---- The journal ------------------------------------------------------- */
+
+static void
+clone_log_record (uint64_t chunk, unsigned char *rec)
+{
+  uint64_t v64 = htole64 (chunk);
+  uint32_t v32 = htole32 (CLONE_LOG_MAGIC);
+
+  memcpy (rec, &v64, 8);
+  memcpy (rec + 8, &v32, 4);
+  v32 = htole32 (crc32c (0, rec, 12));
+  memcpy (rec + 12, &v32, 4);
+}
+
+/* Set W[chunk] and append it to the journal.  Takes c->lock. */
+static int
+clone_mark (struct fssnap_clone *c, uint64_t chunk)
+{
+  unsigned char rec[16];
+  int r = 0;
+
+  clone_log_record (chunk, rec);
+  pthread_mutex_lock (&c->lock);
+  if (!bitmap_test (&c->written, chunk)) {
+    r = clone_pwrite (c->log_fd, rec, sizeof rec, c->log_len);
+    if (r == 0) {
+      c->log_len += sizeof rec;
+      bitmap_set (&c->written, chunk);
+      c->written_count++;
+      c->dirty = true;
+    }
+  }
+  pthread_mutex_unlock (&c->lock);
+  return r;
+}
+
+/* Replay the journal into W up to its first bad record.  At open only. */
+static void
+clone_log_replay (struct fssnap_clone *c)
+{
+  unsigned char rec[16], check[16];
+  uint64_t off = 0, chunk;
+
+  while (pread (c->log_fd, rec, sizeof rec, off) == sizeof rec) {
+    memcpy (&chunk, rec, 8);
+    chunk = le64toh (chunk);
+    clone_log_record (chunk, check);
+    if (memcmp (rec, check, sizeof rec) != 0 || chunk >= c->nchunks)
+      break;
+    bitmap_set (&c->written, chunk);
+    off += sizeof rec;
+  }
+  c->log_len = off;
+  c->written_count = bitmap_count (&c->written);
+  c->dirty = off > 0;
+}
+
+/* ---- Objects ----------------------------------------------------------- */
+
+static void
+clone_free (struct fssnap_clone *c)
+{
+  if (c->snap)
+    fssnap_snapshot_close (c->snap);
+  if (c->data_fd >= 0)
+    close (c->data_fd);
+  if (c->log_fd >= 0)
+    close (c->log_fd);
+  for (unsigned i = 0; i < CLONE_LOCKS; i++)
+    pthread_mutex_destroy (&c->chunk_locks[i]);
+  pthread_mutex_destroy (&c->flush_lock);
+  pthread_mutex_destroy (&c->lock);
+  bitmap_free (&c->written);
+  free (c->data_path);
+  free (c->map_path);
+  free (c->log_path);
+  free (c);
+}
+
+static struct fssnap_clone *
+clone_alloc (struct fssnap_clones *set, unsigned num)
+{
+  struct fssnap_clone *c = calloc (1, sizeof *c);
+
+  if (!c)
+    return NULL;
+  c->set = set;
+  c->number = num;
+  c->data_fd = c->log_fd = -1;
+  for (unsigned i = 0; i < CLONE_LOCKS; i++)
+    pthread_mutex_init (&c->chunk_locks[i], NULL);
+  pthread_mutex_init (&c->flush_lock, NULL);
+  pthread_mutex_init (&c->lock, NULL);
+  if (asprintf (&c->data_path, "%s/%s.clone%u.data", set->state_dir,
+                set->basename, num) < 0)
+    c->data_path = NULL;
+  if (asprintf (&c->map_path, "%s/%s.clone%u.map", set->state_dir,
+                set->basename, num) < 0)
+    c->map_path = NULL;
+  if (asprintf (&c->log_path, "%s/%s.clone%u.log", set->state_dir,
+                set->basename, num) < 0)
+    c->log_path = NULL;
+  if (!c->data_path || !c->map_path || !c->log_path) {
+    clone_free (c);
+    return NULL;
+  }
+  return c;
+}
+
+/* Open the base snapshot and check that it is the recorded one. */
+static int
+clone_open_base (struct fssnap_clone *c, char *errmsg, size_t errlen)
+{
+  struct fssnap_snapshot_info info;
+  int r = fssnap_snapshot_info (c->set->origin, c->base, &info);
+
+  if (r == 0 && strcmp (info.uuid, c->base_uuid) != 0)
+    r = -ESTALE;
+  if (r == 0)
+    r = fssnap_snapshot_open (c->set->origin, c->base, &c->snap);
+  if (r < 0)
+    snprintf (errmsg, errlen, "its base, snapshot %u (uuid %s), %s",
+              c->base, c->base_uuid, r == -ENOENT || r == -ESTALE
+              ? "is gone" : strerror (-r));
+  return r;
+}
+
+static int
+clone_open_files (struct fssnap_clone *c, int flags)
+{
+  c->data_fd = open (c->data_path, O_RDWR | O_CLOEXEC | flags, 0600);
+  if (c->data_fd < 0)
+    return -errno;
+  c->log_fd = open (c->log_path, O_RDWR | O_CLOEXEC | flags, 0600);
+  return c->log_fd < 0 ? -errno : 0;
+}
+
+/* Link c into the set.  Caller holds set->lock. */
+static void
+clone_link_locked (struct fssnap_clones *set, struct fssnap_clone *c)
+{
+  struct fssnap_clone **p = &set->list;
+
+  while (*p && (*p)->number < c->number)
+    p = &(*p)->next;
+  c->next = *p;
+  *p = c;
+  c->refs = 1;
+  c->serial = set->next_serial++;
+}
+
+static struct fssnap_clone *
+clone_find_locked (struct fssnap_clones *set, unsigned num)
+{
+  struct fssnap_clone *c = set->list;
+
+  while (c && c->number != num)
+    c = c->next;
+  return c;
+}
+
+/* Reopen clone num from its files, or log why not. */
+static void
+clone_reopen (struct fssnap_clones *set, unsigned num)
+{
+  struct fssnap_clone *c = clone_alloc (set, num);
+  char why[512] = "";
+  int r;
+
+  if (!c)
+    return;
+  r = clone_map_read (c, set->origin);
+  if (r < 0)
+    snprintf (why, sizeof why, "%s %s", c->map_path,
+              r == -EBADMSG ? "fails its check"
+              : r == -EXDEV ? "belongs to a volume of another size or "
+                              "chunk size" : strerror (-r));
+  if (r == 0 && c->number != num) {
+    snprintf (why, sizeof why, "%s names clone %u", c->map_path, c->number);
+    r = -EBADMSG;
+  }
+  if (r == 0 && (r = clone_open_files (c, 0)) < 0)
+    snprintf (why, sizeof why, "%s: %s", c->data_path, strerror (-r));
+  if (r == 0)
+    r = clone_open_base (c, why, sizeof why);
+  if (r < 0) {
+    clone_log (set, FSSNAP_LOG_ERR, "clone %u is not served: %s (its files "
+               "are kept)", num, why);
+    clone_free (c);
+    return;
+  }
+  clone_log_replay (c);
+  pthread_mutex_lock (&set->lock);
+  clone_link_locked (set, c);
+  pthread_mutex_unlock (&set->lock);
+}
+
+int
+fssnap_clones_open (struct fssnap_origin *o, const char *state_dir,
+                    fssnap_log_fn log, void *log_opaque,
+                    struct fssnap_clones **setp)
+{
+  struct fssnap_clones *set = calloc (1, sizeof *set);
+  const char *path = fssnap_origin_path (o), *slash = strrchr (path, '/');
+  struct dirent *de;
+  DIR *d;
+
+  if (!set)
+    return -ENOMEM;
+  set->origin = o;
+  set->log = log;
+  set->log_opaque = log_opaque;
+  set->state_dir = strdup (state_dir);
+  set->basename = strdup (slash ? slash + 1 : path);
+  pthread_mutex_init (&set->lock, NULL);
+  if (!set->state_dir || !set->basename) {
+    fssnap_clones_close (set);
+    return -ENOMEM;
+  }
+  d = opendir (state_dir);
+  while (d && (de = readdir (d))) {
+    size_t n = strlen (set->basename);
+    char check[512];
+    unsigned num;
+    if (strncmp (de->d_name, set->basename, n) != 0
+        || sscanf (de->d_name + n, ".clone%u", &num) != 1
+        || num >= FSSNAP_MAX_CLONES)
+      continue;
+    snprintf (check, sizeof check, "%s.clone%u.map", set->basename, num);
+    if (strcmp (check, de->d_name) == 0)
+      clone_reopen (set, num);
+  }
+  if (d)
+    closedir (d);
+  *setp = set;
+  return 0;
+}
+
+/* Drop a reference; the last one frees.  Takes set->lock. */
+void
+fssnap_clone_put (struct fssnap_clone *c)
+{
+  struct fssnap_clones *set = c->set;
+  bool last;
+
+  pthread_mutex_lock (&set->lock);
+  last = --c->refs == 0;
+  pthread_mutex_unlock (&set->lock);
+  if (last)
+    clone_free (c);
+}
+
+void
+fssnap_clones_close (struct fssnap_clones *set)
+{
+  struct fssnap_clone *c;
+
+  if (!set)
+    return;
+  while ((c = set->list)) {
+    int r = fssnap_clone_flush (c);
+    if (r < 0)
+      clone_log (set, FSSNAP_LOG_ERR, "clone %u: flush at close: %s",
+                 c->number, strerror (-r));
+    pthread_mutex_lock (&set->lock);
+    set->list = c->next;
+    pthread_mutex_unlock (&set->lock);
+    fssnap_clone_put (c);
+  }
+  pthread_mutex_destroy (&set->lock);
+  free (set->state_dir);
+  free (set->basename);
+  free (set);
+}
+
+/* The lowest free number.  Caller holds set->lock. */
+static int
+clone_free_number_locked (struct fssnap_clones *set)
+{
+  for (unsigned n = 0; n < FSSNAP_MAX_CLONES; n++)
+    if (!clone_find_locked (set, n))
+      return (int) n;
+  return -ENOSPC;
+}
+
+static void
+clone_unlink_files (struct fssnap_clone *c)
+{
+  unlink (c->map_path);         /* the record first: no half clone later */
+  unlink (c->data_path);
+  unlink (c->log_path);
+  clone_sync_dir (c->set->state_dir);
+}
+
+/* A new clone's files, its map durable last. */
+static int
+clone_make_files (struct fssnap_clone *c, char *errmsg, size_t errlen)
+{
+  int r = clone_open_files (c, O_CREAT | O_EXCL);
+
+  if (r == 0 && ftruncate (c->data_fd, (off_t) c->size) < 0)
+    r = -errno;
+  if (r == 0) {
+    pthread_mutex_lock (&c->flush_lock);
+    r = clone_map_write (c);
+    pthread_mutex_unlock (&c->flush_lock);
+  }
+  if (r < 0)
+    snprintf (errmsg, errlen, "cannot create the overlay of clone %u in %s: "
+              "%s", c->number, c->set->state_dir, strerror (-r));
+  return r;
+}
+
+int
+fssnap_clones_create (struct fssnap_clones *set, unsigned snap,
+                      unsigned *nump, char *errmsg, size_t errlen)
+{
+  struct fssnap_snapshot_info info;
+  struct fssnap_clone *c;
+  int num, r;
+
+  *errmsg = '\0';
+  r = fssnap_snapshot_info (set->origin, snap, &info);
+  if (r == 0 && info.state != FSSNAP_STATE_IDLE
+      && info.state != FSSNAP_STATE_ACTIVE)
+    r = -EIO;
+  if (r < 0) {
+    snprintf (errmsg, errlen, r == -ENOENT ? "no snapshot %u"
+              : "snapshot %u cannot be read", snap);
+    return r;
+  }
+  pthread_mutex_lock (&set->lock);
+  num = clone_free_number_locked (set);
+  c = num >= 0 ? clone_alloc (set, (unsigned) num) : NULL;
+  pthread_mutex_unlock (&set->lock);
+  if (!c) {
+    snprintf (errmsg, errlen, num < 0 ? "too many clones (at most %d)"
+              : "out of memory", FSSNAP_MAX_CLONES);
+    return num < 0 ? num : -ENOMEM;
+  }
+  c->base = snap;
+  memcpy (c->base_uuid, info.uuid, sizeof c->base_uuid);
+  c->create_time = time (NULL);
+  c->size = fssnap_origin_size (set->origin);
+  c->chunksize = fssnap_origin_chunksize (set->origin);
+  c->shift = __builtin_ctz (c->chunksize);
+  c->nchunks = (c->size + c->chunksize - 1) >> c->shift;
+  r = bitmap_init (&c->written, c->nchunks);
+  if (r == 0)
+    r = clone_open_base (c, errmsg, errlen);
+  if (r == 0 && (r = clone_make_files (c, errmsg, errlen)) < 0)
+    clone_unlink_files (c);
+  pthread_mutex_lock (&set->lock);
+  if (r == 0 && clone_find_locked (set, c->number)) {
+    snprintf (errmsg, errlen, "clone %u was created meanwhile", c->number);
+    r = -EEXIST;
+  } else if (r == 0)
+    clone_link_locked (set, c);
+  pthread_mutex_unlock (&set->lock);
+  if (r < 0) {
+    clone_free (c);
+    return r;
+  }
+  *nump = c->number;
+  return 0;
+}
+
+int
+fssnap_clones_delete (struct fssnap_clones *set, unsigned num)
+{
+  struct fssnap_clone *c, **p;
+
+  pthread_mutex_lock (&set->lock);
+  for (p = &set->list; *p && (*p)->number != num; p = &(*p)->next)
+    ;
+  c = *p;
+  if (c)
+    *p = c->next;
+  pthread_mutex_unlock (&set->lock);
+  if (!c)
+    return -ENOENT;
+  /* Under flush_lock, so that no flush is renaming a map meanwhile. */
+  pthread_mutex_lock (&c->flush_lock);
+  pthread_mutex_lock (&c->lock);
+  c->deleted = true;
+  pthread_mutex_unlock (&c->lock);
+  clone_unlink_files (c);
+  pthread_mutex_unlock (&c->flush_lock);
+  fssnap_clone_put (c);         /* users keep theirs until they close */
+  return 0;
+}
+
+int
+fssnap_clones_list (struct fssnap_clones *set, unsigned *nums, size_t max)
+{
+  struct fssnap_clone *c;
+  int n = 0;
+
+  pthread_mutex_lock (&set->lock);
+  for (c = set->list; c; c = c->next, n++)
+    if ((size_t) n < max)
+      nums[n] = c->number;
+  pthread_mutex_unlock (&set->lock);
+  return n;
+}
+
+int
+fssnap_clone_get (struct fssnap_clones *set, unsigned num,
+                  struct fssnap_clone **cp)
+{
+  struct fssnap_clone *c;
+
+  pthread_mutex_lock (&set->lock);
+  c = clone_find_locked (set, num);
+  if (c)
+    c->refs++;
+  pthread_mutex_unlock (&set->lock);
+  *cp = c;
+  return c ? 0 : -ENOENT;
+}
+
+void
+fssnap_clone_info (struct fssnap_clone *c, struct fssnap_clone_info *info)
+{
+  memset (info, 0, sizeof *info);
+  info->number = c->number;
+  info->serial = c->serial;
+  info->base = c->base;
+  memcpy (info->base_uuid, c->base_uuid, sizeof info->base_uuid);
+  info->size = c->size;
+  info->chunksize = c->chunksize;
+  info->create_time = c->create_time;
+  snprintf (info->overlay_path, sizeof info->overlay_path, "%s",
+            c->data_path);
+  pthread_mutex_lock (&c->lock);
+  info->written_chunks = c->written_count;
+  pthread_mutex_unlock (&c->lock);
+}
+
+int
+fssnap_clones_info (struct fssnap_clones *set, unsigned num,
+                    struct fssnap_clone_info *info)
+{
+  struct fssnap_clone *c;
+  int r = fssnap_clone_get (set, num, &c);
+
+  if (r == 0) {
+    fssnap_clone_info (c, info);
+    fssnap_clone_put (c);
+  }
+  return r;
+}
+
+uint64_t
+fssnap_clone_size (const struct fssnap_clone *c)
+{
+  return c->size;
+}
+
+/* ---- I/O ---------------------------------------------------------------- */
+
+static pthread_mutex_t *
+clone_chunk_lock (struct fssnap_clone *c, uint64_t chunk)
+{
+  return &c->chunk_locks[chunk % CLONE_LOCKS];
+}
+
+int
+fssnap_clone_read (struct fssnap_clone *c, void *buf, size_t len,
+                   uint64_t off)
+{
+  if (off > c->size || len > c->size - off)
+    return -EINVAL;
+  while (len > 0) {
+    uint64_t chunk = off >> c->shift;
+    size_t n = c->chunksize - (off & (c->chunksize - 1));
+    int r;
+    if (n > len)
+      n = len;
+    /* W[c] is set only once the overlay holds the whole chunk. */
+    if (bitmap_test (&c->written, chunk))
+      r = clone_pread (c->data_fd, buf, n, off);
+    else
+      r = fssnap_snapshot_read (c->snap, buf, n, off);
+    if (r < 0)
+      return r;
+    buf = (char *) buf + n;
+    off += n;
+    len -= n;
+  }
+  return 0;
+}
+
+/* Write [off, off+n) inside one chunk; data NULL: zeros.  Takes the
+ * chunk's lock, then c->lock (clone_mark).
+ */
+static int
+clone_write_chunk (struct fssnap_clone *c, const void *data, size_t n,
+                   uint64_t off, unsigned char *scratch)
+{
+  uint64_t chunk = off >> c->shift, start = chunk << c->shift;
+  size_t whole = c->size - start < c->chunksize ? c->size - start
+                                                : c->chunksize;
+  pthread_mutex_t *lock = clone_chunk_lock (c, chunk);
+  int r;
+
+  pthread_mutex_lock (lock);
+  if (bitmap_test (&c->written, chunk)) {
+    if (!data) {
+      memset (scratch, 0, n);
+      data = scratch;
+    }
+    r = clone_pwrite (c->data_fd, data, n, off);
+  } else {
+    /* Copy up: the base chunk merged with the new data, then W[c]. */
+    r = n == whole ? 0 : fssnap_snapshot_read (c->snap, scratch, whole,
+                                               start);
+    if (r == 0) {
+      if (data)
+        memcpy (scratch + (off - start), data, n);
+      else
+        memset (scratch + (off - start), 0, n);
+      r = clone_pwrite (c->data_fd, scratch, whole, start);
+    }
+    if (r == 0)
+      r = clone_mark (c, chunk);
+  }
+  pthread_mutex_unlock (lock);
+  return r;
+}
+
+static int
+clone_modify (struct fssnap_clone *c, const void *buf, size_t len,
+              uint64_t off, unsigned flags)
+{
+  unsigned char *scratch;
+  int r = 0;
+
+  if (off > c->size || len > c->size - off)
+    return -EINVAL;
+  scratch = malloc (c->chunksize);
+  if (!scratch)
+    return -ENOMEM;
+  while (r == 0 && len > 0) {
+    size_t n = c->chunksize - (off & (c->chunksize - 1));
+    if (n > len)
+      n = len;
+    r = clone_write_chunk (c, buf, n, off, scratch);
+    if (buf)
+      buf = (const char *) buf + n;
+    off += n;
+    len -= n;
+  }
+  free (scratch);
+  if (r == 0 && (flags & FSSNAP_FUA))
+    r = fssnap_clone_flush (c);
+  return r;
+}
+
+int
+fssnap_clone_write (struct fssnap_clone *c, const void *buf, size_t len,
+                    uint64_t off, unsigned flags)
+{
+  return clone_modify (c, buf, len, off, flags);
+}
+
+int
+fssnap_clone_zero (struct fssnap_clone *c, size_t len, uint64_t off,
+                   unsigned flags)
+{
+  return clone_modify (c, NULL, len, off, flags);
+}
+
+/* Takes flush_lock, then c->lock. */
+int
+fssnap_clone_flush (struct fssnap_clone *c)
+{
+  bool dirty;
+  int r = 0;
+
+  pthread_mutex_lock (&c->flush_lock);
+  if (fdatasync (c->data_fd) < 0)
+    r = -errno;
+  pthread_mutex_lock (&c->lock);
+  dirty = c->dirty;
+  pthread_mutex_unlock (&c->lock);
+  if (r == 0 && dirty)
+    r = clone_map_write (c);
+  if (r == 0 && dirty) {
+    /* Bits journalled after the copy above are in the new map only if
+     * they were set before it: keep the journal unless nothing came.
+     */
+    pthread_mutex_lock (&c->lock);
+    if (!c->dirty && ftruncate (c->log_fd, 0) == 0)
+      c->log_len = 0;
+    pthread_mutex_unlock (&c->lock);
+  }
+  pthread_mutex_unlock (&c->flush_lock);
+  return r;
+}

@@ -1,0 +1,313 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Writable clones and rollback, through the public API only.  Clones:
+ * random unaligned writes and zeroes read back as snapshot + writes (a
+ * model), the snapshot stays exact, the clone comes back after the set is
+ * closed and reopened (flushed) and after a journal-only reopen (not
+ * flushed), a damaged map keeps the clone offline, two threads copying up
+ * the same chunks never lose a write.  Rollback: the volume reads as the
+ * target, older and newer snapshots stay exact, exact changes are empty,
+ * a second rollback moves nothing, a pending intent for another target
+ * refuses.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "tests/engine/harness.h"
+
+#define KiB 1024u
+#define SIZE (512 * KiB)
+#define CS (16 * KiB)
+
+static void
+clone_check (struct fssnap_clone *c, const char *model)
+{
+  char *buf = malloc (SIZE);
+  assert_int_equal (fssnap_clone_read (c, buf, SIZE, 0), 0);
+  assert_memory_equal (buf, model, SIZE);
+  free (buf);
+}
+
+static void
+random_writes (struct fssnap_clone *c, char *model, uint64_t seed, int n)
+{
+  char *buf = malloc (64 * KiB);
+  for (int i = 0; i < n; i++) {
+    size_t len = 1 + rng_next (&seed) % (40 * KiB);
+    uint64_t off = rng_next (&seed) % (SIZE - len);
+    if (rng_next (&seed) % 5 == 0) {
+      assert_int_equal (fssnap_clone_zero (c, len, off, 0), 0);
+      memset (model + off, 0, len);
+    } else {
+      for (size_t k = 0; k < len; k++)
+        buf[k] = (char) rng_next (&seed);
+      assert_int_equal (fssnap_clone_write (c, buf, len, off, 0), 0);
+      memcpy (model + off, buf, len);
+    }
+  }
+  free (buf);
+}
+
+static struct fssnap_clones *
+clones_open (struct harness *h, struct fssnap_origin *o)
+{
+  struct fssnap_clones *set = NULL;
+  assert_int_equal (fssnap_clones_open (o, h->dir, harness_quiet_log, NULL,
+                                        &set), 0);
+  return set;
+}
+
+static void
+test_clone_model_and_reopen (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (SIZE);
+  struct fssnap_origin *o = harness_origin (h, CS, 0);
+  unsigned snap = harness_snap (o, NULL), k;
+  int err;
+  char *base = harness_read_all (o, (int) snap, &err), *model = malloc (SIZE);
+  char msg[256];
+  struct fssnap_clones *set = clones_open (h, o);
+  struct fssnap_clone *c;
+
+  memcpy (model, base, SIZE);
+  assert_int_equal (fssnap_clones_create (set, snap, &k, msg, sizeof msg), 0);
+  assert_int_equal (k, 0);
+  assert_int_equal (fssnap_clones_create (set, 9, &k, msg, sizeof msg),
+                    -ENOENT);
+  assert_int_equal (fssnap_clone_get (set, 0, &c), 0);
+  random_writes (c, model, 1, 300);
+  clone_check (c, model);
+  /* The snapshot and the volume are untouched. */
+  char *now = harness_read_all (o, (int) snap, &err);
+  assert_memory_equal (now, base, SIZE);
+  free (now);
+  assert_int_equal (fssnap_clone_flush (c), 0);
+  random_writes (c, model, 2, 50);     /* journalled, not flushed */
+  fssnap_clone_put (c);
+  fssnap_clones_close (set);            /* flushes */
+
+  set = clones_open (h, o);
+  assert_int_equal (fssnap_clone_get (set, 0, &c), 0);
+  clone_check (c, model);
+  random_writes (c, model, 3, 50);
+  fssnap_clone_put (c);
+  /* Reopen from the journal alone: copy the files before the flush of
+   * close, then put them back.
+   */
+  char cmd[512];
+  snprintf (cmd, sizeof cmd, "cd %s && mkdir keep && cp -p origin.img.clone0.* keep/",
+            h->dir);
+  assert_int_equal (system (cmd), 0);
+  fssnap_clones_close (set);
+  snprintf (cmd, sizeof cmd, "cd %s && cp -p keep/* . && rm -r keep", h->dir);
+  assert_int_equal (system (cmd), 0);
+  set = clones_open (h, o);
+  assert_int_equal (fssnap_clone_get (set, 0, &c), 0);
+  clone_check (c, model);
+  fssnap_clone_put (c);
+  assert_int_equal (fssnap_clones_delete (set, 0), 0);
+  /* A new clone deleted while a user still writes and flushes: it does
+   * not come back.
+   */
+  assert_int_equal (fssnap_clones_create (set, snap, &k, msg, sizeof msg), 0);
+  assert_int_equal (fssnap_clone_get (set, k, &c), 0);
+  assert_int_equal (fssnap_clones_delete (set, k), 0);
+  struct fssnap_clone *gone;
+  assert_int_equal (fssnap_clone_get (set, k, &gone), -ENOENT);
+  assert_int_equal (fssnap_clone_write (c, "x", 1, 4096, 0), 0);
+  assert_int_equal (fssnap_clone_flush (c), 0);
+  fssnap_clone_put (c);
+  fssnap_clones_close (set);
+  char map[256];
+  snprintf (map, sizeof map, "%s/origin.img.clone0.map", h->dir);
+  assert_int_equal (access (map, F_OK), -1);
+  set = clones_open (h, o);
+  unsigned nums[4];
+  assert_int_equal (fssnap_clones_list (set, nums, 4), 0);
+  fssnap_clones_close (set);
+  free (base);
+  free (model);
+  fssnap_origin_close (o);
+  harness_free (h);
+}
+
+static void
+test_clone_damaged_map (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (SIZE);
+  struct fssnap_origin *o = harness_origin (h, CS, 0);
+  unsigned snap = harness_snap (o, NULL), k, nums[4];
+  char msg[256], path[256];
+  struct fssnap_clones *set = clones_open (h, o);
+
+  assert_int_equal (fssnap_clones_create (set, snap, &k, msg, sizeof msg), 0);
+  fssnap_clones_close (set);
+  snprintf (path, sizeof path, "%s/origin.img.clone0.map", h->dir);
+  int fd = open (path, O_RDWR);
+  assert_true (fd >= 0);
+  assert_int_equal (pwrite (fd, "X", 1, 130), 1);
+  close (fd);
+  set = clones_open (h, o);
+  assert_int_equal (fssnap_clones_list (set, nums, 4), 0);
+  fssnap_clones_close (set);
+  fssnap_origin_close (o);
+  harness_free (h);
+}
+
+struct racer {
+  struct fssnap_clone *c;
+  char fill;
+  uint64_t off;                 /* the thread's half of every chunk */
+};
+
+static void *
+racer_run (void *opaque)
+{
+  struct racer *r = opaque;
+  char buf[CS / 2];
+  memset (buf, r->fill, sizeof buf);
+  for (uint64_t c = 0; c < SIZE / CS; c++)
+    if (fssnap_clone_write (r->c, buf, sizeof buf, c * CS + r->off, 0) != 0)
+      abort ();
+  return NULL;
+}
+
+/* Two threads write the two halves of every chunk at once: each copy-up
+ * must keep the other's half.
+ */
+static void
+test_clone_concurrent_copy_up (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (SIZE);
+  struct fssnap_origin *o = harness_origin (h, CS, 0);
+  unsigned snap = harness_snap (o, NULL), k;
+  char msg[256], *model = malloc (SIZE);
+  struct fssnap_clones *set = clones_open (h, o);
+  struct fssnap_clone *c;
+  pthread_t t[2];
+
+  assert_int_equal (fssnap_clones_create (set, snap, &k, msg, sizeof msg), 0);
+  assert_int_equal (fssnap_clone_get (set, k, &c), 0);
+  struct racer r[2] = { { c, 'a', 0 }, { c, 'b', CS / 2 } };
+  for (int i = 0; i < 2; i++)
+    pthread_create (&t[i], NULL, racer_run, &r[i]);
+  for (int i = 0; i < 2; i++)
+    pthread_join (t[i], NULL);
+  for (uint64_t i = 0; i < SIZE; i++)
+    model[i] = (i % CS) < CS / 2 ? 'a' : 'b';
+  clone_check (c, model);
+  fssnap_clone_put (c);
+  fssnap_clones_close (set);
+  free (model);
+  fssnap_origin_close (o);
+  harness_free (h);
+}
+
+static void
+volume_write (struct fssnap_origin *o, uint64_t seed, int n)
+{
+  char *buf = malloc (48 * KiB);
+  for (int i = 0; i < n; i++) {
+    size_t len = 1 + rng_next (&seed) % (48 * KiB);
+    uint64_t off = rng_next (&seed) % (SIZE - len);
+    memset (buf, (int) (rng_next (&seed) & 0xff), len);
+    if (rng_next (&seed) % 4 == 0)
+      assert_int_equal (fssnap_origin_zero (o, len, off, 0), 0);
+    else
+      assert_int_equal (fssnap_origin_write (o, buf, len, off, 0), 0);
+  }
+  free (buf);
+}
+
+static int
+count_changed (void *opaque, uint64_t off, uint64_t len, bool hole)
+{
+  (void) off;
+  if (!hole)
+    *(uint64_t *) opaque += len;
+  return 0;
+}
+
+static void
+test_rollback (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (SIZE);
+  struct fssnap_origin *o = harness_origin (h, CS, 0);
+  char *img[4], msg[256], uuid[FSSNAP_UUID_STRLEN];
+  unsigned num;
+  int err;
+
+  for (int i = 0; i < 4; i++) {
+    volume_write (o, 10 + i, 20);
+    assert_int_equal (harness_snap (o, NULL), i);
+    img[i] = harness_read_all (o, i, &err);
+  }
+  volume_write (o, 99, 20);
+  assert_int_equal (fssnap_rollback (o, h->dir, 1, NULL, NULL, NULL, msg,
+                                     sizeof msg), 0);
+  char *vol = harness_read_all (o, -1, &err);
+  assert_memory_equal (vol, img[1], SIZE);
+  free (vol);
+  for (int i = 0; i < 4; i++) {
+    char *now = harness_read_all (o, i, &err);
+    assert_int_equal (err, 0);
+    assert_memory_equal (now, img[i], SIZE);
+    free (now);
+  }
+  uint64_t changed = 0;
+  assert_int_equal (fssnap_changes_exact (o, 1, FSSNAP_VOLUME, 0, SIZE,
+                                          count_changed, &changed, msg,
+                                          sizeof msg), 0);
+  assert_int_equal (changed, 0);
+  assert_int_equal (fssnap_changes_exact (o, 0, FSSNAP_VOLUME, 0, SIZE,
+                                          count_changed, &changed, msg,
+                                          sizeof msg), 0);
+  assert_true (changed > 0);
+  assert_int_equal (fssnap_rollback_last (o, h->dir, &num, uuid), 1);
+  assert_int_equal (num, 1);
+  assert_int_equal (fssnap_rollback_pending (o, h->dir, &num, uuid), 0);
+
+  /* A pending intent for snapshot 2 refuses a rollback to 3. */
+  struct fssnap_snapshot_info info;
+  char path[256];
+  assert_int_equal (fssnap_snapshot_info (o, 2, &info), 0);
+  snprintf (path, sizeof path, "%s/origin.img.rolledback", h->dir);
+  char rec[256];
+  FILE *f = fopen (path, "r");
+  assert_non_null (f);
+  assert_non_null (fgets (rec, sizeof rec, f));
+  fclose (f);
+  snprintf (path, sizeof path, "%s/origin.img.rollback", h->dir);
+  f = fopen (path, "w");
+  fputs (rec, f);               /* snapshot 1's record: pending for 1 */
+  fclose (f);
+  assert_int_equal (fssnap_rollback (o, h->dir, 3, NULL, NULL, NULL, msg,
+                                     sizeof msg), -EBUSY);
+  assert_int_equal (fssnap_rollback (o, h->dir, 1, NULL, NULL, NULL, msg,
+                                     sizeof msg), 0);
+  assert_int_equal (fssnap_rollback_pending (o, h->dir, &num, uuid), 0);
+  for (int i = 0; i < 4; i++)
+    free (img[i]);
+  fssnap_origin_close (o);
+  harness_free (h);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_clone_model_and_reopen),
+    cmocka_unit_test (test_clone_damaged_map),
+    cmocka_unit_test (test_clone_concurrent_copy_up),
+    cmocka_unit_test (test_rollback),
+  };
+  return cmocka_run_group_tests (tests, NULL, NULL);
+}
