@@ -39,6 +39,7 @@
 #include "fs/loop.h"
 #include "fuse/devfs.h"
 #include "nbd/nbd.h"
+#include "nbd/tls.h"
 
 #define DAEMON_MAX_TCP 8
 #define DAEMON_ERRLEN  512
@@ -55,6 +56,8 @@ struct daemon {
   bool foreground;
   bool syslog;
   bool no_fuse;
+  int tls_mode;                 /* enum nbd_tls, or -1: not given */
+  struct tls_config tls;
 
   /* Held from start-up to exit. */
   int origin_lock_fd;
@@ -71,6 +74,7 @@ struct daemon {
   struct devfs *devfs;
   struct ctl_server *ctl;
   struct rollback_job rollback;
+  struct tls_creds *tls_creds;  /* loaded before the fork */
   struct ctl_context ctl_ctx;
   struct fs_candidates_ctx fs_ctx;      /* the engine calls it serially */
 };
@@ -98,6 +102,30 @@ static const char daemon_usage[] =
 "                      defaults to loopback (\":10809\" or \"10809\"); use\n"
 "                      \"[::]:PORT\" or \"0.0.0.0:PORT\" for every interface.\n"
 "                      Without this option fssnapd never listens on TCP.\n"
+"  --tls=off|on|require\n"
+"                      TLS (NBD_OPT_STARTTLS) on the NBD sockets.  off:\n"
+"                      plaintext only; on: TLS offered, plaintext clients\n"
+"                      served too; require: a client must start TLS before\n"
+"                      anything else (every other option is refused with\n"
+"                      NBD_REP_ERR_TLS_REQD, NBD_OPT_EXPORT_NAME disconnects).\n"
+"                      Given explicitly, the mode applies to every NBD\n"
+"                      socket, RUN_DIR/nbd.sock included (clients then use\n"
+"                      nbds+unix://).  Default: require on the --listen\n"
+"                      sockets and off on RUN_DIR/nbd.sock, which is mode\n"
+"                      0600 and never leaves the host; so --listen needs\n"
+"                      --tls-psk or --tls-certificates, or --tls=off for a\n"
+"                      plaintext network export.  Whatever a client\n"
+"                      negotiated before STARTTLS is forgotten after it.\n"
+"  --tls-psk=FILE      pre-shared keys, one \"user:hexkey\" line per client,\n"
+"                      as psktool(1) writes them (psktool -u USER -p FILE).\n"
+"                      The client names the user (nbds://USER@HOST/...).\n"
+"  --tls-certificates=DIR\n"
+"                      X.509: DIR holds ca-cert.pem, server-cert.pem,\n"
+"                      server-key.pem and optionally ca-crl.pem (as nbdkit\n"
+"                      and qemu-nbd expect).  Not with --tls-psk.\n"
+"  --tls-verify-peer   with --tls-certificates: a client must present a\n"
+"                      certificate signed by ca-cert.pem (and not revoked).\n"
+"                      A client that fails TLS is disconnected and logged.\n"
 "  --no-fuse           do not mount the device files RUN_DIR/dev/volume and\n"
 "                      RUN_DIR/dev/snap/N (FUSE; for losetup and fssnap\n"
 "                      attach).\n"
@@ -115,7 +143,9 @@ static const char daemon_usage[] =
 "\n"
 "fssnapd refuses to start, with one line on stderr, when ORIGIN is missing\n"
 "or cannot be opened read-write, is already served by another fssnapd\n"
-"(it holds an flock on ORIGIN), or the run dir belongs to a live fssnapd.\n"
+"(it holds an flock on ORIGIN), the run dir belongs to a live fssnapd, or\n"
+"TLS is asked for without usable credentials (a missing or malformed key\n"
+"file, a certificate that does not match its key).\n"
 "Sockets left behind by a dead fssnapd are removed.  Messages start with\n"
 "\"fssnapd: \".\n"
 "\n"
@@ -128,10 +158,15 @@ static const char daemon_usage[] =
 "Example:\n"
 "  fssnapd --run-dir /run/fssnap/disk disk.img\n"
 "  nbdinfo 'nbd+unix:///volume?socket=/run/fssnap/disk/nbd.sock'\n"
-"  fssnap --run-dir /run/fssnap/disk create\n";
+"  fssnap --run-dir /run/fssnap/disk create\n"
+"\n"
+"  psktool -u backup -p /etc/fssnap/keys.psk\n"
+"  fssnapd --listen 0.0.0.0:10809 --tls-psk=/etc/fssnap/keys.psk disk.img\n"
+"  nbdcopy 'nbds://backup@HOST/snap/0?tls-psk-file=keys.psk' backup.img\n";
 
 enum { OPT_RUN_DIR = 256, OPT_STATE_DIR, OPT_LISTEN, OPT_CHUNKSIZE,
-       OPT_PIDFILE, OPT_SYSLOG, OPT_NO_FUSE };
+       OPT_PIDFILE, OPT_SYSLOG, OPT_NO_FUSE, OPT_TLS, OPT_TLS_PSK,
+       OPT_TLS_CERTS, OPT_TLS_VERIFY };
 
 static const struct option daemon_options[] = {
   { "run-dir", required_argument, NULL, OPT_RUN_DIR },
@@ -142,6 +177,10 @@ static const struct option daemon_options[] = {
   { "pidfile", required_argument, NULL, OPT_PIDFILE },
   { "syslog", no_argument, NULL, OPT_SYSLOG },
   { "no-fuse", no_argument, NULL, OPT_NO_FUSE },
+  { "tls", required_argument, NULL, OPT_TLS },
+  { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+  { "tls-certificates", required_argument, NULL, OPT_TLS_CERTS },
+  { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, 'h' },
   { "version", no_argument, NULL, 'V' },
@@ -198,6 +237,53 @@ daemon_abs_or_die (const char *path)
   return abs;
 }
 
+static int
+daemon_parse_tls (const char *arg)
+{
+  if (strcmp (arg, "off") == 0)
+    return NBD_TLS_OFF;
+  if (strcmp (arg, "on") == 0)
+    return NBD_TLS_ON;
+  if (strcmp (arg, "require") == 0)
+    return NBD_TLS_REQUIRE;
+  daemon_die ("bad --tls \"%s\": off, on or require is needed", arg);
+}
+
+/* The TLS policy of the unix socket and of the TCP sockets. */
+static enum nbd_tls
+daemon_tls_unix (const struct daemon *d)
+{
+  return d->tls_mode >= 0 ? (enum nbd_tls) d->tls_mode : NBD_TLS_OFF;
+}
+
+static enum nbd_tls
+daemon_tls_tcp (const struct daemon *d)
+{
+  return d->tls_mode >= 0 ? (enum nbd_tls) d->tls_mode : NBD_TLS_REQUIRE;
+}
+
+/* The TLS options must agree with each other before anything is loaded. */
+static void
+daemon_check_tls (const struct daemon *d)
+{
+  bool creds = d->tls.psk_file || d->tls.cert_dir;
+  bool used = daemon_tls_unix (d) != NBD_TLS_OFF
+              || (d->nlisten > 0 && daemon_tls_tcp (d) != NBD_TLS_OFF);
+
+  if (d->tls.psk_file && d->tls.cert_dir)
+    daemon_die ("--tls-psk and --tls-certificates exclude each other");
+  if (d->tls.verify_peer && !d->tls.cert_dir)
+    daemon_die ("--tls-verify-peer needs --tls-certificates");
+  if (used && !creds)
+    daemon_die ("TLS is %s but has no credentials: give --tls-psk=FILE or "
+                "--tls-certificates=DIR (or --tls=off for plaintext)",
+                d->tls_mode >= 0 ? "asked for" : "required on --listen "
+                                                 "sockets by default");
+  if (creds && !used)
+    daemon_die ("TLS credentials given but TLS is off on every socket "
+                "(use --tls=on or --tls=require, or --listen)");
+}
+
 static void
 daemon_parse_options (struct daemon *d, int argc, char **argv)
 {
@@ -218,6 +304,10 @@ daemon_parse_options (struct daemon *d, int argc, char **argv)
     case OPT_PIDFILE: d->pidfile = daemon_abs_or_die (optarg); break;
     case OPT_SYSLOG: d->syslog = true; break;
     case OPT_NO_FUSE: d->no_fuse = true; break;
+    case OPT_TLS: d->tls_mode = daemon_parse_tls (optarg); break;
+    case OPT_TLS_PSK: d->tls.psk_file = daemon_abs_or_die (optarg); break;
+    case OPT_TLS_CERTS: d->tls.cert_dir = daemon_abs_or_die (optarg); break;
+    case OPT_TLS_VERIFY: d->tls.verify_peer = true; break;
     case 'v': daemon_log_set_level (FSSNAP_LOG_DEBUG); break;
     case 'h': fputs (daemon_usage, stdout); exit (0);
     case 'V': printf ("fssnapd %s\n", FSSNAP_VERSION); exit (0);
@@ -234,6 +324,7 @@ daemon_parse_options (struct daemon *d, int argc, char **argv)
     daemon_die (optind == argc ? "no ORIGIN given (see fssnapd --help)"
                                : "one ORIGIN only (see fssnapd --help)");
   d->origin_path = daemon_abs_or_die (argv[optind]);
+  daemon_check_tls (d);
   if (!d->run_dir)
     d->run_dir = daemon_default_dir ("/run/fssnap", d->origin_path);
   if (!d->state_dir)
@@ -247,6 +338,9 @@ daemon_claim (struct daemon *d)
   char err[DAEMON_ERRLEN], path[PATH_MAX];
   size_t i, n;
 
+  if ((d->tls.psk_file || d->tls.cert_dir)
+      && tls_creds_load (&d->tls, &d->tls_creds, err, sizeof err) < 0)
+    daemon_die ("%s", err);
   if (daemon_origin_lock (d->origin_path, &d->origin_lock_fd,
                           err, sizeof err) < 0
       || daemon_rundir_take (d->run_dir, &d->rundir_lock_fd,
@@ -280,13 +374,17 @@ daemon_start_nbd (struct daemon *d)
 {
   struct nbd_server_opts opts = { .origin = d->origin,
                                   .clones = d->clones,
-                                  .log = daemon_log_engine };
+                                  .log = daemon_log_engine,
+                                  .tls_creds = d->tls_creds };
   size_t i;
   int r;
 
   r = nbd_server_new (&opts, &d->nbd);
   for (i = 0; r == 0 && i < d->nnbd_fds; i++) {
-    r = nbd_server_add_listener (d->nbd, d->nbd_fds[i]);
+    /* nbd_fds[0] is RUN_DIR/nbd.sock, the rest TCP. */
+    r = nbd_server_add_listener_tls (d->nbd, d->nbd_fds[i],
+                                     i == 0 ? daemon_tls_unix (d)
+                                            : daemon_tls_tcp (d));
     d->nbd_fds[i] = -1;         /* the server owns it now */
   }
   return r;
@@ -298,6 +396,8 @@ daemon_stop_nbd (struct daemon *d)
   nbd_server_stop (d->nbd);
   nbd_server_free (d->nbd);
   d->nbd = NULL;
+  tls_creds_free (d->tls_creds);
+  d->tls_creds = NULL;
 }
 
 /* The device files on RUN_DIR/dev, unless --no-fuse. */
@@ -697,7 +797,7 @@ int
 main (int argc, char **argv)
 {
   struct daemon d = { .origin_lock_fd = -1, .rundir_lock_fd = -1,
-                      .notify_fd = -1, .ctl_fd = -1 };
+                      .notify_fd = -1, .ctl_fd = -1, .tls_mode = -1 };
   char err[DAEMON_ERRLEN], size[32];
   sigset_t set;
   int sig;

@@ -411,8 +411,9 @@ nbd_transmission (struct nbd_session *s)
 }
 
 /* A client that connects and never chooses an export must not hold one of
- * the server's places for ever: the handshake has a deadline; once an
- * export is open the client may stay idle as long as it likes.
+ * the server's places for ever: the handshake has a deadline (the TLS
+ * handshake within it too); once an export is open the client may stay
+ * idle as long as it likes.
  */
 void
 nbd_session_run (const struct nbd_env *env, const struct nbd_transport *t)
@@ -435,4 +436,5 @@ nbd_session_run (const struct nbd_env *env, const struct nbd_transport *t)
     atomic_fetch_sub (env->volume_sessions, 1);
   if (s.have_export)
     nbd_export_close (&s.exp);
+  tls_session_free (s.tls);
 }

@@ -9,7 +9,18 @@
  *
  * A broken framing (bad magic, unknown client flags, an EXPORT_NAME we
  * cannot serve) drops the connection; everything else gets an error
- * reply and the client may go on.  TLS is not offered.
+ * reply and the client may go on.
+ *
+ * TLS (env->tls): NBD_OPT_STARTTLS is acknowledged, then the TLS
+ * handshake runs on the same socket and every later byte goes through
+ * the session (s->t is swapped).  A failed handshake ends the session.
+ * What was negotiated before STARTTLS (structured replies, meta
+ * contexts) is forgotten: a man in the middle may have chosen it.  When
+ * TLS is required, every option before it but STARTTLS and ABORT gets
+ * NBD_REP_ERR_TLS_REQD once its data is consumed, and EXPORT_NAME, which
+ * has no error reply, drops the connection.  Bytes the client sent after
+ * STARTTLS were not read with it (options are read to their exact
+ * length), so they reach GnuTLS as handshake data, never the parser.
  *
  * Runs on the connection's own thread; no locks.
  */
@@ -431,6 +442,56 @@ nbd_opt_meta (struct nbd_session *s, uint32_t opt, const uint8_t *d,
   return r;
 }
 
+/* ---- NBD_OPT_STARTTLS ------------------------------------------------- */
+
+/* Must this option be refused because TLS is required and not yet on? */
+static bool
+nbd_tls_needed (const struct nbd_session *s, uint32_t opt)
+{
+  return s->env->tls == NBD_TLS_REQUIRE && !s->tls
+         && opt != NBD_OPT_STARTTLS && opt != NBD_OPT_ABORT;
+}
+
+static int
+nbd_opt_tls_reqd (struct nbd_session *s, uint32_t opt)
+{
+  return nbd_opt_error (s, opt, NBD_REP_ERR_TLS_REQD,
+                        "TLS is required: send NBD_OPT_STARTTLS first");
+}
+
+static int
+nbd_opt_starttls (struct nbd_session *s, uint32_t len)
+{
+  const uint32_t opt = NBD_OPT_STARTTLS;
+  char msg[256], peer[256];
+  int r;
+
+  if (s->env->tls == NBD_TLS_OFF || !s->env->tls_creds)
+    return nbd_opt_error (s, opt, NBD_REP_ERR_UNSUP,
+                          "TLS is off on this socket");
+  if (s->tls)
+    return nbd_opt_error (s, opt, NBD_REP_ERR_INVALID,
+                          "TLS is already in use");
+  if (len != 0)
+    return nbd_opt_invalid (s, opt);
+  r = nbd_opt_reply (s, opt, NBD_REP_ACK, NULL, 0);
+  if (r < 0)
+    return r;
+  r = tls_session_start (s->env->tls_creds, s->t, s->env->handshake_timeout,
+                         &s->tls, msg, sizeof msg);
+  if (r < 0) {
+    nbd_log (s->env, FSSNAP_LOG_INFO, "nbd: %s, dropping client", msg);
+    return r;
+  }
+  s->t = tls_session_transport (s->tls);
+  s->structured = false;
+  s->meta = false;
+  s->nbitmaps = 0;
+  tls_session_peer (s->tls, peer, sizeof peer);
+  nbd_log (s->env, FSSNAP_LOG_DEBUG, "nbd: TLS session with %s", peer);
+  return NBD_OPT_NEXT;
+}
+
 /* ---- Dispatch ------------------------------------------------------- */
 
 static int
@@ -439,6 +500,8 @@ nbd_option_dispatch (struct nbd_session *s, uint32_t opt, const uint8_t *d,
 {
   int r;
 
+  if (nbd_tls_needed (s, opt))
+    return nbd_opt_tls_reqd (s, opt);
   switch (opt) {
   case NBD_OPT_EXPORT_NAME:
     return nbd_opt_export_name (s, d, len);
@@ -448,8 +511,7 @@ nbd_option_dispatch (struct nbd_session *s, uint32_t opt, const uint8_t *d,
   case NBD_OPT_LIST:
     return nbd_opt_list (s, len);
   case NBD_OPT_STARTTLS:
-    return nbd_opt_error (s, opt, NBD_REP_ERR_UNSUP,
-                          "TLS is not supported by fssnapd");
+    return nbd_opt_starttls (s, len);
   case NBD_OPT_INFO:
   case NBD_OPT_GO:
     return nbd_opt_info (s, opt, d, len);
@@ -484,12 +546,19 @@ nbd_option_one (struct nbd_session *s)
   }
   opt = nbd_get32 (h + 8);
   len = nbd_get32 (h + 12);
+  if (opt == NBD_OPT_EXPORT_NAME && nbd_tls_needed (s, opt)) {
+    nbd_log (s->env, FSSNAP_LOG_INFO,
+             "nbd: NBD_OPT_EXPORT_NAME before TLS, dropping client");
+    return -EPROTO;
+  }
   if (len > NBD_MAX_OPTION_DATA) {
     if (opt == NBD_OPT_EXPORT_NAME)
       return -EPROTO;
     r = nbd_recv_discard (s->t, len);
     if (r < 0)
       return r;
+    if (nbd_tls_needed (s, opt))
+      return nbd_opt_tls_reqd (s, opt);
     return nbd_opt_error (s, opt, NBD_REP_ERR_TOO_BIG,
                           "%u bytes of option data is too much", len);
   }

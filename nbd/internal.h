@@ -28,7 +28,9 @@
 #include <sys/types.h>
 
 #include "libfssnap.h"
+#include "nbd/nbd.h"
 #include "nbd/protocol.h"
+#include "nbd/tls.h"
 
 /* ---- Transport (wire.c) ------------------------------------------------ */
 
@@ -46,6 +48,10 @@ struct nbd_transport {
    * silence (0: wait for ever).
    */
   void (*set_timeout) (void *opaque, unsigned seconds);
+  /* Optional: wait up to ms milliseconds for something to receive: 1
+   * ready, 0 not yet, or -errno (TLS waits with it; absent: never waits).
+   */
+  int (*wait_readable) (void *opaque, unsigned ms);
 };
 
 /* Receive exactly len bytes; -ECONNRESET at a premature end of stream. */
@@ -66,6 +72,8 @@ struct nbd_env {
   /* Sessions in transmission on the volume export (NULL: not counted). */
   _Atomic unsigned *volume_sessions;
   struct fssnap_clones *clones; /* NULL: no clone exports */
+  enum nbd_tls tls;             /* this socket's TLS policy */
+  const struct tls_creds *tls_creds;  /* NULL unless tls != NBD_TLS_OFF */
 };
 
 void nbd_log (const struct nbd_env *env, enum fssnap_log_level level,
@@ -154,7 +162,8 @@ int nbd_export_changes (struct nbd_export *exp, const struct nbd_bitmap *bm,
 
 struct nbd_session {
   const struct nbd_env *env;
-  const struct nbd_transport *t;
+  const struct nbd_transport *t;  /* the plain one, or tls's after STARTTLS */
+  struct tls_session *tls;      /* after a successful NBD_OPT_STARTTLS */
   bool no_zeroes;               /* client asked for NBD_FLAG_C_NO_ZEROES */
   bool structured;              /* NBD_OPT_STRUCTURED_REPLY acknowledged */
   bool meta;                    /* base:allocation selected ... */

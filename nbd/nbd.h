@@ -17,6 +17,14 @@
 #include "libfssnap.h"
 
 struct nbd_server;
+struct tls_creds;
+
+/* TLS policy of one listening socket. */
+enum nbd_tls {
+  NBD_TLS_OFF,                  /* STARTTLS refused (NBD_REP_ERR_UNSUP) */
+  NBD_TLS_ON,                   /* offered; plaintext clients served too */
+  NBD_TLS_REQUIRE,              /* nothing but STARTTLS and ABORT before TLS */
+};
 
 struct nbd_server_opts {
   struct fssnap_origin *origin;
@@ -25,7 +33,10 @@ struct nbd_server_opts {
   void *log_opaque;
   unsigned max_clients;         /* 0: default (64) */
   unsigned handshake_timeout;   /* seconds a client has to choose an export
-                                   (else it is dropped); 0: default (30) */
+                                   (else it is dropped, the TLS handshake
+                                   included); 0: default (30) */
+  const struct tls_creds *tls_creds;  /* nbd/tls.h; NULL: no TLS.  The
+                                   caller frees it after the server. */
 };
 
 int nbd_server_new (const struct nbd_server_opts *opts,
@@ -34,6 +45,11 @@ int nbd_server_new (const struct nbd_server_opts *opts,
  * TCP), from a thread of the server's own.  The server owns the fd.
  */
 int nbd_server_add_listener (struct nbd_server *server, int listen_fd);
+/* The same with a TLS policy for that socket (anything but NBD_TLS_OFF
+ * needs opts.tls_creds).  nbd_server_add_listener() is NBD_TLS_OFF.
+ */
+int nbd_server_add_listener_tls (struct nbd_server *server, int listen_fd,
+                                 enum nbd_tls tls);
 /* Stop accepting, let in-flight requests finish and their replies go out,
  * disconnect every client, join every thread.
  */

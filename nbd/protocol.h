@@ -51,6 +51,7 @@
 #define NBD_REP_ERR_UNSUP          (0x80000000u | 1u)
 #define NBD_REP_ERR_POLICY         (0x80000000u | 2u)
 #define NBD_REP_ERR_INVALID        (0x80000000u | 3u)
+#define NBD_REP_ERR_TLS_REQD       (0x80000000u | 5u)
 #define NBD_REP_ERR_UNKNOWN        (0x80000000u | 6u)
 #define NBD_REP_ERR_SHUTDOWN       (0x80000000u | 7u)
 #define NBD_REP_ERR_TOO_BIG        (0x80000000u | 9u)

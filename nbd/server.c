@@ -11,12 +11,16 @@
  * still there after NBD_STOP_GRACE seconds (a peer that does not read its
  * replies) are shut down both ways.
  *
+ * Each listener has its TLS policy (nbd_server_add_listener_tls); a
+ * client's session gets a copy of the server's environment with it.
+ *
  * Locks: server->lock guards the client list, the counts and the
  * stopping flag; it is never held while a session runs.  A client's fd is
  * closed under server->lock so that stop never shuts down a reused fd.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -37,6 +41,7 @@
 struct nbd_client {
   struct nbd_client *next;
   struct nbd_server *server;
+  struct nbd_env env;           /* the server's, with its listener's TLS */
   int fd;                       /* -1 once closed; under server->lock */
   pthread_t thread;
   bool done;                    /* session over; under server->lock */
@@ -46,6 +51,7 @@ struct nbd_listener {
   struct nbd_listener *next;
   struct nbd_server *server;
   int fd;
+  enum nbd_tls tls;
   pthread_t thread;
 };
 
@@ -95,6 +101,16 @@ nbd_fd_set_timeout (void *opaque, unsigned seconds)
   setsockopt (cl->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
+static int
+nbd_fd_wait_readable (void *opaque, unsigned ms)
+{
+  struct nbd_client *cl = opaque;
+  struct pollfd p = { .fd = cl->fd, .events = POLLIN };
+  int r = poll (&p, 1, ms > INT_MAX ? -1 : (int) ms);
+
+  return r < 0 ? -errno : r;
+}
+
 /* ---- Clients --------------------------------------------------------- */
 
 /* Client thread.  Takes server->lock at the end only. */
@@ -106,12 +122,13 @@ nbd_client_thread (void *opaque)
   struct nbd_transport t = {
     .opaque = cl, .recv = nbd_fd_recv, .send = nbd_fd_send,
     .shutdown = nbd_fd_shutdown, .set_timeout = nbd_fd_set_timeout,
+    .wait_readable = nbd_fd_wait_readable,
   };
   int one = 1;
 
   /* Replies are whole messages: send them at once (fails on unix). */
   setsockopt (cl->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  nbd_session_run (&server->env, &t);
+  nbd_session_run (&cl->env, &t);
   pthread_mutex_lock (&server->lock);
   close (cl->fd);
   cl->fd = -1;
@@ -143,7 +160,7 @@ nbd_reap_clients (struct nbd_server *server)
  * server->lock.
  */
 static void
-nbd_start_client (struct nbd_server *server, int fd)
+nbd_start_client (struct nbd_server *server, enum nbd_tls tls, int fd)
 {
   struct nbd_client *cl = calloc (1, sizeof *cl);
   const char *why = NULL;
@@ -158,6 +175,8 @@ nbd_start_client (struct nbd_server *server, int fd)
     why = "too many clients";
   if (!why) {
     cl->server = server;
+    cl->env = server->env;
+    cl->env.tls = tls;
     cl->fd = fd;
     if (pthread_create (&cl->thread, NULL, nbd_client_thread, cl) == 0) {
       cl->next = server->clients;
@@ -218,7 +237,7 @@ nbd_listener_thread (void *opaque)
 
   while ((fd = nbd_accept_one (l)) != -2)
     if (fd >= 0)
-      nbd_start_client (l->server, fd);
+      nbd_start_client (l->server, l->tls, fd);
   return NULL;
 }
 
@@ -245,6 +264,7 @@ nbd_server_new (const struct nbd_server_opts *opts,
   server->env.log = opts->log;
   server->env.log_opaque = opts->log_opaque;
   server->env.volume_sessions = &server->volume_sessions;
+  server->env.tls_creds = opts->tls_creds;
   server->env.handshake_timeout = opts->handshake_timeout
                                   ? opts->handshake_timeout
                                   : NBD_HANDSHAKE_TIMEOUT;
@@ -262,19 +282,28 @@ nbd_server_volume_clients (struct nbd_server *server)
   return atomic_load (&server->volume_sessions);
 }
 
-/* Takes server->lock. */
 int
 nbd_server_add_listener (struct nbd_server *server, int listen_fd)
+{
+  return nbd_server_add_listener_tls (server, listen_fd, NBD_TLS_OFF);
+}
+
+/* Takes server->lock. */
+int
+nbd_server_add_listener_tls (struct nbd_server *server, int listen_fd,
+                             enum nbd_tls tls)
 {
   struct nbd_listener *l = calloc (1, sizeof *l);
   int r = 0;
 
-  if (!l) {
+  if (!l || (tls != NBD_TLS_OFF && !server->env.tls_creds)) {
     close (listen_fd);
-    return -ENOMEM;
+    free (l);
+    return l ? -EINVAL : -ENOMEM;
   }
   l->server = server;
   l->fd = listen_fd;
+  l->tls = tls;
   pthread_mutex_lock (&server->lock);
   if (server->stopping)
     r = -ESHUTDOWN;
