@@ -38,7 +38,7 @@ start_fssnapd "$img" --no-fuse
 stop_fssnapd
 
 port=$((20000 + RANDOM % 20000))
-start_fssnapd "$img" --no-fuse --listen "$port"
+start_fssnapd "$img" --no-fuse --tls=off --listen "$port"
 addrs=$(tcp_listening "$FSSNAPD_PID" | sort | tr '\n' ' ')
 echo "--listen $port: $addrs"
 [ -n "$addrs" ] || fail "--listen $port: no TCP socket"
@@ -51,7 +51,7 @@ nbdinfo --size "nbd://127.0.0.1:$port/volume" | grep -qx 16777216 || fail "NBD o
 # refuses to start.
 make_image "$TESTDIR/other.img" 16M
 expect_exit 1 "cannot listen on 127.0.0.1:$port" "$FSSNAPD" --foreground --no-fuse \
-  --run-dir "$TESTDIR/run2" --state-dir "$TESTDIR/state2" --listen "127.0.0.1:$port" "$TESTDIR/other.img"
+  --run-dir "$TESTDIR/run2" --state-dir "$TESTDIR/state2" --tls=off --listen "127.0.0.1:$port" "$TESTDIR/other.img"
 [ ! -e "$TESTDIR/run2/nbd.sock" ] || fail "a refused start left its unix socket"
 stop_fssnapd
 echo "listen ok"

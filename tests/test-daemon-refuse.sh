@@ -18,7 +18,7 @@ expect_exit 1 "one ORIGIN only" d "$img" "$img"
 expect_exit 1 "bad --chunksize" d --chunksize 3000 "$img"
 expect_exit 1 "bad --chunksize" d --chunksize 2m "$img"
 expect_exit 1 "unknown option" d --frobnicate "$img"
-expect_exit 1 "bad --listen address" d --listen "[::1" "$img"
+expect_exit 1 "bad --listen address" d --tls=off --listen "[::1" "$img"
 
 # Unreadable: an unprivileged user cannot open a 0600 root image.
 chmod 0600 "$img"

@@ -8,7 +8,7 @@ requires nbdinfo nbdcopy qemu-io python3
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 img=$TESTDIR/img
 truncate -s 32M "$img"
-start_fssnapd "$img" --listen "127.0.0.1:$port"
+start_fssnapd "$img" --tls=off --listen "127.0.0.1:$port"
 for ((i = 0; i < 100; i++)); do
   nbdinfo --size "nbd://127.0.0.1:$port/volume" >/dev/null 2>&1 && break
   sleep 0.05
