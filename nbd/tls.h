@@ -50,7 +50,9 @@ int tls_session_start (const struct tls_creds *creds,
  * sends); it lives as long as the session.
  */
 const struct nbd_transport *tls_session_transport (struct tls_session *ts);
-/* Who the peer is, for the log: the PSK user or the certificate's DN. */
+/* Who the peer is, for the log: the PSK user or the certificate's DN,
+ * and the protocol and cipher.
+ */
 void tls_session_peer (struct tls_session *ts, char *buf, size_t len);
 /* Send close_notify and free the session. */
 void tls_session_free (struct tls_session *ts);
