@@ -8,6 +8,10 @@
  * a write between them, so that export snap/1 and the volume offer the
  * dirty bitmap context qemu:dirty-bitmap:snap/0 (and the volume
  * qemu:dirty-bitmap:snap/1) with changed and unchanged chunks.
+ *
+ * An input that starts with 'T' runs (without that byte) against a server
+ * that requires TLS (PSK credentials): the refusals before STARTTLS, and
+ * a TLS handshake fed whatever follows STARTTLS.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -65,6 +69,29 @@ fuzz_candidates (void *opaque, struct fssnap_candidates *cands)
 }
 
 static struct nbd_env env = { .log = fuzz_log, .workers = 2 };
+static struct nbd_env env_tls;
+
+/* A PSK file and the credentials loaded from it, for env_tls. */
+static void
+fuzz_tls_setup (const char *dir)
+{
+  struct tls_config cfg = { 0 };
+  struct tls_creds *creds;
+  char path[64], err[256];
+  FILE *f;
+
+  snprintf (path, sizeof path, "%s/keys.psk", dir);
+  f = fopen (path, "w");
+  if (!f || fputs ("fuzz:00112233445566778899aabbccddeeff\n", f) < 0
+      || fclose (f) != 0)
+    abort ();
+  cfg.psk_file = path;
+  if (tls_creds_load (&cfg, &creds, err, sizeof err) < 0)
+    abort ();
+  env_tls = env;
+  env_tls.tls = NBD_TLS_REQUIRE;
+  env_tls.tls_creds = creds;
+}
 
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
@@ -94,16 +121,18 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
       || fssnap_origin_zero (env.origin, 4096, FUZZ_IMG_SIZE / 4, 0) < 0
       || fssnap_snapshot_create (env.origin, &co, &num, err, sizeof err) < 0)
     abort ();
+  fuzz_tls_setup (dir);
   return 0;
 }
 
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
-  struct fuzz_input in = { .data = data, .len = size };
+  bool tls = size > 0 && data[0] == 'T';
+  struct fuzz_input in = { .data = data + tls, .len = size - tls };
   struct nbd_transport t = { .opaque = &in, .recv = fuzz_recv,
                              .send = fuzz_send };
 
-  nbd_session_run (&env, &t);
+  nbd_session_run (tls ? &env_tls : &env, &t);
   return 0;
 }

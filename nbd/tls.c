@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
@@ -57,6 +58,8 @@ struct tls_session {
   const struct nbd_transport *under;
   struct nbd_transport t;       /* over gs */
   bool corked;                  /* under the caller's send lock */
+  struct timespec deadline;     /* of the handshake; tv_sec 0 once done */
+  bool timed_out;
 };
 
 static void __attribute__ ((format (printf, 3, 4)))
@@ -250,12 +253,48 @@ tls_creds_free (struct tls_creds *c)
 
 /* ---- GnuTLS over the plain transport ---------------------------------- */
 
+/* Milliseconds left before the handshake deadline (at least 0). */
+static unsigned
+tls_ms_left (const struct tls_session *ts)
+{
+  struct timespec now;
+  int64_t ms;
+
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  ms = (int64_t) (ts->deadline.tv_sec - now.tv_sec) * 1000
+       + (ts->deadline.tv_nsec - now.tv_nsec) / 1000000;
+  return ms > 0 ? (unsigned) ms : 0;
+}
+
+/* During the handshake every read waits only until the deadline, so that
+ * a client trickling bytes cannot stretch it (GnuTLS's own handshake
+ * timeout is not checked between the reads of one record).
+ */
+static bool
+tls_handshake_expired (struct tls_session *ts)
+{
+  unsigned left;
+
+  if (ts->deadline.tv_sec == 0)
+    return false;
+  left = tls_ms_left (ts);
+  if (left > 0 && (!ts->under->wait_readable
+                   || ts->under->wait_readable (ts->under->opaque, left) != 0))
+    return false;
+  ts->timed_out = true;
+  return true;
+}
+
 static ssize_t
 tls_pull (gnutls_transport_ptr_t p, void *buf, size_t len)
 {
   struct tls_session *ts = p;
   ssize_t r;
 
+  if (tls_handshake_expired (ts)) {
+    gnutls_transport_set_errno (ts->gs, ETIMEDOUT);
+    return -1;
+  }
   do
     r = ts->under->recv (ts->under->opaque, buf, len);
   while (r == -EINTR);
@@ -414,6 +453,10 @@ tls_session_setup (struct tls_session *ts, unsigned timeout)
   gnutls_transport_set_pull_timeout_function (ts->gs, tls_pull_timeout);
   gnutls_handshake_set_timeout (ts->gs, timeout ? timeout * 1000u
                                         : GNUTLS_INDEFINITE_TIMEOUT);
+  if (timeout) {
+    clock_gettime (CLOCK_MONOTONIC, &ts->deadline);
+    ts->deadline.tv_sec += timeout;
+  }
   return 0;
 }
 
@@ -470,16 +513,20 @@ tls_session_start (const struct tls_creds *creds,
     do
       r = gnutls_handshake (ts->gs);
     while (r == GNUTLS_E_INTERRUPTED);
-    if (r < 0)
+    ts->deadline.tv_sec = 0;
+    if (r < 0 && ts->timed_out)
+      tls_err (err, errlen, "TLS handshake: not done within %u s", timeout);
+    else if (r < 0)
       tls_err (err, errlen, "TLS handshake: %s", gnutls_strerror (r));
     else
       r = tls_verify_client (ts, err, errlen);
   }
   if (r < 0) {
+    bool late = r == GNUTLS_E_TIMEDOUT || ts->timed_out;
     if (ts->gs)
       gnutls_deinit (ts->gs);
     free (ts);
-    return r == GNUTLS_E_TIMEDOUT ? -ETIMEDOUT : -EPROTO;
+    return late ? -ETIMEDOUT : -EPROTO;
   }
   *sessionp = ts;
   return 0;

@@ -29,6 +29,7 @@
 #include "libfssnap.h"
 #include "nbd/nbd.h"
 #include "nbd/protocol.h"
+#include "nbd/tls.h"
 
 #define IMG_SIZE   (8u << 20)
 #define CAND_SIZE  (4u << 20)
@@ -1148,6 +1149,59 @@ test_handshake_deadline (void **state)
   nbd_server_free (s2);
 }
 
+/* The handshake deadline covers the TLS handshake: a client that
+ * trickles a ClientHello, a byte at a time (so that no single receive
+ * waits long), is still dropped once the deadline has passed.
+ */
+static void
+test_tls_handshake_deadline (void **state)
+{
+  char path[300], psk[300], err[256];
+  struct tls_config cfg = { .psk_file = psk };
+  struct tls_creds *creds;
+  struct nbd_server *s2;
+  struct nbd_server_opts so = { .origin = origin, .log = quiet_log,
+                                .handshake_timeout = 1 };
+  uint8_t buf[4097];
+  const uint8_t hello[] = { 0x16, 0x03, 0x01, 0x40, 0x00, 0x01 };
+  bool dropped = false;
+  int fd, i;
+  FILE *f;
+
+  (void) state;
+  snprintf (psk, sizeof psk, "%s/keys.psk", tmpdir);
+  f = fopen (psk, "w");
+  assert_non_null (f);
+  fputs ("alice:00112233445566778899aabbccddeeff\n", f);
+  fclose (f);
+  assert_int_equal (tls_creds_load (&cfg, &creds, err, sizeof err), 0);
+  so.tls_creds = creds;
+  snprintf (path, sizeof path, "%s/tls.sock", tmpdir);
+  assert_int_equal (nbd_server_new (&so, &s2), 0);
+  fd = listen_unix (path);
+  assert_int_equal (nbd_server_add_listener_tls (s2, fd, NBD_TLS_REQUIRE), 0);
+
+  fd = cli_connect (path);
+  cli_greeting (fd, NBD_FLAG_C_FIXED_NEWSTYLE);
+  cli_opt (fd, NBD_OPT_LIST, NULL, 0);
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_LIST, buf, NULL),
+                    NBD_REP_ERR_TLS_REQD);
+  cli_opt (fd, NBD_OPT_STARTTLS, NULL, 0);
+  assert_int_equal (cli_opt_reply (fd, NBD_OPT_STARTTLS, buf, NULL),
+                    NBD_REP_ACK);
+  /* A 16 KiB record announced, then 6 s of bytes 0.1 s apart. */
+  for (i = 0; i < 60 && !dropped; i++) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    uint8_t b = i < (int) sizeof hello ? hello[i] : 0;
+    dropped = send (fd, &b, 1, MSG_NOSIGNAL) != 1
+              || (poll (&p, 1, 100) == 1 && recv (fd, buf, 1, 0) <= 0);
+  }
+  assert_true (dropped);
+  close (fd);
+  nbd_server_free (s2);
+  tls_creds_free (creds);
+}
+
 static void
 test_stop_with_clients (void **state)
 {
@@ -1192,6 +1246,7 @@ main (void)
     cmocka_unit_test (test_deleted_snapshot_reads_fail),
     cmocka_unit_test (test_max_clients),
     cmocka_unit_test (test_handshake_deadline),
+    cmocka_unit_test (test_tls_handshake_deadline),
     cmocka_unit_test (test_stop_with_clients),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
