@@ -13,9 +13,11 @@
  * packet or not, is read by GnuTLS as handshake data and never as
  * plaintext (a plain recv of the option takes exactly its bytes).
  *
- * Sends: "more" corks small messages (a reply header and its short
- * payload go out as one record); a large payload is sent after the cork
- * is flushed rather than copied into it.  Only one thread sends at a time
+ * Sends: "more" corks a message's parts (a reply header and a payload up
+ * to TLS_CORK_MAX), so they leave as full records in one sendmsg
+ * (tls_vec_push) rather than as a small record and one syscall per 16 KiB
+ * record; a larger payload is sent after the cork is flushed rather than
+ * copied into it.  Only one thread sends at a time
  * (conn->send_lock); one other thread may receive meanwhile, which
  * GnuTLS allows.
  */
@@ -43,7 +45,7 @@
                           "+AES-128-CCM:+AES-256-CCM:+AES-128-CBC:" \
                           "+AES-256-CBC:+ECDHE-PSK:+DHE-PSK:+PSK"
 #define TLS_PRIORITY_X509 "NORMAL"
-#define TLS_CORK_MAX      16384  /* larger sends bypass the cork */
+#define TLS_CORK_MAX      (1u << 20)  /* larger sends bypass the cork */
 
 struct tls_creds {
   gnutls_psk_server_credentials_t psk;          /* one of these two */
@@ -321,6 +323,33 @@ tls_push (gnutls_transport_ptr_t p, const void *buf, size_t len)
   return r;
 }
 
+/* Several records at once (a flushed cork): one sendmsg. */
+static ssize_t
+tls_vec_push (gnutls_transport_ptr_t p, const giovec_t *iov, int iovcnt)
+{
+  struct tls_session *ts = p;
+  ssize_t done = 0;
+  int i;
+
+  for (i = 0; i < iovcnt; i++) {
+    ssize_t r;
+    do
+      r = ts->under->send (ts->under->opaque, iov[i].iov_base, iov[i].iov_len,
+                           i + 1 < iovcnt);
+    while (r == -EINTR);
+    if (r < 0) {
+      if (done > 0)
+        return done;
+      gnutls_transport_set_errno (ts->gs, (int) -r);
+      return -1;
+    }
+    done += r;
+    if ((size_t) r < iov[i].iov_len)
+      break;
+  }
+  return done;
+}
+
 /* GnuTLS waits for data with this when a timeout is set (the handshake's). */
 static int
 tls_pull_timeout (gnutls_transport_ptr_t p, unsigned int ms)
@@ -450,6 +479,7 @@ tls_session_setup (struct tls_session *ts, unsigned timeout)
   gnutls_transport_set_ptr (ts->gs, ts);
   gnutls_transport_set_pull_function (ts->gs, tls_pull);
   gnutls_transport_set_push_function (ts->gs, tls_push);
+  gnutls_transport_set_vec_push_function (ts->gs, tls_vec_push);
   gnutls_transport_set_pull_timeout_function (ts->gs, tls_pull_timeout);
   gnutls_handshake_set_timeout (ts->gs, timeout ? timeout * 1000u
                                         : GNUTLS_INDEFINITE_TIMEOUT);
