@@ -3,7 +3,7 @@
 # nbdinfo, nbdcopy and qemu-img with a PSK (nbds://user@host/...?
 # tls-psk-file=, tls-creds-psk) and with X.509 (tls-certificates=,
 # tls-creds-x509); --tls-verify-peer with and without a client
-# certificate; --tls=on serves plaintext and TLS clients alike; an
+# certificate, and with one revoked by ca-crl.pem; --tls=on serves plaintext and TLS clients alike; an
 # explicit --tls=require covers the unix socket too.
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/lib/tls.sh"
@@ -67,6 +67,13 @@ qemu-img info --object "$qx509" --image-opts "$(qnbd volume)" >/dev/null \
 nbdinfo --size "$(xuri volume nocert)" >/dev/null 2>&1 && fail "--tls-verify-peer let a client without a certificate in"
 nbdinfo --size "$(xuri volume rogue)" >/dev/null 2>&1 && fail "--tls-verify-peer let a certificate of another CA in"
 nbdinfo --size "$(xuri volume client)" >/dev/null || fail "the daemon stopped serving after refusals"
+stop_fssnapd
+# ca-crl.pem revokes the client's certificate.
+tls_revoke "$X"
+start_fssnapd "$img" --no-fuse --listen "127.0.0.1:$TLS_PORT" --tls-certificates="$X/revoked" --tls-verify-peer
+wait_tcp 127.0.0.1 "$TLS_PORT"
+nbdinfo --size "$(xuri volume client)" >/dev/null 2>&1 && fail "a revoked client certificate was let in"
+grep -q "client certificate refused:.*revoked" "$FSSNAPD_LOG" || fail "the revocation is not logged"
 stop_fssnapd
 
 # ---- --tls=on: TLS offered, plaintext still served ----

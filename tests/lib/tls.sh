@@ -11,6 +11,8 @@
 #                               qemu tls-creds-x509)
 #                             DIR/rogue: a client key and certificate
 #                               signed by another CA (same file names)
+#   tls_revoke DIR            DIR/revoked: DIR/server plus a ca-crl.pem
+#                             that revokes DIR/client's certificate
 #   wait_tcp HOST PORT        wait until something listens there
 #   tls_uri EXPORT            nbds:// URI for EXPORT on $TLS_PORT with the
 #                             PSK file $TLS_PSK and user $TLS_USER
@@ -65,6 +67,16 @@ tls_x509() {
   cp "$d/ca-cert.pem" "$d/server/"
   cp "$d/ca-cert.pem" "$d/client/"
   cp "$d/ca-cert.pem" "$d/rogue/"
+}
+
+tls_revoke() {
+  local d=$1
+  mkdir -p "$d/revoked"
+  cp "$d/server/"*.pem "$d/revoked/"
+  printf 'crl_next_update = 2\ncrl_number = 1\n' >"$d/crl.info"
+  certtool --generate-crl --load-ca-privkey "$d/ca-key.pem" --load-ca-certificate "$d/ca-cert.pem" \
+    --load-certificate "$d/client/client-cert.pem" --template "$d/crl.info" \
+    --outfile "$d/revoked/ca-crl.pem" >/dev/null 2>&1 || fail "certtool: CRL"
 }
 
 wait_tcp() {
