@@ -420,6 +420,11 @@ nbd_session_run (const struct nbd_env *env, const struct nbd_transport *t)
 {
   struct nbd_session s = { .env = env, .t = t };
   bool deadline = t->set_timeout && env->handshake_timeout;
+  struct timespec now;
+
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  if (env->handshake_timeout)
+    s.handshake_end = now.tv_sec + env->handshake_timeout;
 
   if (deadline)
     t->set_timeout (t->opaque, env->handshake_timeout);

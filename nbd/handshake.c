@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nbd/internal.h"
 
@@ -459,6 +460,21 @@ nbd_opt_tls_reqd (struct nbd_session *s, uint32_t opt)
                         "TLS is required: send NBD_OPT_STARTTLS first");
 }
 
+/* Seconds the TLS handshake may take: what is left of the session's
+ * handshake deadline (at least 1), or 0 for no limit.
+ */
+static unsigned
+nbd_tls_time_left (const struct nbd_session *s)
+{
+  struct timespec now;
+
+  if (!s->handshake_end)
+    return 0;
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  return now.tv_sec < s->handshake_end
+         ? (unsigned) (s->handshake_end - now.tv_sec) : 1;
+}
+
 static int
 nbd_opt_starttls (struct nbd_session *s, uint32_t len)
 {
@@ -477,7 +493,7 @@ nbd_opt_starttls (struct nbd_session *s, uint32_t len)
   r = nbd_opt_reply (s, opt, NBD_REP_ACK, NULL, 0);
   if (r < 0)
     return r;
-  r = tls_session_start (s->env->tls_creds, s->t, s->env->handshake_timeout,
+  r = tls_session_start (s->env->tls_creds, s->t, nbd_tls_time_left (s),
                          &s->tls, msg, sizeof msg);
   if (r < 0) {
     nbd_log (s->env, FSSNAP_LOG_INFO, "nbd: %s, dropping client", msg);

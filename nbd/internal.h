@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "libfssnap.h"
 #include "nbd/nbd.h"
@@ -164,6 +165,7 @@ struct nbd_session {
   const struct nbd_env *env;
   const struct nbd_transport *t;  /* the plain one, or tls's after STARTTLS */
   struct tls_session *tls;      /* after a successful NBD_OPT_STARTTLS */
+  time_t handshake_end;         /* CLOCK_MONOTONIC s; 0: no deadline */
   bool no_zeroes;               /* client asked for NBD_FLAG_C_NO_ZEROES */
   bool structured;              /* NBD_OPT_STRUCTURED_REPLY acknowledged */
   bool meta;                    /* base:allocation selected ... */
