@@ -64,14 +64,19 @@ struct tls_session {
   bool timed_out;
 };
 
+/* One line into err, without the final period GnuTLS's messages have. */
 static void __attribute__ ((format (printf, 3, 4)))
 tls_err (char *err, size_t errlen, const char *fmt, ...)
 {
   va_list ap;
+  size_t n;
 
   va_start (ap, fmt);
   vsnprintf (err, errlen, fmt, ap);
   va_end (ap);
+  n = strlen (err);
+  while (n > 0 && (err[n - 1] == '.' || err[n - 1] == ' '))
+    err[--n] = '\0';
 }
 
 /* ---- Credentials ------------------------------------------------------ */
