@@ -5,6 +5,7 @@
 #   make install DESTDIR=... PREFIX=/usr/local   programs, man pages, units, docs
 #   make install-lib DESTDIR=... PREFIX=...      libfssnap.a and its header
 #   make bench      the benchmarks in bench/
+#   make bench-guest  block paths in a qemu guest (bench/guest)
 #   make fuzz       the libFuzzer targets, for FUZZ_SECONDS each
 
 PREFIX    ?= /usr/local
@@ -49,7 +50,7 @@ TMPFILESDIR    ?= $(or $(shell pkg-config --variable=tmpfilesdir systemd 2>/dev/
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all programs check unit asan tsan install install-lib bench fuzz clean
+.PHONY: all programs check unit asan tsan install install-lib bench bench-guest fuzz clean
 all: programs $(UNIT_BINS) $(BENCH_BINS)
 # What make install installs (the Debian package builds only this).
 programs: $(LIB) $(DAEMON) $(CLI) $(MAN_PAGES)
@@ -121,6 +122,9 @@ install-lib: $(LIB)
 
 bench: $(BENCH_BINS)
 	bench/run
+
+bench-guest: all
+	BUILD=$(BUILD) bench/guest
 
 FUZZ_SECONDS ?= 300
 fuzz:
