@@ -4,9 +4,8 @@
 # in the guest it sources tests/functions.sh and adds:
 #   guest_modprobe MOD...       load kernel modules (no udev: nothing loads
 #                               them for us); fail if one cannot be loaded
-#   guest_wait_dev PATH [SECS]  wait for a block device node (default 10 s);
-#                               fail if it does not appear
-#   guest_nbd_free              print a /dev/nbdN no client is connected to
+#   guest_wait_dev PATH [SECS]  wait for a device node, block or character
+#                               (default 10 s); fail if it does not appear
 #   guest_nbd_size DEV          the device's size in 512-byte sectors, from
 #                               /sys/block (0 once disconnected)
 #   guest_nbd_wait_size DEV N [SECS]   wait until guest_nbd_size DEV is N
@@ -25,20 +24,14 @@ guest_modprobe() {
 
 guest_wait_dev() {
   local dev=$1 secs=${2:-10} i
-  for ((i = 0; i < secs * 20; i++)); do [ -b "$dev" ] && return 0; sleep 0.05; done
-  fail "no block device $dev after $secs s"
+  for ((i = 0; i < secs * 20; i++)); do
+    [ -b "$dev" ] || [ -c "$dev" ] && return 0
+    sleep 0.05
+  done
+  fail "no device node $dev after $secs s"
 }
 
 guest_nbd_size() { cat "/sys/block/$(basename "$1")/size"; }
-
-guest_nbd_free() {
-  local s dev
-  for s in /sys/block/nbd*; do
-    dev=/dev/$(basename "$s")
-    [ "$(cat "$s/size")" = 0 ] && [ ! -e "$s/pid" ] && { echo "$dev"; return 0; }
-  done
-  fail "no free nbd device"
-}
 
 guest_nbd_wait_size() {
   local dev=$1 want=$2 secs=${3:-10} i

@@ -16,7 +16,7 @@ cmp -n 1048576 "$TESTDIR/pattern" "$VM_DISK" || fail "$VM_DISK does not read bac
 
 guest_modprobe ublk_drv nbd loop dm-snapshot
 guest_wait_dev /dev/nbd0
-[ -c /dev/ublk-control ] || fail "no /dev/ublk-control"
+guest_wait_dev /dev/ublk-control
 [ -c /dev/mapper/control ] || fail "no /dev/mapper/control"
 
 make_image "$TESTDIR/vol.img" 64M
