@@ -272,6 +272,7 @@ static const struct {
   { "mem_chunks_peak", "Chunks in memory, peak", false },
   { "max_mem_chunks", "Chunks in memory, limit", false },
   { "store_errors", "Backing store errors", false },
+  { "origin_opened_elsewhere", "Origin opened elsewhere", false },
 };
 
 static void

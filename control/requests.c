@@ -657,6 +657,7 @@ ctl_stats (const struct ctl_context *ctx, json_object *req)
   ctl_add_u64 (obj, "mem_chunks_peak", st.mem_chunks_peak);
   ctl_add_u64 (obj, "max_mem_chunks", st.max_mem_chunks);
   ctl_add_u64 (obj, "store_errors", st.store_errors);
+  ctl_add_u64 (obj, "origin_opened_elsewhere", st.opened_elsewhere);
   json_object_object_add (reply, "stats", obj);
   return reply;
 }

@@ -182,6 +182,7 @@ struct fssnap_origin {
   uint64_t commit_round;        /* committer only */
 
   _Atomic uint64_t chunks_copied, bytes_copied, throttle_waits, store_errors;
+  _Atomic uint64_t opened_elsewhere;
 };
 
 /* log.c */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "engine/internal.h"
 
@@ -127,12 +128,17 @@ int
 fssnap_origin_open (const struct fssnap_origin_opts *opts,
                     struct fssnap_origin **originp)
 {
-  if (!opts->path || (opts->chunksize && !chunksize_valid (opts->chunksize)))
-    return -EINVAL;
-  struct fssnap_origin *o = calloc (1, sizeof *o);
-  if (!o)
-    return -ENOMEM;
-  o->fd = -1;
+  bool bad = !opts->path
+    || (opts->chunksize && !chunksize_valid (opts->chunksize))
+    || (opts->use_fd && (opts->fd < 0
+                         || (opts->io && opts->io != fssnap_io_posix ())));
+  struct fssnap_origin *o = bad ? NULL : calloc (1, sizeof *o);
+  if (!o) {
+    if (opts->use_fd && opts->fd >= 0)
+      close (opts->fd);
+    return bad ? -EINVAL : -ENOMEM;
+  }
+  o->fd = opts->use_fd ? opts->fd : -1;
   o->io = opts->io ? opts->io : fssnap_io_posix ();
   o->log = opts->log;
   o->log_opaque = opts->log_opaque;
@@ -144,8 +150,9 @@ fssnap_origin_open (const struct fssnap_origin_opts *opts,
   if (!o->path || (opts->state_dir && !o->state_dir))
     goto fail;
 
-  r = o->fd = o->io->open (o->io->opaque, o->path, O_RDWR, 0);
-  if (r < 0)
+  if (!opts->use_fd)
+    r = o->fd = o->io->open (o->io->opaque, o->path, O_RDWR, 0);
+  if (o->fd < 0)
     goto fail;
   origin_identify (o);
   r = -ENOMEM;
@@ -320,6 +327,12 @@ fssnap_origin_flush (struct fssnap_origin *o)
   return o->io->fsync (o->io->opaque, o->fd);
 }
 
+void
+fssnap_origin_note_opened_elsewhere (struct fssnap_origin *o)
+{
+  atomic_fetch_add (&o->opened_elsewhere, 1);
+}
+
 /* Takes snap_lock shared, then throttle_lock. */
 void
 fssnap_origin_stats (struct fssnap_origin *o, struct fssnap_stats *st)
@@ -349,4 +362,5 @@ fssnap_origin_stats (struct fssnap_origin *o, struct fssnap_stats *st)
   st->bytes_copied = atomic_load (&o->bytes_copied);
   st->throttle_waits = atomic_load (&o->throttle_waits);
   st->store_errors = atomic_load (&o->store_errors);
+  st->opened_elsewhere = atomic_load (&o->opened_elsewhere);
 }

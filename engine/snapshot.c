@@ -616,6 +616,12 @@ fssnap_candidates_origin_path (const struct fssnap_candidates *c)
   return c->origin->path;
 }
 
+int
+fssnap_candidates_origin_fd (const struct fssnap_candidates *c)
+{
+  return c->origin->io == fssnap_io_posix () ? c->origin->fd : -1;
+}
+
 uint64_t
 fssnap_candidates_origin_size (const struct fssnap_candidates *c)
 {

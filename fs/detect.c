@@ -14,8 +14,11 @@
 #include "common/log.h"
 #include "fs/fs.h"
 
-int
-fs_detect (const char *path, char *type, size_t len)
+/* Probe on fd if it is not -1 (libblkid reads it, opening nothing), else
+ * on path.
+ */
+static int
+fs_detect_on (const char *path, int fd, char *type, size_t len)
 {
   blkid_probe pr;
   const char *value;
@@ -23,7 +26,13 @@ fs_detect (const char *path, char *type, size_t len)
 
   if (len > 0)
     type[0] = '\0';
-  pr = blkid_new_probe_from_filename (path);
+  if (fd < 0)
+    pr = blkid_new_probe_from_filename (path);
+  else if ((pr = blkid_new_probe ()) != NULL
+           && blkid_probe_set_device (pr, fd, 0, 0) != 0) {
+    blkid_free_probe (pr);
+    return -EIO;
+  }
   if (pr == NULL)
     return errno ? -errno : -EIO;
   blkid_probe_enable_superblocks (pr, 1);
@@ -34,6 +43,12 @@ fs_detect (const char *path, char *type, size_t len)
     snprintf (type, len, "%s", value);
   blkid_free_probe (pr);
   return rc == -1 ? -EIO : 0;
+}
+
+int
+fs_detect (const char *path, char *type, size_t len)
+{
+  return fs_detect_on (path, -1, type, len);
 }
 
 int
@@ -67,7 +82,8 @@ fs_candidates (void *opaque, struct fssnap_candidates *cands)
   int rc;
 
   ctx->all = 0;
-  rc = fs_detect (path, ctx->type, sizeof ctx->type);
+  rc = fs_detect_on (path, fssnap_candidates_origin_fd (cands), ctx->type,
+                     sizeof ctx->type);
   if (rc < 0)
     fs_log (ctx, FSSNAP_LOG_WARN, "%s: cannot probe for a file system (%s), "
             "every chunk is a candidate", path, strerror (-rc));

@@ -2,8 +2,9 @@
 /*
  * ext2/3/4 allocation maps -> the candidate bitmap of a new snapshot.
  *
- * The origin is opened read-only with libext2fs while origin writes are
- * quiesced (and, with create --mount, the file system frozen).  A block is
+ * The origin is read with libext2fs, through the engine's descriptor,
+ * while origin writes are quiesced (and, with create --mount, the file
+ * system frozen).  A block is
  * marked when any of these says the file system uses it:
  *
  *  1. the block bitmaps.  libext2fs reads them from disk; for a group whose
@@ -26,8 +27,10 @@
  * so that case is refused and the caller marks every chunk.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <et/com_err.h>
 #include <ext2fs/ext2fs.h>
@@ -182,10 +185,25 @@ ext4_candidates (struct fssnap_candidates *cands, char *errmsg, size_t errlen)
    */
   int flags = EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP |
     EXT2_FLAG_IGNORE_CSUM_ERRORS;
+  int fd = fssnap_candidates_origin_fd (cands);
+  char fdname[16];
   ext2_filsys fs;
   errcode_t err;
 
-  err = ext2fs_open (path, flags, 0, 0, unix_io_manager, &fs);
+  /* Through the engine's descriptor where there is one (unixfd closes
+   * its own copy): a second open of the origin would break its lease.
+   */
+  if (fd >= 0 && (fd = fcntl (fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+    int e = errno;
+    snprintf (errmsg, errlen, "cannot dup the origin's descriptor: %s",
+              strerror (e));
+    return -e;
+  }
+  snprintf (fdname, sizeof fdname, "%d", fd);
+  err = ext2fs_open (fd >= 0 ? fdname : path, flags, 0, 0,
+                     fd >= 0 ? unixfd_io_manager : unix_io_manager, &fs);
+  if (err && fd >= 0)
+    close (fd);
   if (err) {
     snprintf (errmsg, errlen, "libext2fs cannot open it: %s",
               error_message (err));

@@ -87,6 +87,14 @@ struct fssnap_origin_opts {
   const struct fssnap_io *io;   /* NULL: fssnap_io_posix() */
   fssnap_log_fn log;            /* NULL: stderr */
   void *log_opaque;
+  /* use_fd: fd is an open read-write descriptor of path that the engine
+   * takes over (closed at close, or when the open fails) instead of opening path itself, so that the
+   * caller's claim on it (an flock, a lease, O_EXCL) is on the engine's
+   * own descriptor and no second open of the origin exists.  Only with
+   * the POSIX I/O layer.
+   */
+  bool use_fd;
+  int fd;
 };
 
 int fssnap_origin_open (const struct fssnap_origin_opts *opts,
@@ -118,6 +126,10 @@ int fssnap_origin_trim (struct fssnap_origin *origin, size_t len,
                         uint64_t off, unsigned flags);
 /* Make every acknowledged write durable on the origin. */
 int fssnap_origin_flush (struct fssnap_origin *origin);
+/* Count one open of the origin by someone else (the caller watches for
+ * them, e.g. with a lease): shown as opened_elsewhere in the stats.
+ */
+void fssnap_origin_note_opened_elsewhere (struct fssnap_origin *origin);
 
 /* ---- Snapshot creation ------------------------------------------------ */
 
@@ -132,6 +144,12 @@ typedef int (*fssnap_candidate_fn) (void *opaque,
 const char *fssnap_candidates_origin_path (const struct fssnap_candidates *);
 uint64_t fssnap_candidates_origin_size (const struct fssnap_candidates *);
 uint32_t fssnap_candidates_chunksize (const struct fssnap_candidates *);
+/* The engine's descriptor of the origin, for pread (never close it, nor
+ * move it: dup it if a library wants its own), or -1 when the I/O layer is
+ * not the POSIX one.  Reading through it opens nothing, so a lease on the
+ * origin is not broken by the daemon itself.
+ */
+int fssnap_candidates_origin_fd (const struct fssnap_candidates *);
 /* Mark the chunks covering [off, off+len); ranges past the end are clipped. */
 void fssnap_candidates_mark (struct fssnap_candidates *, uint64_t off,
                              uint64_t len);
@@ -382,6 +400,7 @@ struct fssnap_stats {
   uint64_t mem_chunks_peak;
   uint64_t max_mem_chunks;
   uint64_t store_errors;
+  uint64_t opened_elsewhere;    /* fssnap_origin_note_opened_elsewhere */
 };
 void fssnap_origin_stats (struct fssnap_origin *origin,
                           struct fssnap_stats *stats);
