@@ -31,6 +31,7 @@
 #include "common/size.h"
 #include "control/proto.h"
 #include "control/server.h"
+#include "daemon/claim.h"
 #include "daemon/log.h"
 #include "daemon/notify.h"
 #include "daemon/rollback.h"
@@ -60,7 +61,7 @@ struct daemon {
   struct tls_config tls;
 
   /* Held from start-up to exit. */
-  int origin_lock_fd;
+  int origin_lock_fd;           /* handed to the engine at start */
   int rundir_lock_fd;
   int notify_fd;                /* to the waiting parent; -1 in foreground */
   int nbd_fds[1 + DAEMON_MAX_TCP * 4];
@@ -77,6 +78,7 @@ struct daemon {
   struct tls_creds *tls_creds;  /* loaded before the fork */
   struct ctl_context ctl_ctx;
   struct fs_candidates_ctx fs_ctx;      /* the engine calls it serially */
+  struct claim_watch watch;             /* the lease on an image origin */
 };
 
 static const char daemon_usage[] =
@@ -720,6 +722,7 @@ daemon_block_signals (sigset_t *set)
   sigemptyset (set);
   sigaddset (set, SIGTERM);
   sigaddset (set, SIGINT);
+  sigaddset (set, CLAIM_LEASE_SIGNAL);
   pthread_sigmask (SIG_BLOCK, set, NULL);
   signal (SIGPIPE, SIG_IGN);
 }
@@ -736,10 +739,15 @@ daemon_report (struct daemon *d, int status)
 static void
 daemon_start (struct daemon *d)
 {
+  /* The engine takes over the locked descriptor: one open of the origin,
+   * so that a lease on it sees every other.
+   */
   struct fssnap_origin_opts opts = { .path = d->origin_path,
                                      .state_dir = d->state_dir,
                                      .chunksize = d->chunksize,
-                                     .log = daemon_log_engine };
+                                     .log = daemon_log_engine,
+                                     .use_fd = true,
+                                     .fd = d->origin_lock_fd };
   char err[DAEMON_ERRLEN];
   int r;
 
@@ -748,6 +756,7 @@ daemon_start (struct daemon *d)
     goto fail;
   }
   r = fssnap_origin_open (&opts, &d->origin);
+  d->origin_lock_fd = -1;
   if (r < 0) {
     daemon_log (FSSNAP_LOG_ERR, "cannot open origin %s: %s", d->origin_path,
                 strerror (-r));
@@ -761,6 +770,7 @@ daemon_start (struct daemon *d)
     fssnap_origin_close (d->origin);
     goto fail;
   }
+  claim_watch_start (&d->watch, opts.fd, d->origin_path, d->origin);
   if (daemon_start_frontends (d) < 0) {
     fssnap_clones_close (d->clones);
     fssnap_origin_close (d->origin);
@@ -820,8 +830,7 @@ main (int argc, char **argv)
               DAEMON_CTL_SOCKET);
   daemon_notify_ready ("serving");
 
-  while (sigwait (&set, &sig) != 0)
-    ;
+  sig = claim_watch_wait (&d.watch, &set);
   daemon_log (FSSNAP_LOG_INFO, "%s received, stopping", strsignal (sig));
   daemon_notify_stopping ();
   daemon_stop (&d);

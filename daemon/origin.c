@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Checking and locking the origin before the engine opens it: one fssnapd
- * per origin, enforced by an exclusive flock on the origin itself, which the
- * kernel drops when the daemon dies, so no stale state is ever left.
+ * Checking and locking the origin before the engine takes it over: one
+ * fssnapd per origin, enforced by an exclusive flock on the origin itself,
+ * which the kernel drops when the daemon dies, so no stale state is ever
+ * left.  A block device is also claimed with O_EXCL, and neither kind is
+ * served while something else uses it (claim.c says who).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemon/claim.h"
 #include "daemon/setup.h"
 
 int
@@ -26,7 +29,12 @@ daemon_origin_lock (const char *path, int *fdp, char *err, size_t errlen)
               path);
     return -1;
   }
-  fd = open (path, O_RDWR | O_CLOEXEC);
+  bool blk = stat (path, &st) == 0 && S_ISBLK (st.st_mode);
+  fd = open (path, O_RDWR | O_CLOEXEC | (blk ? O_EXCL : 0));
+  if (fd < 0 && blk && errno == EBUSY) {
+    claim_blockdev_check (path, st.st_rdev, true, err, errlen);
+    return -1;
+  }
   if (fd < 0) {
     snprintf (err, errlen, "cannot open origin %s: %s", path,
               strerror (errno));
@@ -39,6 +47,11 @@ daemon_origin_lock (const char *path, int *fdp, char *err, size_t errlen)
     else
       snprintf (err, errlen, "cannot lock origin %s: %s", path,
                 strerror (errno));
+    close (fd);
+    return -1;
+  }
+  if ((blk ? claim_blockdev_check (path, st.st_rdev, false, err, errlen)
+           : claim_image_check (path, err, errlen)) < 0) {
     close (fd);
     return -1;
   }

@@ -24,7 +24,10 @@ int daemon_mkdirs (const char *dir, mode_t mode, char *err, size_t errlen);
 
 /* Open the origin (a regular file or block device) read-write and take an
  * exclusive flock on it, held for as long as *fdp stays open: a second
- * fssnapd on the same origin finds it locked.
+ * fssnapd on the same origin finds it locked.  A block device is opened
+ * O_EXCL; one that is mounted, held, swapped on or backs a loop device
+ * (itself or its whole disk or partitions), or an image that backs a loop
+ * device, is refused (claim.h).
  */
 int daemon_origin_lock (const char *path, int *fdp, char *err, size_t errlen);
 
