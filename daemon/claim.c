@@ -412,7 +412,7 @@ claim_image_check (const char *path, char *err, size_t errlen)
 
 /* ---- The lease on an image file --------------------------------------- */
 
-/* The type of the file system holding fd ("ext4"), from mountinfo. */
+/* "its file system (nfs4) has no leases": the type from mountinfo. */
 static void
 claim_fs_type (int fd, char *type, size_t len)
 {
@@ -421,7 +421,7 @@ claim_fs_type (int fd, char *type, size_t len)
   struct stat st;
   FILE *fp;
 
-  snprintf (type, len, "its file system");
+  snprintf (type, len, "its file system has no leases");
   if (fstat (fd, &st) < 0 || (fp = fopen ("/proc/self/mountinfo", "re")) == NULL)
     return;
   while (fgets (line, sizeof line, fp))
@@ -429,7 +429,7 @@ claim_fs_type (int fd, char *type, size_t len)
         && makedev (ma, mi) == st.st_dev
         && (dash = strstr (line, " - ")) != NULL) {
       dash[3 + strcspn (dash + 3, " \n")] = '\0';
-      snprintf (type, len, "its file system (%s)", dash + 3);
+      snprintf (type, len, "its file system (%s) has no leases", dash + 3);
       break;
     }
   fclose (fp);
@@ -482,10 +482,15 @@ claim_watch_start (struct claim_watch *w, int fd, const char *path,
   else if (r == -EAGAIN)
     claim_note_elsewhere (w, "is open already");
   else {
-    claim_fs_type (fd, type, sizeof type);
-    daemon_log (FSSNAP_LOG_WARN, "origin %s cannot be watched: %s "
-                "gives no write lease (%s); fssnapd will not notice another "
-                "program opening it", path, type, strerror (-r));
+    if (r == -EACCES || r == -EPERM)
+      snprintf (type, sizeof type, "no lease for a file fssnapd neither "
+                "owns nor has CAP_LEASE for");
+    else if (r == -EINVAL || r == -ENOSYS || r == -EOPNOTSUPP)
+      claim_fs_type (fd, type, sizeof type);
+    else
+      snprintf (type, sizeof type, "no lease (%s)", strerror (-r));
+    daemon_log (FSSNAP_LOG_WARN, "origin %s cannot be watched: %s; fssnapd "
+                "will not notice another program opening it", path, type);
     w->fd = -1;
   }
 }
