@@ -79,6 +79,8 @@ struct daemon {
   struct ctl_context ctl_ctx;
   struct fs_candidates_ctx fs_ctx;      /* the engine calls it serially */
   struct claim_watch watch;             /* the lease on an image origin */
+  char volume_file[PATH_MAX];           /* RUN_DIR/dev/volume */
+  const char *volume_files[2];          /* fs_ctx.volume_files */
 };
 
 static const char daemon_usage[] =
@@ -657,7 +659,15 @@ daemon_start_control (struct daemon *d)
 {
   int r;
 
-  d->fs_ctx = (struct fs_candidates_ctx) { .log = daemon_log_engine };
+  /* A file system mounted from a loop device on the volume file is this
+   * volume: its GETFSMAP map may be used.
+   */
+  snprintf (d->volume_file, sizeof d->volume_file, "%s/dev/volume",
+            d->run_dir);
+  d->volume_files[0] = d->volume_file;
+  d->volume_files[1] = NULL;
+  d->fs_ctx = (struct fs_candidates_ctx) { .log = daemon_log_engine,
+                                           .volume_files = d->volume_files };
   d->ctl_ctx = (struct ctl_context) { .origin = d->origin,
                                       .devices = daemon_devices,
                                       .clone_devices = daemon_clone_devices,

@@ -46,6 +46,7 @@ struct fssnap_snapshot {
 struct fssnap_candidates {
   struct fssnap_origin *origin;
   struct bitmap *map;
+  const char *mountpoint;       /* opts->mountpoint, or NULL */
 };
 
 /* ---- References and states ------------------------------------------ */
@@ -529,7 +530,8 @@ snap_fill_and_publish (struct fssnap_origin *o, struct snap *s,
     return r;
   }
 
-  struct fssnap_candidates cands = { .origin = o, .map = &s->cand };
+  struct fssnap_candidates cands = { .origin = o, .map = &s->cand,
+                                     .mountpoint = opts->mountpoint };
   if (opts->candidates) {
     r = opts->candidates (opts->candidates_opaque, &cands);
     if (r < 0) {
@@ -614,6 +616,12 @@ const char *
 fssnap_candidates_origin_path (const struct fssnap_candidates *c)
 {
   return c->origin->path;
+}
+
+const char *
+fssnap_candidates_mountpoint (const struct fssnap_candidates *c)
+{
+  return c->mountpoint && *c->mountpoint ? c->mountpoint : NULL;
 }
 
 int

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Which file system is on the origin (libblkid), and the candidate
- * callback that dispatches on it.  Unknown means every chunk is a
+ * callback that dispatches: the GETFSMAP map of a frozen mount point
+ * (fsmap.c), libext2fs for ext2/3/4 (ext4.c).  Unknown means every chunk is a
  * candidate: a snapshot must never lose data it could not classify.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -73,6 +75,32 @@ fs_log (struct fs_candidates_ctx *ctx, enum fssnap_log_level level,
   va_end (ap);
 }
 
+/* The map of the frozen mount point, if one was given and it can be
+ * used; 0 when it was.
+ */
+static int
+fs_candidates_fsmap (struct fs_candidates_ctx *ctx,
+                     struct fssnap_candidates *cands)
+{
+  const char *mnt = fssnap_candidates_mountpoint (cands);
+  char errmsg[512];
+  uint64_t free_bytes;
+
+  if (mnt == NULL)
+    return -ENOENT;
+  if (fsmap_candidates (mnt, ctx->volume_files, cands, &free_bytes, errmsg,
+                        sizeof errmsg) < 0) {
+    fs_log (ctx, FSSNAP_LOG_INFO, "%s: allocation map not used (%s)", mnt,
+            errmsg);
+    return -1;
+  }
+  ctx->fsmap = 1;
+  fs_log (ctx, FSSNAP_LOG_INFO, "%s: %s, candidates from its GETFSMAP map "
+          "(%" PRIu64 " MiB free)", mnt, ctx->type[0] ? ctx->type : "mounted",
+          free_bytes >> 20);
+  return 0;
+}
+
 int
 fs_candidates (void *opaque, struct fssnap_candidates *cands)
 {
@@ -82,14 +110,19 @@ fs_candidates (void *opaque, struct fssnap_candidates *cands)
   int rc;
 
   ctx->all = 0;
+  ctx->fsmap = 0;
   rc = fs_detect_on (path, fssnap_candidates_origin_fd (cands), ctx->type,
                      sizeof ctx->type);
+  if (fs_candidates_fsmap (ctx, cands) == 0)
+    return 0;
   if (rc < 0)
     fs_log (ctx, FSSNAP_LOG_WARN, "%s: cannot probe for a file system (%s), "
             "every chunk is a candidate", path, strerror (-rc));
   else if (!fs_type_is_ext (ctx->type))
-    fs_log (ctx, FSSNAP_LOG_INFO, "%s: %s, every chunk is a candidate", path,
-            ctx->type[0] ? ctx->type : "no file system found");
+    fs_log (ctx, FSSNAP_LOG_INFO, "%s: %s, every chunk is a candidate%s",
+            path, ctx->type[0] ? ctx->type : "no file system found",
+            ctx->type[0] && !fssnap_candidates_mountpoint (cands)
+              ? " (create --mount reads the map of a mounted one)" : "");
   else {
     rc = ext4_candidates (cands, errmsg, sizeof errmsg);
     if (rc == 0)

@@ -150,6 +150,10 @@ uint32_t fssnap_candidates_chunksize (const struct fssnap_candidates *);
  * origin is not broken by the daemon itself.
  */
 int fssnap_candidates_origin_fd (const struct fssnap_candidates *);
+/* The create's mountpoint (frozen by the caller, as fssnap create --mount
+ * does), or NULL.
+ */
+const char *fssnap_candidates_mountpoint (const struct fssnap_candidates *);
 /* Mark the chunks covering [off, off+len); ranges past the end are clipped. */
 void fssnap_candidates_mark (struct fssnap_candidates *, uint64_t off,
                              uint64_t len);
