@@ -3,7 +3,8 @@
 # (the frozen file system's GETFSMAP map) must cover every chunk that a
 # snapshot of the same file system, unmounted, takes from libext2fs.  The
 # data of each snapshot is read from its NBD block status (non-candidate
-# chunks are holes); the GETFSMAP one must not be every chunk either.
+# chunks are holes); the GETFSMAP one must not be every chunk either.  The
+# map of a mount point that is not on the volume is never used.
 source "$(dirname "$0")/functions.sh"
 requires_root
 requires mkfs.ext4 losetup nbdinfo
@@ -32,6 +33,21 @@ sync
 a=$(basename "$(fssnap create -o transient --mount "$MNT")") || fail "create --mount"
 grep -q "$MNT: ext4, candidates from its GETFSMAP map" "$FSSNAPD_LOG" ||
   { cat "$FSSNAPD_LOG"; fail "the GETFSMAP map was not used"; }
+
+# A mount point that is not on this volume: its map is not used (and the
+# volume, mounted and not frozen, gets every chunk).
+make_image "$TESTDIR/other.img" 32M
+mkfs.ext4 -q -F "$TESTDIR/other.img"
+mkdir "$TESTDIR/other"
+mount -o loop "$TESTDIR/other.img" "$TESTDIR/other" || fail "mount other"
+o=$(basename "$(fssnap create -o transient --mount "$TESTDIR/other")") || fail "create --mount other"
+grep -q "$TESTDIR/other: allocation map not used (the file system on $TESTDIR/other (device [0-9:]*) is not on this volume's device files)" \
+  "$FSSNAPD_LOG" || { cat "$FSSNAPD_LOG"; fail "a foreign mount point's map was used"; }
+[ "$(fssnap info "$o" -o candidate_chunks)" = 4096 ] || fail "not every chunk a candidate"
+fssnap delete "$o" || fail "delete $o"
+umount "$TESTDIR/other"
+echo "foreign mount point: map not used"
+
 umount "$MNT"
 b=$(basename "$(fssnap create -o transient)") || fail "create"
 

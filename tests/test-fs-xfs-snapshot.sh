@@ -2,7 +2,7 @@
 # A live XFS on the volume (fssnap attach volume, a loop device on the FUSE
 # file), about 10% full: fssnap create --mount freezes it, takes the
 # candidates from its GETFSMAP map (under 20% of the chunks) and thaws it;
-# the file system then changes (delete, overwrite, append, fill the free
+# the file system then changes (delete, overwrite, append, fill free
 # space, fstrim) and a second snapshot is taken.  Each snapshot must be
 # clean for xfs_repair -n (once its log is replayed on a copy) and, attached,
 # mount -o ro,norecovery,nouuid and hold exactly the files it had when it
@@ -116,7 +116,8 @@ df -h "$MNT" | tail -1
 churn "$MNT"
 manifest "$MNT" >"$TESTDIR/m1"
 s1=$(snap_create)
-dd if=/dev/urandom of="$MNT/fill" bs=1M status=none 2>/dev/null || true
+# Overwrite free space and some chunks the snapshots hold, then trim.
+dd if=/dev/urandom of="$MNT/fill" bs=1M count=256 status=none || fail "fill"
 sync
 rm "$MNT/fill"
 sync
