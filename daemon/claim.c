@@ -191,7 +191,6 @@ claim_relatives (dev_t dev, struct claim_dev *devs)
 
 /* ---- Users of one device ---------------------------------------------- */
 
-
 /* Stacked devices: /sys/class/block/NAME/holders. */
 static void
 claim_find_holders (const struct claim_dev *c, struct claim_report *r)
