@@ -12,7 +12,9 @@
  *  - the write lease on an image file: taken at start, given up when the
  *    kernel signals that someone else opens the file (the opener waits
  *    until we do, or lease-break-time), counted in the engine's stats and
- *    re-taken once a second until the other opener is gone.
+ *    re-taken once a second until the other opener is gone.  A served
+ *    block device is looked at every two seconds for loop devices set up
+ *    on it since (the kernel lets them open it), counted the same way.
  *
  * Everything here runs in the main thread (start-up, then the signal
  * loop); no locks.
@@ -467,8 +469,13 @@ claim_watch_start (struct claim_watch *w, int fd, const char *path,
   int r;
 
   *w = (struct claim_watch) { .fd = -1, .path = path, .origin = origin };
+  if (fstat (fd, &st) == 0 && S_ISBLK (st.st_mode)) {
+    w->blockdev = true;         /* O_EXCL holds it; loops are looked for */
+    w->rdev = st.st_rdev;
+    return;
+  }
   if (fstat (fd, &st) < 0 || !S_ISREG (st.st_mode))
-    return;                     /* a block device: O_EXCL holds it */
+    return;
   w->fd = fd;
   if (fcntl (fd, F_SETSIG, CLAIM_LEASE_SIGNAL) < 0
       || fcntl (fd, F_SETOWN, getpid ()) < 0)
@@ -515,21 +522,48 @@ claim_lease_retake (struct claim_watch *w)
                 "for writing now; watching it again", w->path);
 }
 
+/* A loop device set up on a served block device (or its whole disk or
+ * partition) since the last look: the kernel let it open the device, and
+ * its writes bypass us.
+ */
+static void
+claim_scan_loops (struct claim_watch *w)
+{
+  struct claim_dev devs[CLAIM_MAX_DEVS];
+  struct claim_report r = { .len = 0 };
+  size_t n = claim_relatives (w->rdev, devs), i;
+
+  for (i = 0; i < n; i++)
+    claim_find_loops (&devs[i], &r);
+  if (r.n > w->loops) {
+    for (i = w->loops; i < r.n; i++)
+      fssnap_origin_note_opened_elsewhere (w->origin);
+    daemon_log (FSSNAP_LOG_WARN, "origin %s was opened by another program: "
+                "%s; its writes bypass fssnapd, the snapshots may be "
+                "inconsistent (fssnap stats: origin opened elsewhere)",
+                w->path, r.text);
+  }
+  w->loops = r.n;
+}
+
 int
 claim_watch_wait (struct claim_watch *w, const sigset_t *set)
 {
-  const struct timespec second = { .tv_sec = 1 };
+  const struct timespec second = { .tv_sec = 1 }, two = { .tv_sec = 2 };
   siginfo_t info;
   int sig;
 
   for (;;) {
     bool retry = w->fd >= 0 && !w->held;
-    sig = retry ? sigtimedwait (set, &info, &second)
-                : sigwaitinfo (set, &info);
+    sig = retry || w->blockdev
+      ? sigtimedwait (set, &info, retry ? &second : &two)
+      : sigwaitinfo (set, &info);
     if (sig == CLAIM_LEASE_SIGNAL)
       claim_lease_broken (w);
     else if (sig < 0 && errno == EAGAIN && retry)
       claim_lease_retake (w);
+    else if (sig < 0 && errno == EAGAIN && w->blockdev)
+      claim_scan_loops (w);
     else if (sig >= 0)
       return sig;
   }

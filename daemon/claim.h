@@ -12,6 +12,8 @@
  *    device or on one of those relatives, fssnapd refuses to start and
  *    says who uses it: holders in sysfs, the mount table, /proc/swaps,
  *    loop devices, another fssnapd's flock, processes that have it open.
+ *    A loop device set up on it (or a relative) later is not stopped by
+ *    the kernel: it is reported like an open elsewhere (below).
  *  - an image file cannot be claimed: fssnapd refuses to start when a loop
  *    device is backed by it, and otherwise takes a write lease on the one
  *    descriptor it has (F_SETLEASE, F_WRLCK).  When anyone else opens the
@@ -49,25 +51,32 @@ int claim_blockdev_check (const char *path, dev_t rdev, bool busy,
 /* Refuse an image file that backs a loop device: -1 with err, else 0. */
 int claim_image_check (const char *path, char *err, size_t errlen);
 
-/* Watching an image file through a lease on the engine's descriptor. */
+/* Watching the origin once served: an image file through a lease on the
+ * engine's descriptor; a block device (which O_EXCL claims against
+ * everything but plain opens) for loop devices set up on it or on its
+ * relatives, every two seconds.
+ */
 struct claim_watch {
-  int fd;                       /* -1: nothing to watch (a block device) */
+  int fd;                       /* the leased image; -1: none */
   const char *path;
   struct fssnap_origin *origin;
   bool held;                    /* the lease is ours now */
   bool broken_logged;           /* "opened elsewhere" said since taken */
+  bool blockdev;
+  dev_t rdev;                   /* the block device watched */
+  unsigned loops;               /* loop devices over it at the last look */
 };
 
-/* Start watching path through fd (the engine's descriptor of an image
- * file; a block device is not watched: O_EXCL claims it).  Logs what
+/* Start watching path through fd (the engine's descriptor).  Logs what
  * could not be watched and why.
  */
 void claim_watch_start (struct claim_watch *w, int fd, const char *path,
                         struct fssnap_origin *origin);
 
 /* Wait for one of the signals in set (blocked in every thread), handling
- * lease breaks and re-taking the lease once a second while it is not
- * held, and return the first other signal.
+ * lease breaks, re-taking the lease once a second while it is not held
+ * and looking for new loop devices over a block device, and return the
+ * first other signal.
  */
 int claim_watch_wait (struct claim_watch *w, const sigset_t *set);
 

@@ -4,7 +4,8 @@
 # mounted, swapped on, backs a loop device or is held by another fssnapd,
 # and the whole disk of a partition it serves or the partitions of a disk
 # it serves (loop devices with a partition table made by sfdisk).  While
-# it serves a device, mount and mkfs of it (or of its partitions) fail.
+# it serves a device, mount and mkfs of it (or of its partitions) fail, and
+# a loop device set up on it is logged and counted.
 # Every case ends with the device's bytes unchanged.
 source "$(dirname "$0")/functions.sh"
 requires_root
@@ -60,6 +61,18 @@ grep -q "already mounted or mount point busy" "$TESTDIR/mount.err" ||
   fail "mount said: $(cat "$TESTDIR/mount.err")"
 mkfs.ext4 -q "$dev" 2>/dev/null && fail "mkfs.ext4 of the served $dev succeeded"
 expect_exit 1 "origin $dev is already served by another fssnapd" d "$dev"
+# A loop device is let through by the kernel: logged and counted.
+over=$(losetup -f --show -r "$dev") || fail "losetup on the served $dev"
+cleanup_fn "losetup -d '$over' 2>/dev/null"
+for ((i = 0; i < 100; i++)); do
+  grep -q "origin $dev was opened by another program: backing the loop device $over" "$FSSNAPD_LOG" && break
+  sleep 0.1
+done
+grep -q "origin $dev was opened by another program: backing the loop device $over" "$FSSNAPD_LOG" ||
+  { cat "$FSSNAPD_LOG"; fail "no warning for a loop device on the served $dev"; }
+[ "$(fssnap stats --json | json_get 'j["origin_opened_elsewhere"]')" = 1 ] ||
+  fail "the loop device was not counted once"
+losetup -d "$over"
 stop_fssnapd
 unchanged "$dev" "$before" "served then mounted"
 
