@@ -423,7 +423,8 @@ claim_fs_type (int fd, char *type, size_t len)
   FILE *fp;
 
   snprintf (type, len, "its file system has no leases");
-  if (fstat (fd, &st) < 0 || (fp = fopen ("/proc/self/mountinfo", "re")) == NULL)
+  if (fstat (fd, &st) < 0
+      || (fp = fopen ("/proc/self/mountinfo", "re")) == NULL)
     return;
   while (fgets (line, sizeof line, fp))
     if (sscanf (line, "%*u %*u %u:%u", &ma, &mi) == 2

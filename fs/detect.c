@@ -2,8 +2,8 @@
 /*
  * Which file system is on the origin (libblkid), and the candidate
  * callback that dispatches: the GETFSMAP map of a frozen mount point
- * (fsmap.c), libext2fs for ext2/3/4 (ext4.c).  Unknown means every chunk is a
- * candidate: a snapshot must never lose data it could not classify.
+ * (fsmap.c), libext2fs for ext2/3/4 (ext4.c).  Unknown means every chunk
+ * is a candidate: a snapshot must never lose data it could not classify.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -88,10 +88,10 @@ struct fssnap_origin_opts {
   fssnap_log_fn log;            /* NULL: stderr */
   void *log_opaque;
   /* use_fd: fd is an open read-write descriptor of path that the engine
-   * takes over (closed at close, or when the open fails) instead of opening path itself, so that the
-   * caller's claim on it (an flock, a lease, O_EXCL) is on the engine's
-   * own descriptor and no second open of the origin exists.  Only with
-   * the POSIX I/O layer.
+   * uses instead of opening path itself, and closes (at close, or when
+   * the open fails), so that the caller's claim on it (an flock, a lease,
+   * O_EXCL) is on the engine's own descriptor and no second open of the
+   * origin exists.  Only with the POSIX I/O layer.
    */
   bool use_fd;
   int fd;
