@@ -96,7 +96,8 @@ fs_candidates_fsmap (struct fs_candidates_ctx *ctx,
   }
   ctx->fsmap = 1;
   fs_log (ctx, FSSNAP_LOG_INFO, "%s: %s, candidates from its GETFSMAP map "
-          "(%" PRIu64 " MiB free)", mnt, ctx->type[0] ? ctx->type : "mounted",
+          "(%" PRIu64 " MiB free)", mnt,
+          ctx->type[0] ? ctx->type : "a mounted file system",
           free_bytes >> 20);
   return 0;
 }
