@@ -4,6 +4,9 @@
  * point, for any file system that has it (ext4, XFS with or without the
  * reverse-mapping btree).  The caller has frozen the file system (fssnap
  * create --mount), so what the kernel reports is what is on the volume.
+ * It must be: XFS returns an extent to its free-space btrees in memory
+ * before its log commits the free, so on a live XFS the map may call free
+ * a block that the metadata on the volume still uses.
  *
  * Only free space is trusted.  GETFSMAP lists every extent of a device in
  * order, each with an owner: an inode, metadata (superblocks, btrees,
