@@ -148,17 +148,22 @@ changes_write_map (struct fssnap_origin *o, struct snap *s,
   changes_persist_flags (o, s);
 }
 
-void
+int
 changes_merge_locked (struct fssnap_origin *o, size_t i)
 {
   struct snap *s = o->snaps[i];
   struct snap *next = i + 1 < o->nsnaps ? o->snaps[i + 1] : NULL;
-  if (next && atomic_load (&next->state) != SNAP_CREATING) {
+  if (next && atomic_load (&next->state) == SNAP_CREATING)
+    next = NULL;
+  struct snap *into = next ? next : i > 0 ? o->snaps[i - 1] : NULL;
+  if (into && atomic_load (&into->state) == SNAP_OFFLINE)
+    return -EAGAIN;             /* its maps cannot be written now */
+  if (next) {
     bitmap_or (&next->changed, &s->changed);
     next->changed_lost |= s->changed_lost;
     changes_write_map (o, next, META_MAP_CHANGED, &next->changed);
     changes_persist_flags (o, next);
-    return;
+    return 0;
   }
   /* s is the newest: the volume's changes now count from the one before. */
   bitmap_or (&o->changed, &s->changed);
@@ -166,11 +171,11 @@ changes_merge_locked (struct fssnap_origin *o, size_t i)
   if (i == 0) {                 /* nothing older: nothing to compare with */
     bitmap_zero (&o->changed);
     o->changed_lost = false;
-    return;
+    return 0;
   }
-  struct snap *prev = o->snaps[i - 1];
-  changes_write_map (o, prev, META_MAP_AFTER, &o->changed);
-  changes_persist_flags (o, prev);
+  changes_write_map (o, into, META_MAP_AFTER, &o->changed);
+  changes_persist_flags (o, into);
+  return 0;
 }
 
 /* ---- Comparing ---------------------------------------------------------- */
@@ -190,6 +195,8 @@ changes_point_locked (struct fssnap_origin *o, int num, uint64_t *seqp,
   for (size_t i = 0; num >= 0 && i < o->nsnaps; i++) {
     struct snap *s = o->snaps[i];
     int st = atomic_load (&s->state);
+    if (s->number_held && s->number == (unsigned) num && st == SNAP_OFFLINE)
+      return -EAGAIN;
     if (s->number_held && s->number == (unsigned) num && st != SNAP_DELETED
         && st != SNAP_CREATING) {
       *seqp = s->seq;
@@ -214,6 +221,11 @@ changes_collect_locked (struct fssnap_origin *o, uint64_t lo, uint64_t hi,
     if (s->seq <= lo || s->seq > hi
         || atomic_load (&s->state) == SNAP_CREATING)
       continue;
+    if (atomic_load (&s->state) == SNAP_OFFLINE) {
+      snprintf (err, errlen, "snapshot %u is offline: the changes it "
+                "recorded cannot be read now", s->number);
+      return -EAGAIN;
+    }
     if (s->changed_lost || s->untrusted) {
       snprintf (err, errlen, "the changes recorded by snapshot %u cannot be "
                 "trusted (a transient snapshot was lost at a restart, or its "
@@ -303,6 +315,10 @@ fssnap_changes (struct fssnap_origin *o, int a, int b, uint64_t off,
   int r = maps ? changes_point_locked (o, a, &sa, &ca) : -ENOMEM;
   if (r == 0)
     r = changes_point_locked (o, b, &sb, &cb);
+  if (r == -EAGAIN)
+    snprintf (errmsg, errlen, "snapshot %d is offline: its files cannot be "
+              "read now", changes_point_locked (o, a, &sa, &ca) == -EAGAIN
+                          ? a : b);
   if (r == 0 && sa != sb)
     r = changes_collect_locked (o, sa < sb ? sa : sb, sa < sb ? sb : sa, maps,
                                 &n, errmsg, errlen);

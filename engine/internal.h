@@ -58,6 +58,8 @@ enum snap_state {               /* internal; see fssnap_state for users */
   SNAP_VALID,
   SNAP_DISABLED,
   SNAP_DELETED,
+  SNAP_OFFLINE,                 /* its files cannot be read now: not served,
+                                   nothing written, back at a restart */
 };
 
 struct snap {
@@ -96,8 +98,11 @@ struct snap {
   struct xtable table;          /* copies owned here, not yet in the store */
   struct meta *meta;            /* NULL without a state dir */
   bool discard;                 /* remove its files when freed */
-  bool untrusted;               /* recovered from a file that failed a check:
-                                   its maps are empty, not what it had */
+  bool untrusted;               /* recovered from a file that failed a check,
+                                   or could not be read (offline): its maps
+                                   are empty, not what it had */
+  bool missed_marked;           /* offline, and its .missed marker is durable
+                                   (state_lock) */
   uint64_t synced_round, flushed_round;  /* committer only */
 };
 
@@ -153,6 +158,8 @@ struct fssnap_origin {
    */
   struct bitmap changed;
   bool changed_lost;            /* X cannot be trusted (snap_lock) */
+  _Atomic unsigned offline_unmarked;  /* offline snaps whose .missed marker
+                                         is not durable yet */
 
   /* Throttle on copies held in memory (throttle_lock). */
   pthread_mutex_t throttle_lock;
@@ -257,9 +264,10 @@ uint64_t changes_track (struct fssnap_origin *o, uint64_t off, uint64_t len);
 void changes_hand_over (struct fssnap_origin *o, struct snap *s);
 /* snaps[i] is being freed: merge its D into the next snapshot, or into
  * the volume's changes if it is the newest, and make that durable.
+ * -EAGAIN: the snapshot that would take the merge is offline; s must stay.
  * Caller holds snap_lock exclusive.
  */
-void changes_merge_locked (struct fssnap_origin *o, size_t i);
+int changes_merge_locked (struct fssnap_origin *o, size_t i);
 /* Record D's and A's trust in s's metadata header.  Caller holds
  * snap_lock (exclusive, or owns the origin alone).
  */
@@ -293,6 +301,18 @@ void snap_disable (struct snap *s, const char *fmt, ...)
  * and the data go when snap_reap finds them unused.  Takes state_lock.
  */
 void snap_mark_deleted (struct snap *s, const char *why);
+/* Before the first write to the volume while a snapshot is offline: make
+ * its marker ORIGIN.snapN.SEQ.missed durable, so that the restart that can
+ * read it again knows it missed copies.  Returns the error that stops the
+ * write.  Caller holds io_lock shared; takes snap_lock shared and
+ * state_lock.
+ */
+int snap_mark_missed (struct fssnap_origin *o);
+/* The path of a file of snapshot (num, seq) in the state dir:
+ * STATE_DIR/BASE.snapN.SEQ.EXT (NULL: out of memory).  No lock.
+ */
+char *snap_state_file (struct fssnap_origin *o, unsigned num, uint64_t seq,
+                       const char *ext);
 /* Release numbers of deleted unopened snaps and free what nothing older
  * needs.  Takes snap_lock exclusive.
  */

@@ -244,7 +244,9 @@ origin_modify (struct fssnap_origin *o, const void *buf, size_t len,
   if (!origin_range_ok (o, off, len))
     return -EINVAL;
   pthread_rwlock_rdlock (&o->io_lock);
-  int r = cow_range (o, off, len);
+  int r = snap_mark_missed (o);
+  if (r == 0)
+    r = cow_range (o, off, len);
   if (r == 0 && len > 0)
     r = apply (o, buf, len, off);
   if (r == 0 && (flags & FSSNAP_FUA))

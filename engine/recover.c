@@ -12,6 +12,13 @@
  *     size differs from the others', its store is missing or shorter than
  *     the copies it owns, or its file is damaged: it comes back disabled,
  *     with the reason, holding its number, and is never served;
+ *   - its files cannot be read now (EIO, ENOMEM: a fault, which proves
+ *     nothing): it comes back offline, holding its number, listed with the
+ *     reason, never served and nothing in its files rewritten; a restart
+ *     that can read them brings it back.  If the volume is written while
+ *     it is offline, a marker file ORIGIN.snapN.SEQ.missed is made durable
+ *     first (snapshot.c): then it missed copies, and the restart that
+ *     reads it disables it;
  *   - transient: it comes back deleted (kept only while an older snapshot
  *     reads copies it owns);
  *   - otherwise it comes back as it was, with its number.
@@ -19,13 +26,15 @@
  * candidate of S and a snapshot at or after S owns a copy of c (cow.c's
  * proof), so they are derived from C and O.  That needs every owner map at
  * or after S: a valid snapshot older than one that cannot be trusted (its
- * owner map is lost) is disabled too.
+ * owner map is lost) is disabled too; older than an offline one, it is
+ * offline too, in memory only.
  *
  * Runs in fssnap_origin_open before any other thread exists; takes
  * snap_lock only through the helpers it shares with the rest.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +50,8 @@ struct found {
   struct snap *snap;            /* trusted so far, or NULL */
   struct meta *meta;            /* kept for removal when untrusted */
   struct store *store;
-  char reason[256];             /* why untrusted */
+  char reason[256];             /* why untrusted, or why offline */
+  bool offline;                 /* its files cannot be read now (a fault) */
   bool gone;                    /* a transient one, removed */
   bool after_lost;              /* its map A cannot be trusted */
 };
@@ -170,7 +180,9 @@ recover_origin_matches (struct fssnap_origin *o, const struct meta_header *h,
   return true;
 }
 
-/* Reopen the store and check that it holds every copy O says it owns. */
+/* Reopen the store and check that it holds every copy O says it owns:
+ * -EBADMSG if it does not (proof), another error for a fault.
+ */
 static int
 recover_open_store (struct fssnap_origin *o, struct found *f,
                     const struct meta_header *h, const struct bitmap *owner)
@@ -194,13 +206,19 @@ recover_open_store (struct fssnap_origin *o, struct found *f,
     if (size == -ENOENT) {
       snprintf (f->reason, sizeof f->reason, "backing store file %u of %.160s is "
                 "missing", file, h->store_path);
-      return -ENOENT;
+      return -EBADMSG;
+    }
+    if (size < 0) {
+      snprintf (f->reason, sizeof f->reason, "cannot read the size of backing "
+                "store file %u of %.160s: %s", file, h->store_path,
+                strerror ((int) -size));
+      return (int) size;
     }
     if (size < (int64_t) need) {
       snprintf (f->reason, sizeof f->reason, "backing store file %u of %.160s is "
                 "truncated (%" PRId64 " bytes, copies need %" PRIu64 ")",
                 file, h->store_path, size, need);
-      return -EIO;
+      return -EBADMSG;
     }
   }
   return 0;
@@ -241,18 +259,77 @@ recover_build (struct fssnap_origin *o, struct found *f,
   return s;
 }
 
+/* Load f's metadata; a fault (not proof of damage) is retried once, since
+ * a retry clears a passing one.
+ */
+static int
+recover_load (struct fssnap_origin *o, struct found *f,
+              struct bitmap maps[META_NMAPS])
+{
+  int r = meta_load (o->io, f->path, &f->meta, maps, f->reason,
+                     sizeof f->reason);
+  if (r < 0 && r != -EBADMSG)
+    r = meta_load (o->io, f->path, &f->meta, maps, f->reason,
+                   sizeof f->reason);
+  return r;
+}
+
+/* Whether the volume was written while f was offline (a marker file, see
+ * snap_mark_missed): 1 yes, 0 no, or the fault that stops us knowing.
+ */
+static int
+recover_missed (struct fssnap_origin *o, const struct found *f)
+{
+  char *path = snap_state_file (o, f->number, f->seq, "missed");
+  if (!path)
+    return -ENOMEM;
+  int fd = o->io->open (o->io->opaque, path, O_RDONLY | O_CLOEXEC, 0);
+  free (path);
+  if (fd == -ENOENT)
+    return 0;
+  if (fd < 0)
+    return fd;
+  o->io->close (o->io->opaque, fd);
+  return 1;
+}
+
+/* f was offline while the volume was written: it missed copies, which is
+ * proof that it is wrong.  Record it as disabled (durably) before the
+ * marker goes.
+ */
+static void
+recover_disable_missed (struct fssnap_origin *o, struct found *f)
+{
+  struct snap *s = f->snap;
+  if (s->meta->hdr.state != META_VALID)
+    return;
+  snprintf (s->reason, sizeof s->reason, "the volume was written while "
+            "this snapshot was offline: it missed the copies it needed");
+  engine_log (o, FSSNAP_LOG_ERR, "snapshot %u is disabled: %s", s->number,
+              s->reason);
+  if (meta_set_state (s->meta, META_DISABLED, s->reason, true) < 0)
+    return;                     /* the marker stays: disabled next time too */
+  char *path = snap_state_file (o, f->number, f->seq, "missed");
+  if (path && o->io->unlink (o->io->opaque, path) == 0)
+    origin_sync_state_dir (o);
+  free (path);
+}
+
 /* Check one file; on success f->snap is set, else f->reason says why it
- * cannot be trusted.
+ * cannot be trusted (or, with f->offline, why it cannot be read now).
  */
 static void
 recover_one (struct fssnap_origin *o, struct found *f)
 {
   struct bitmap maps[META_NMAPS];
-  if (meta_load (o->io, f->path, &f->meta, maps, f->reason,
-                 sizeof f->reason) < 0)
+  int r = recover_load (o, f, maps);
+  if (r < 0) {
+    f->offline = r != -EBADMSG;
     return;
+  }
   const struct meta_header *h = &f->meta->hdr;
   bool ok = true;
+  int missed = 0;
   if (h->seq != f->seq || h->number != f->number) {
     snprintf (f->reason, sizeof f->reason, "the metadata header does not "
               "match its file name");
@@ -261,11 +338,29 @@ recover_one (struct fssnap_origin *o, struct found *f)
   else if (!recover_origin_matches (o, h, f->reason, sizeof f->reason))
     ok = false;
   else if (!(h->flags & META_F_UNLINK)
-           && recover_open_store (o, f, h, &maps[META_MAP_OWNER]) < 0)
+           && (r = recover_open_store (o, f, h, &maps[META_MAP_OWNER])) < 0) {
     ok = false;
-  if (ok)
-    f->snap = recover_build (o, f, maps);
-  else if (h->flags & (META_F_TRANSIENT | META_F_UNLINK)) {
+    f->offline = r != -EBADMSG;
+  }
+  else if ((missed = recover_missed (o, f)) < 0) {
+    snprintf (f->reason, sizeof f->reason, "cannot tell whether the volume "
+              "was written while it was offline: %s", strerror (-missed));
+    ok = false;
+    f->offline = true;
+  }
+  if (ok && !(f->snap = recover_build (o, f, maps))) {
+    snprintf (f->reason, sizeof f->reason, "out of memory for its maps");
+    f->offline = true;
+  }
+  if (f->snap && missed)
+    recover_disable_missed (o, f);
+  else if (f->offline) {
+    meta_close (f->meta, false);        /* nothing is rewritten */
+    store_destroy (f->store, false);
+    f->meta = NULL;
+    f->store = NULL;
+  }
+  else if (!ok && h->flags & (META_F_TRANSIENT | META_F_UNLINK)) {
     engine_log (o, FSSNAP_LOG_INFO, "transient snapshot %u is gone (%s)",
                 f->number, f->reason);
     meta_close (f->meta, true);         /* it would be gone anyway */
@@ -277,6 +372,26 @@ recover_one (struct fssnap_origin *o, struct found *f)
   if (!f->snap)
     for (unsigned m = 0; m < META_NMAPS; m++)
       bitmap_free (&maps[m]);
+}
+
+/* A file that cannot be read now: an offline snap holding its number,
+ * with empty maps, never served and never written, so that a restart that
+ * can read the file brings it back as it was.
+ */
+static struct snap *
+recover_offline (struct fssnap_origin *o, struct found *f)
+{
+  struct snap *s = snap_alloc (o, o->chunksize, f->number, f->seq);
+  if (!s)
+    return NULL;
+  atomic_store (&s->state, SNAP_OFFLINE);
+  s->untrusted = true;          /* its maps are not loaded */
+  snprintf (s->reason, sizeof s->reason, "offline: %.200s", f->reason);
+  snprintf (s->uuid, sizeof s->uuid, "unknown");
+  engine_log (o, FSSNAP_LOG_WARN, "snapshot %u is offline (its files are "
+              "kept as they are; a restart that can read them brings it "
+              "back): %s", f->number, f->reason);
+  return s;
 }
 
 /* Turn an untrusted file into a disabled snap holding its number, with
@@ -343,7 +458,8 @@ static void
 recover_publish (struct fssnap_origin *o, struct snap *s,
                  enum meta_state state)
 {
-  int st = state == META_VALID && !s->transient ? SNAP_VALID
+  int st = atomic_load (&s->state) == SNAP_OFFLINE ? SNAP_OFFLINE
+         : state == META_VALID && !s->transient ? SNAP_VALID
          : state == META_DISABLED ? SNAP_DISABLED
          : SNAP_DELETED;
   if (state == META_VALID && s->transient)
@@ -366,10 +482,26 @@ recover_publish (struct fssnap_origin *o, struct snap *s,
     o->next_seq = s->seq + 1;
 }
 
+/* s needs the owner map of a newer snapshot that is offline: it is
+ * offline too, in memory only.  Caller owns the origin alone.
+ */
+static void
+recover_set_offline (struct snap *s, const struct snap *newer)
+{
+  atomic_store (&s->state, SNAP_OFFLINE);
+  atomic_fetch_sub (&s->origin->valid_snaps, 1);
+  snprintf (s->reason, sizeof s->reason, "offline: snapshot %u, newer than "
+            "it, is offline, and the copies it may need are recorded there",
+            newer->number);
+  engine_log (s->origin, FSSNAP_LOG_WARN, "snapshot %u is %s", s->number,
+              s->reason);
+}
+
 /* Derive H of every snap from C and the owner maps at or after it, newest
  * first; a valid snap older than an untrusted one is disabled, since the
- * untrusted one's owner map, which it may need, is lost.  Caller owns the
- * origin alone.
+ * untrusted one's owner map, which it may need, is lost; older than an
+ * offline one, it is offline too (that map cannot be read now).  Caller
+ * owns the origin alone.
  */
 static int
 recover_derive_preserved (struct fssnap_origin *o)
@@ -379,9 +511,13 @@ recover_derive_preserved (struct fssnap_origin *o)
   struct bitmap acc;
   if (bitmap_init (&acc, o->snaps[0]->pres.nbits) < 0)
     return -ENOMEM;
-  struct snap *untrusted = NULL;
+  struct snap *untrusted = NULL, *offline = NULL;
   for (size_t i = o->nsnaps; i-- > 0;) {
     struct snap *s = o->snaps[i];
+    if (s->untrusted && atomic_load (&s->state) == SNAP_OFFLINE) {
+      offline = s;
+      continue;
+    }
     if (s->untrusted) {
       untrusted = s;
       continue;
@@ -396,8 +532,13 @@ recover_derive_preserved (struct fssnap_origin *o)
     if (untrusted && snap_is_valid (s))
       snap_disable (s, "snapshot %u, newer than it, cannot be trusted: the "
                     "copies it may need are unknown", untrusted->number);
+    else if (offline && snap_is_valid (s))
+      recover_set_offline (s, offline);
   }
   bitmap_free (&acc);
+  for (size_t i = 0; i < o->nsnaps; i++)
+    if (atomic_load (&o->snaps[i]->state) == SNAP_OFFLINE)
+      atomic_fetch_add (&o->offline_unmarked, 1);
   return 0;
 }
 
@@ -460,7 +601,9 @@ recover_snapshots (struct fssnap_origin *o)
   for (size_t i = 0; i < n; i++) {
     struct found *f = &found[i];
     enum meta_state state = f->snap ? f->snap->meta->hdr.state : META_DISABLED;
-    if (r == 0 && !f->snap && !f->gone && !(f->snap = recover_disabled (o, f)))
+    if (r == 0 && !f->snap && !f->gone
+        && !(f->snap = f->offline ? recover_offline (o, f)
+                                  : recover_disabled (o, f)))
       r = -ENOMEM;
     if (r == 0 && f->snap)
       recover_publish (o, f->snap, state);

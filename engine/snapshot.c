@@ -28,6 +28,7 @@
  *                              it is in the store).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,7 +189,8 @@ snap_reap_one_locked (struct fssnap_origin *o)
       continue;
     if (atomic_load (&s->owned_count) > 0 && snap_has_older_valid (o, i))
       continue;                 /* retained: older snapshots read its copies */
-    changes_merge_locked (o, i);
+    if (changes_merge_locked (o, i) < 0)
+      continue;                 /* retained: its D cannot be merged now */
     snap_list_remove_locked (o, i);
     atomic_store (&s->removed, true);
     s->discard = true;          /* its files go with it */
@@ -221,6 +223,55 @@ snap_find_locked (struct fssnap_origin *o, unsigned num)
       return s;
   }
   return NULL;
+}
+
+/* Create s's .missed marker (not yet durable).  Caller holds state_lock. */
+static int
+snap_write_missed_locked (struct fssnap_origin *o, struct snap *s)
+{
+  char *path = snap_state_file (o, s->number, s->seq, "missed");
+  if (!path)
+    return -ENOMEM;
+  int fd = o->io->open (o->io->opaque, path, O_WRONLY | O_CREAT | O_CLOEXEC,
+                        0600);
+  free (path);
+  if (fd < 0)
+    return fd;
+  o->io->close (o->io->opaque, fd);
+  return 0;
+}
+
+int
+snap_mark_missed (struct fssnap_origin *o)
+{
+  if (atomic_load (&o->offline_unmarked) == 0)
+    return 0;
+  int r = 0;
+  unsigned marked = 0;
+  pthread_rwlock_rdlock (&o->snap_lock);
+  pthread_mutex_lock (&o->state_lock);
+  for (size_t i = 0; r == 0 && i < o->nsnaps; i++) {
+    struct snap *s = o->snaps[i];
+    if (atomic_load (&s->state) == SNAP_OFFLINE && !s->missed_marked)
+      r = snap_write_missed_locked (o, s);
+  }
+  if (r == 0)
+    r = origin_sync_state_dir (o);
+  for (size_t i = 0; r == 0 && i < o->nsnaps; i++) {
+    struct snap *s = o->snaps[i];
+    if (atomic_load (&s->state) == SNAP_OFFLINE && !s->missed_marked) {
+      s->missed_marked = true;
+      marked++;
+    }
+  }
+  if (r < 0)
+    engine_log (o, FSSNAP_LOG_ERR, "cannot record that an offline snapshot "
+                "misses this write (%s): the write is refused", strerror (-r));
+  else
+    atomic_fetch_sub (&o->offline_unmarked, marked);
+  pthread_mutex_unlock (&o->state_lock);
+  pthread_rwlock_unlock (&o->snap_lock);
+  return r;
 }
 
 /* ---- Creation -------------------------------------------------------- */
@@ -388,8 +439,7 @@ snap_fill_header (struct snap *s, struct meta_header *h)
   memcpy (h->group, s->group, sizeof h->group);
 }
 
-/* The path of a file of s in the state dir: BASE.snapN.SEQ.EXT */
-static char *
+char *
 snap_state_file (struct fssnap_origin *o, unsigned num, uint64_t seq,
                  const char *ext)
 {
@@ -658,7 +708,8 @@ fssnap_snapshot_delete (struct fssnap_origin *o, unsigned num)
   struct snap *s = snap_find_locked (o, num);
   if (!s || atomic_load (&s->state) == SNAP_DELETED)
     r = -ENOENT;
-  else if (atomic_load (&s->state) == SNAP_CREATING)
+  else if (atomic_load (&s->state) == SNAP_CREATING
+           || atomic_load (&s->state) == SNAP_OFFLINE)
     r = -EBUSY;
   else
     snap_mark_deleted (s, s->open_count ? "by request (still open: the "
@@ -685,6 +736,8 @@ fssnap_snapshot_open (struct fssnap_origin *o, unsigned num,
     r = -ENOENT;
   else if (atomic_load (&s->state) == SNAP_DISABLED)
     r = -EIO;
+  else if (atomic_load (&s->state) == SNAP_OFFLINE)
+    r = -EAGAIN;
   else {
     s->open_count++;
     snap_ref (s);
@@ -835,6 +888,7 @@ fssnap_state_name (enum fssnap_state state)
   case FSSNAP_STATE_ACTIVE: return "active";
   case FSSNAP_STATE_DISABLED: return "disabled";
   case FSSNAP_STATE_DELETING: return "deleting";
+  case FSSNAP_STATE_OFFLINE: return "offline";
   }
   return "unknown";
 }
@@ -847,6 +901,7 @@ snap_public_state (const struct snap *s)
   case SNAP_CREATING: return FSSNAP_STATE_CREATING;
   case SNAP_DISABLED: return FSSNAP_STATE_DISABLED;
   case SNAP_DELETED: return FSSNAP_STATE_DELETING;
+  case SNAP_OFFLINE: return FSSNAP_STATE_OFFLINE;
   default: return s->open_count ? FSSNAP_STATE_ACTIVE : FSSNAP_STATE_IDLE;
   }
 }

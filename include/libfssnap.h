@@ -159,7 +159,8 @@ int fssnap_snapshot_create (struct fssnap_origin *origin,
                             const struct fssnap_create_opts *opts,
                             unsigned *nump, char *errmsg, size_t errlen);
 
-/* Delete a snapshot.  It stops taking copies at once; if it is open, the
+/* Delete a snapshot (-EBUSY while it is offline: its files cannot be
+ * read, so what older snapshots need from it is unknown).  It stops taking copies at once; if it is open, the
  * number is released when the last handle closes (reads then fail with
  * -EIO).  Data that older snapshots still read is kept until they go.
  */
@@ -167,6 +168,9 @@ int fssnap_snapshot_delete (struct fssnap_origin *origin, unsigned num);
 
 /* ---- Reading a snapshot ---------------------------------------------- */
 
+/* -ENOENT: no such snapshot; -EIO: disabled; -EAGAIN: offline (its files
+ * cannot be read now; fssnap_snapshot_info gives the reason).
+ */
 int fssnap_snapshot_open (struct fssnap_origin *origin, unsigned num,
                           struct fssnap_snapshot **snapp);
 void fssnap_snapshot_close (struct fssnap_snapshot *snap);
@@ -205,7 +209,8 @@ int fssnap_snapshot_extents (struct fssnap_snapshot *snap, uint64_t off,
  * live volume; their order does not matter.  Extents are whole chunks,
  * clipped to [off, off+len).  Returns 0 (or the callback's non-zero
  * value), -ENOENT if a snapshot does not exist, -EINVAL for a bad range,
- * -ESTALE if a map it needs cannot be trusted (why in errmsg).  fn runs
+ * -ESTALE if a map it needs cannot be trusted, -EAGAIN if a snapshot it
+ * needs is offline (why in errmsg).  fn runs
  * under the engine's snapshot lock: it must not create, delete, open or
  * close snapshots.
  */
@@ -332,6 +337,10 @@ enum fssnap_state {
   FSSNAP_STATE_ACTIVE,          /* valid, open */
   FSSNAP_STATE_DISABLED,        /* a copy failed: never served */
   FSSNAP_STATE_DELETING,        /* deleted, waiting for the last close */
+  FSSNAP_STATE_OFFLINE,         /* its files cannot be read now (EIO,
+                                   ENOMEM at start-up): not served, nothing
+                                   rewritten; a restart that can read them
+                                   brings it back (reason says why) */
 };
 const char *fssnap_state_name (enum fssnap_state state);
 
@@ -340,7 +349,7 @@ struct fssnap_snapshot_info {
   uint64_t seq;                 /* creation sequence, never repeats */
   char uuid[FSSNAP_UUID_STRLEN];
   enum fssnap_state state;
-  char reason[256];             /* why disabled; empty otherwise */
+  char reason[256];             /* why disabled or offline; else empty */
   uint32_t chunksize;
   uint64_t chunks;              /* chunks in the device */
   uint64_t candidate_chunks;

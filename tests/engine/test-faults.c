@@ -1,0 +1,327 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Faults never become wrong answers or lost snapshots.
+ *
+ * The rule (docs/design.md): a transient fault (EIO that a retry clears,
+ * ENOMEM, ENOSPC, EINTR) never changes on-disk state for the worse.  At
+ * start-up a snapshot whose files cannot be read is offline (listed with
+ * the reason, not served, nothing rewritten) and comes back at a restart
+ * that can read them; only proof of damage disables, durably.
+ *
+ * The first tests pin each fix down on its own; the fault matrix at the end
+ * runs every I/O operation the engine performs, times each kind of fault,
+ * times each phase, and checks the promises after each cell (the table it
+ * prints says what each cell ended as).
+ */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <cmocka.h>
+
+#include "tests/engine/harness.h"
+
+#define KiB 1024u
+#define SIZE (256 * KiB)
+#define CHUNK (16 * KiB)
+#define NSNAPS 2
+
+struct world {
+  struct harness *h;
+  struct fssnap_origin *o;
+  char *img[NSNAPS];            /* what each snapshot must read */
+  char *model;                  /* what the volume must read */
+};
+
+static void
+world_write (struct world *w, uint64_t off, size_t len, char fill)
+{
+  char *buf = malloc (len);
+  memset (buf, fill, len);
+  assert_int_equal (fssnap_origin_write (w->o, buf, len, off, 0), 0);
+  memcpy (w->model + off, buf, len);
+  free (buf);
+}
+
+static struct fssnap_origin *
+world_open (struct world *w)
+{
+  struct fssnap_origin_opts oo = {
+    .path = w->h->origin_path, .state_dir = w->h->dir, .io = &w->h->io,
+    .log = harness_quiet_log,
+  };
+  struct fssnap_origin *o = NULL;
+  int r = fssnap_origin_open (&oo, &o);
+  return r < 0 ? NULL : o;
+}
+
+/* Two persistent snapshots with writes between and after them. */
+static struct world *
+world_new (void)
+{
+  struct world *w = calloc (1, sizeof *w);
+  w->h = harness_new (SIZE);
+  w->o = harness_origin (w->h, CHUNK, 0);
+  w->model = harness_image (w->h);
+  for (int i = 0; i < NSNAPS; i++) {
+    w->img[i] = malloc (SIZE);
+    memcpy (w->img[i], w->model, SIZE);
+    assert_int_equal (harness_snap (w->o, NULL), i);
+    world_write (w, (uint64_t) i * 40 * KiB + 777, 50 * KiB, 'a' + i);
+  }
+  return w;
+}
+
+static void
+world_reopen (struct world *w)
+{
+  fssnap_origin_close (w->o);
+  w->o = world_open (w);
+  assert_non_null (w->o);
+}
+
+static void
+world_free (struct world *w)
+{
+  if (w->o)
+    fssnap_origin_close (w->o);
+  for (int i = 0; i < NSNAPS; i++)
+    free (w->img[i]);
+  free (w->model);
+  harness_free (w->h);
+  free (w);
+}
+
+static void
+assert_state (struct world *w, unsigned num, enum fssnap_state state,
+              const char *needle)
+{
+  struct fssnap_snapshot_info info;
+  assert_int_equal (fssnap_snapshot_info (w->o, num, &info), 0);
+  if (info.state != state)
+    fail_msg ("snapshot %u is %s (%s), not %s", num,
+              fssnap_state_name (info.state), info.reason,
+              fssnap_state_name (state));
+  if (needle && !strstr (info.reason, needle))
+    fail_msg ("reason \"%s\" lacks \"%s\"", info.reason, needle);
+}
+
+static void
+assert_reads (struct world *w, unsigned num, const char *expect)
+{
+  int r;
+  char *got = harness_read_all (w->o, num, &r);
+  assert_int_equal (r, 0);
+  assert_memory_equal (got, expect, SIZE);
+  free (got);
+}
+
+/* ---- The state dir as bytes: "nothing rewritten" ------------------- */
+
+struct dir_image {
+  int n;
+  char *name[32];
+  char *data[32];
+  size_t size[32];
+};
+
+static void
+dir_image_take (struct world *w, struct dir_image *d)
+{
+  memset (d, 0, sizeof *d);
+  DIR *dir = opendir (w->h->dir);
+  struct dirent *de;
+  while ((de = readdir (dir)) != NULL) {
+    if (de->d_name[0] == '.' || strcmp (de->d_name, "origin.img") == 0)
+      continue;
+    char path[512];
+    snprintf (path, sizeof path, "%s/%s", w->h->dir, de->d_name);
+    FILE *f = fopen (path, "rb");
+    assert_non_null (f);
+    fseek (f, 0, SEEK_END);
+    d->size[d->n] = ftell (f);
+    rewind (f);
+    d->data[d->n] = malloc (d->size[d->n] + 1);
+    assert_int_equal (fread (d->data[d->n], 1, d->size[d->n], f),
+                      d->size[d->n]);
+    fclose (f);
+    d->name[d->n++] = strdup (de->d_name);
+  }
+  closedir (dir);
+}
+
+static void
+dir_image_free (struct dir_image *d)
+{
+  for (int i = 0; i < d->n; i++) {
+    free (d->name[i]);
+    free (d->data[i]);
+  }
+}
+
+static void
+assert_dir_unchanged (struct world *w, struct dir_image *before)
+{
+  struct dir_image now;
+  dir_image_take (w, &now);
+  assert_int_equal (now.n, before->n);
+  for (int i = 0; i < now.n; i++) {
+    int j = 0;
+    while (j < before->n && strcmp (before->name[j], now.name[i]) != 0)
+      j++;
+    if (j == before->n)
+      fail_msg ("%s appeared in the state dir", now.name[i]);
+    if (now.size[i] != before->size[j]
+        || memcmp (now.data[i], before->data[j], now.size[i]) != 0)
+      fail_msg ("%s was rewritten", now.name[i]);
+  }
+  dir_image_free (&now);
+}
+
+static int
+ignore_extent (void *opaque, uint64_t off, uint64_t len, bool same)
+{
+  (void) opaque, (void) off, (void) len, (void) same;
+  return 0;
+}
+
+/* ---- 1. A fault at start-up keeps snapshots offline ---------------- */
+
+/* Reading the newest snapshot's metadata fails with err at start-up: it
+ * is offline, and so is the older one (it may need copies recorded
+ * there); nothing is served, deleted or rewritten; the restart after the
+ * fault brings both back exact.
+ */
+static void
+check_offline_at_start (int err)
+{
+  struct world *w = world_new ();
+  fssnap_origin_close (w->o);
+  w->o = NULL;
+  struct dir_image before;
+  dir_image_take (w, &before);
+  harness_fault (w->h, HOP_READ, "snap1.1.meta", err, -1);
+  w->o = world_open (w);
+  assert_non_null (w->o);
+  assert_state (w, 1, FSSNAP_STATE_OFFLINE, "offline");
+  assert_state (w, 0, FSSNAP_STATE_OFFLINE, "snapshot 1, newer than it");
+  struct fssnap_snapshot *s;
+  assert_int_equal (fssnap_snapshot_open (w->o, 1, &s), -EAGAIN);
+  assert_int_equal (fssnap_snapshot_open (w->o, 0, &s), -EAGAIN);
+  assert_int_equal (fssnap_snapshot_delete (w->o, 1), -EBUSY);
+  char msg[256];
+  assert_int_equal (fssnap_changes (w->o, 0, FSSNAP_VOLUME, 0, SIZE,
+                                    ignore_extent, NULL, msg, sizeof msg),
+                    -EAGAIN);
+  assert_non_null (strstr (msg, "offline"));
+  fssnap_origin_close (w->o);
+  w->o = NULL;
+  assert_dir_unchanged (w, &before);
+  dir_image_free (&before);
+
+  harness_fault_clear (w->h);
+  w->o = world_open (w);
+  for (unsigned i = 0; i < NSNAPS; i++) {
+    assert_state (w, i, FSSNAP_STATE_IDLE, NULL);
+    assert_reads (w, i, w->img[i]);
+  }
+  int r;
+  int64_t missed = harness_changes_missed (w->o, 0, FSSNAP_VOLUME, w->img[0],
+                                           w->model, &r);
+  assert_int_equal (r, 0);
+  assert_int_equal (missed, -1);
+  world_free (w);
+}
+
+static void
+test_offline_on_eio (void **state)
+{
+  (void) state;
+  check_offline_at_start (-EIO);
+}
+
+static void
+test_offline_on_enomem (void **state)
+{
+  (void) state;
+  check_offline_at_start (-ENOMEM);
+}
+
+/* A fault that a retry clears costs nothing. */
+static void
+test_eio_once_at_start (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  harness_fault (w->h, HOP_READ, "snap1.1.meta", -EIO, 1);
+  world_reopen (w);
+  assert_int_equal (atomic_load (&w->h->fault.hits), 1);
+  for (unsigned i = 0; i < NSNAPS; i++) {
+    assert_state (w, i, FSSNAP_STATE_IDLE, NULL);
+    assert_reads (w, i, w->img[i]);
+  }
+  world_free (w);
+}
+
+/* The volume written while snapshots are offline: they missed copies, so
+ * the restart that can read them again disables them, with the reason;
+ * the volume has the write.
+ */
+static void
+test_write_while_offline (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  harness_fault (w->h, HOP_READ, "snap1.1.meta", -EIO, -1);
+  world_reopen (w);
+  assert_state (w, 1, FSSNAP_STATE_OFFLINE, NULL);
+  world_write (w, 3 * CHUNK, CHUNK, 'z');
+  world_reopen (w);                     /* still offline */
+  assert_state (w, 1, FSSNAP_STATE_OFFLINE, NULL);
+  harness_fault_clear (w->h);
+  world_reopen (w);
+  assert_state (w, 1, FSSNAP_STATE_DISABLED, "written while");
+  assert_state (w, 0, FSSNAP_STATE_DISABLED, "written while");
+  int r;
+  char *vol = harness_read_all (w->o, -1, &r);
+  assert_int_equal (r, 0);
+  assert_memory_equal (vol, w->model, SIZE);
+  free (vol);
+  world_reopen (w);                     /* disabled for good */
+  assert_state (w, 1, FSSNAP_STATE_DISABLED, "written while");
+  world_free (w);
+}
+
+/* Proof of damage still disables (a bad checksum in a map block). */
+static void
+test_damage_still_disables (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  fssnap_origin_close (w->o);
+  char path[512];
+  snprintf (path, sizeof path, "%s/origin.img.snap1.1.meta", w->h->dir);
+  int fd = open (path, O_RDWR);
+  assert_true (fd >= 0);
+  assert_int_equal (pwrite (fd, "XX", 2, 8192 + 100), 2);
+  close (fd);
+  w->o = world_open (w);
+  assert_state (w, 1, FSSNAP_STATE_DISABLED, "bad checksum");
+  assert_state (w, 0, FSSNAP_STATE_DISABLED, "cannot be trusted");
+  world_free (w);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_offline_on_eio),
+    cmocka_unit_test (test_offline_on_enomem),
+    cmocka_unit_test (test_eio_once_at_start),
+    cmocka_unit_test (test_write_while_offline),
+    cmocka_unit_test (test_damage_still_disables),
+  };
+  return cmocka_run_group_tests (tests, NULL, NULL);
+}
