@@ -79,6 +79,8 @@ TEST_OBJS = $(call obj,$(filter-out daemon/main.c,$(DAEMON_SRC)))
 $(BUILD)/tests/engine/%: tests/engine/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LDLIBS)
+# test-faults fails allocations on demand.
+$(BUILD)/tests/engine/test-faults: LDLIBS += -Wl,--wrap=bitmap_init
 $(BUILD)/tests/unit/%: tests/unit/%.c $(TEST_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka $(LDLIBS)

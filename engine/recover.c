@@ -420,9 +420,11 @@ recover_disabled (struct fssnap_origin *o, struct found *f)
 }
 
 /* The chunk size of the origin: that of the oldest trusted snapshot; a
- * snapshot of another chunk size becomes untrusted.
+ * snapshot of another chunk size becomes untrusted.  -ENOMEM if the origin
+ * cannot take that chunk size now: serving the snapshots over another
+ * geometry would be wrong, and so would disabling them for a fault.
  */
-static void
+static int
 recover_chunksize (struct fssnap_origin *o, struct found *found, size_t n)
 {
   uint32_t cs = 0;
@@ -432,7 +434,11 @@ recover_chunksize (struct fssnap_origin *o, struct found *found, size_t n)
       continue;
     if (!cs) {
       cs = s->chunksize;
-      origin_set_chunksize (o, cs);
+      if (origin_set_chunksize (o, cs) < 0) {
+        engine_log (o, FSSNAP_LOG_ERR, "out of memory for the change map of "
+                    "chunk size %u: the snapshots are not reopened", cs);
+        return -ENOMEM;
+      }
       continue;
     }
     if (s->chunksize == cs)
@@ -449,6 +455,7 @@ recover_chunksize (struct fssnap_origin *o, struct found *found, size_t n)
     snap_unref (s);
     found[i].snap = NULL;
   }
+  return 0;
 }
 
 /* Put s in the list with its number; a number taken twice leaves the
@@ -593,11 +600,12 @@ recover_snapshots (struct fssnap_origin *o)
   }
   for (size_t i = 0; i < n; i++)
     recover_one (o, &found[i]);
-  recover_chunksize (o, found, n);
-
-  o->snaps = calloc (n, sizeof *o->snaps);
-  o->snaps_alloc = n;
-  r = o->snaps ? 0 : -ENOMEM;
+  r = recover_chunksize (o, found, n);
+  if (r == 0) {
+    o->snaps = calloc (n, sizeof *o->snaps);
+    o->snaps_alloc = n;
+    r = o->snaps ? 0 : -ENOMEM;
+  }
   for (size_t i = 0; i < n; i++) {
     struct found *f = &found[i];
     enum meta_state state = f->snap ? f->snap->meta->hdr.state : META_DISABLED;

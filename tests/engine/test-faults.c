@@ -22,6 +22,25 @@
 #include <cmocka.h>
 
 #include "tests/engine/harness.h"
+#include "common/bitmap.h"
+
+/* Out of memory on demand: this binary is linked with
+ * -Wl,--wrap=bitmap_init, so every map the engine allocates comes here;
+ * call number bitmap_fail_at (counted from bitmap_calls = 0) fails.
+ */
+int __real_bitmap_init (struct bitmap *bm, uint64_t nbits);
+static _Atomic long bitmap_calls, bitmap_fail_at = -1;
+
+int
+__wrap_bitmap_init (struct bitmap *bm, uint64_t nbits)
+{
+  if (atomic_fetch_add (&bitmap_calls, 1) == atomic_load (&bitmap_fail_at)) {
+    bm->nbits = nbits;
+    bm->words = NULL;
+    return -ENOMEM;
+  }
+  return __real_bitmap_init (bm, nbits);
+}
 
 #define KiB 1024u
 #define SIZE (256 * KiB)
@@ -45,12 +64,18 @@ world_write (struct world *w, uint64_t off, size_t len, char fill)
   free (buf);
 }
 
+static void
+silent_log (void *opaque, enum fssnap_log_level level, const char *msg)
+{
+  (void) opaque, (void) level, (void) msg;
+}
+
 static struct fssnap_origin *
 world_open (struct world *w)
 {
   struct fssnap_origin_opts oo = {
     .path = w->h->origin_path, .state_dir = w->h->dir, .io = &w->h->io,
-    .log = harness_quiet_log,
+    .log = silent_log,
   };
   struct fssnap_origin *o = NULL;
   int r = fssnap_origin_open (&oo, &o);
@@ -294,6 +319,63 @@ test_write_while_offline (void **state)
   world_free (w);
 }
 
+/* ---- 2. Out of memory anywhere in recovery ------------------------- */
+
+/* Fail each allocation of a map during start-up in turn (the snapshots
+ * have a chunk size the origin does not start with): the open fails with
+ * -ENOMEM, or it works with the snapshots' chunk size and each snapshot
+ * exact or offline; nothing in the state dir is rewritten either way, and
+ * the next open brings every snapshot back.
+ */
+static void
+test_enomem_in_recovery (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  fssnap_origin_close (w->o);
+  w->o = NULL;
+  struct dir_image before;
+  dir_image_take (w, &before);
+  unsigned failed_open = 0, offline = 0;
+  long k;
+  for (k = 0;; k++) {
+    atomic_store (&bitmap_calls, 0);
+    atomic_store (&bitmap_fail_at, k);
+    w->o = world_open (w);
+    atomic_store (&bitmap_fail_at, -1);
+    if (atomic_load (&bitmap_calls) <= k) {     /* no call left to fail */
+      assert_non_null (w->o);
+      break;
+    }
+    if (!w->o) {
+      failed_open++;
+      continue;
+    }
+    assert_int_equal (fssnap_origin_chunksize (w->o), CHUNK);
+    for (unsigned i = 0; i < NSNAPS; i++) {
+      struct fssnap_snapshot_info info;
+      assert_int_equal (fssnap_snapshot_info (w->o, i, &info), 0);
+      if (info.state == FSSNAP_STATE_OFFLINE)
+        offline++;
+      else
+        assert_reads (w, i, w->img[i]);
+    }
+    fssnap_origin_close (w->o);
+    w->o = NULL;
+    assert_dir_unchanged (w, &before);
+  }
+  for (unsigned i = 0; i < NSNAPS; i++) {
+    assert_state (w, i, FSSNAP_STATE_IDLE, NULL);
+    assert_reads (w, i, w->img[i]);
+  }
+  printf ("out of memory at each of %ld allocations of start-up: %u opens "
+          "refused, %u snapshots offline, none wrong\n", k, failed_open,
+          offline);
+  assert_true (failed_open > 0);
+  dir_image_free (&before);
+  world_free (w);
+}
+
 /* Proof of damage still disables (a bad checksum in a map block). */
 static void
 test_damage_still_disables (void **state)
@@ -321,6 +403,7 @@ main (void)
     cmocka_unit_test (test_offline_on_enomem),
     cmocka_unit_test (test_eio_once_at_start),
     cmocka_unit_test (test_write_while_offline),
+    cmocka_unit_test (test_enomem_in_recovery),
     cmocka_unit_test (test_damage_still_disables),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
