@@ -294,8 +294,11 @@ struct snap *snap_alloc (struct fssnap_origin *o, uint32_t cs, unsigned num,
 void snap_ref (struct snap *s);
 void snap_unref (struct snap *s);
 bool snap_is_valid (const struct snap *s);
-/* Disable s with a logged reason (no-op unless valid).  Takes state_lock. */
-void snap_disable (struct snap *s, const char *fmt, ...)
+/* Disable s with a logged reason (no-op unless valid); returns 0 once that
+ * is durable (its metadata file, or a .missed marker, or the file's
+ * removal, each made durable), else the error.  Takes state_lock.
+ */
+int snap_disable (struct snap *s, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 /* Mark s deleted (it stops taking copies) with a logged reason; the number
  * and the data go when snap_reap finds them unused.  Takes state_lock.

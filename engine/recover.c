@@ -274,8 +274,9 @@ recover_load (struct fssnap_origin *o, struct found *f,
   return r;
 }
 
-/* Whether the volume was written while f was offline (a marker file, see
- * snap_mark_missed): 1 yes, 0 no, or the fault that stops us knowing.
+/* Whether f missed copies (a marker file, see snap_mark_missed and
+ * snap_persist_state_locked): 1 yes, 0 no, or the fault that stops us
+ * knowing.
  */
 static int
 recover_missed (struct fssnap_origin *o, const struct found *f)
@@ -293,9 +294,9 @@ recover_missed (struct fssnap_origin *o, const struct found *f)
   return 1;
 }
 
-/* f was offline while the volume was written: it missed copies, which is
- * proof that it is wrong.  Record it as disabled (durably) before the
- * marker goes.
+/* f missed copies (it was offline while the volume was written, or its
+ * state could not be written when it was disabled), which is proof that
+ * it is wrong.  Record it as disabled (durably) before the marker goes.
  */
 static void
 recover_disable_missed (struct fssnap_origin *o, struct found *f)
@@ -303,8 +304,9 @@ recover_disable_missed (struct fssnap_origin *o, struct found *f)
   struct snap *s = f->snap;
   if (s->meta->hdr.state != META_VALID)
     return;
-  snprintf (s->reason, sizeof s->reason, "the volume was written while "
-            "this snapshot was offline: it missed the copies it needed");
+  snprintf (s->reason, sizeof s->reason, "it missed copies it needed (the "
+            "volume was written while it was offline, or it was disabled "
+            "and its metadata could not record that)");
   engine_log (o, FSSNAP_LOG_ERR, "snapshot %u is disabled: %s", s->number,
               s->reason);
   if (meta_set_state (s->meta, META_DISABLED, s->reason, true) < 0)

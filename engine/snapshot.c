@@ -90,30 +90,69 @@ snap_is_valid (const struct snap *s)
   return atomic_load (&s->state) == SNAP_VALID;
 }
 
-/* Record s's state in its metadata file, synced unless transient.  If that
- * fails the file is removed, so that a restart never trusts a state that
- * is no longer true.  Caller holds state_lock.
- */
-static void
-snap_persist_state_locked (struct snap *s, enum meta_state state)
+/* Create s's .missed marker (not yet durable).  Caller holds state_lock. */
+static int
+snap_write_missed_locked (struct fssnap_origin *o, struct snap *s)
 {
-  if (!s->meta || s->untrusted)   /* its file is never trusted again */
-    return;
-  int r = meta_set_state (s->meta, state, s->reason, !s->transient);
-  if (r < 0) {
-    engine_log (s->origin, FSSNAP_LOG_ERR, "snapshot %u: recording its state "
-                "in %s failed (%s): removing the file so that it is never "
-                "trusted again", s->number, s->meta->path, strerror (-r));
-    s->meta->io->unlink (s->meta->io->opaque, s->meta->path);
-  }
+  char *path = snap_state_file (o, s->number, s->seq, "missed");
+  if (!path)
+    return -ENOMEM;
+  int fd = o->io->open (o->io->opaque, path, O_WRONLY | O_CREAT | O_CLOEXEC,
+                        0600);
+  free (path);
+  if (fd < 0)
+    return fd;
+  o->io->close (o->io->opaque, fd);
+  return 0;
 }
 
-/* Move s from valid to 'state' with a reason.  Takes state_lock. */
+/* Record s's state in its metadata file, synced unless transient, so that
+ * a restart never trusts a state that is no longer true.  If the file
+ * cannot take it, a durable .missed marker says the same (recovery then
+ * disables s); failing that, removing the file does, durably, if no older
+ * snapshot can need the copies s owns.  Returns 0 once one of them is
+ * durable, else the error (logged).  Caller holds state_lock.
+ */
+static int
+snap_persist_state_locked (struct snap *s, enum meta_state state)
+{
+  struct fssnap_origin *o = s->origin;
+  if (!s->meta || s->untrusted)   /* its file is never trusted again */
+    return 0;
+  int r = meta_set_state (s->meta, state, s->reason, !s->transient);
+  if (r == 0 || s->transient)     /* a transient one is gone at restart */
+    return 0;
+  engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: recording its state in %s "
+              "failed (%s): recording that it missed copies instead",
+              s->number, s->meta->path, strerror (-r));
+  r = snap_write_missed_locked (o, s);
+  if (r == 0)
+    r = origin_sync_state_dir (o);
+  if (r == 0)
+    return 0;
+  if (atomic_load (&s->owned_count) == 0) {
+    r = o->io->unlink (o->io->opaque, s->meta->path);
+    if (r == 0)
+      r = origin_sync_state_dir (o);
+    if (r == 0)
+      return 0;
+  }
+  engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: no durable record that it is "
+              "no longer valid (%s); a restart may bring it back valid",
+              s->number, strerror (-r));
+  return r;
+}
+
+/* Move s from valid to 'state' with a reason; *durable says whether that
+ * is on disk (0) or the error.  Takes state_lock.
+ */
 static bool
-snap_leave_valid (struct snap *s, enum snap_state state, const char *why)
+snap_leave_valid (struct snap *s, enum snap_state state, const char *why,
+                  int *durable)
 {
   struct fssnap_origin *o = s->origin;
   bool was_valid;
+  *durable = 0;
   pthread_mutex_lock (&o->state_lock);
   was_valid = atomic_load (&s->state) == SNAP_VALID;
   if (was_valid || (state == SNAP_DELETED
@@ -121,8 +160,8 @@ snap_leave_valid (struct snap *s, enum snap_state state, const char *why)
     atomic_store (&s->state, state);
     if (why)
       snprintf (s->reason, sizeof s->reason, "%s", why);
-    snap_persist_state_locked (s, state == SNAP_DELETED ? META_DELETED
-                                                        : META_DISABLED);
+    *durable = snap_persist_state_locked (s, state == SNAP_DELETED
+                                             ? META_DELETED : META_DISABLED);
   }
   pthread_mutex_unlock (&o->state_lock);
   if (was_valid)
@@ -130,23 +169,26 @@ snap_leave_valid (struct snap *s, enum snap_state state, const char *why)
   return was_valid;
 }
 
-void
+int
 snap_disable (struct snap *s, const char *fmt, ...)
 {
   char why[256];
   va_list ap;
+  int durable;
   va_start (ap, fmt);
   vsnprintf (why, sizeof why, fmt, ap);
   va_end (ap);
-  if (snap_leave_valid (s, SNAP_DISABLED, why))
+  if (snap_leave_valid (s, SNAP_DISABLED, why, &durable))
     engine_log (s->origin, FSSNAP_LOG_ERR, "snapshot %u disabled: %s",
                 s->number, why);
+  return durable;
 }
 
 void
 snap_mark_deleted (struct snap *s, const char *why)
 {
-  snap_leave_valid (s, SNAP_DELETED, NULL);
+  int durable;
+  snap_leave_valid (s, SNAP_DELETED, NULL, &durable);
   engine_log (s->origin, FSSNAP_LOG_INFO, "snapshot %u (%s) deleted: %s",
               s->number, s->uuid, why);
 }
@@ -223,22 +265,6 @@ snap_find_locked (struct fssnap_origin *o, unsigned num)
       return s;
   }
   return NULL;
-}
-
-/* Create s's .missed marker (not yet durable).  Caller holds state_lock. */
-static int
-snap_write_missed_locked (struct fssnap_origin *o, struct snap *s)
-{
-  char *path = snap_state_file (o, s->number, s->seq, "missed");
-  if (!path)
-    return -ENOMEM;
-  int fd = o->io->open (o->io->opaque, path, O_WRONLY | O_CREAT | O_CLOEXEC,
-                        0600);
-  free (path);
-  if (fd < 0)
-    return fd;
-  o->io->close (o->io->opaque, fd);
-  return 0;
 }
 
 int

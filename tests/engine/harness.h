@@ -48,6 +48,7 @@ struct harness {
   _Atomic unsigned store_delay_us;      /* sleep in each store write */
   _Atomic unsigned long long store_writes;
   struct harness_fault fault;
+  _Atomic unsigned dir_syncs;           /* directory fsyncs that worked */
   pthread_mutex_t fd_lock;
   char *fd_path[HARNESS_MAX_FD];        /* what each descriptor is open on */
   bool fd_dir[HARNESS_MAX_FD];
@@ -188,7 +189,10 @@ harness_fsync (void *opaque, int fd)
   int f = harness_fault_fd (h, dir ? HOP_DIRSYNC : HOP_SYNC, fd);
   if (f < 0)
     return f;
-  return fssnap_io_posix ()->fsync (NULL, fd);
+  int r = fssnap_io_posix ()->fsync (NULL, fd);
+  if (r == 0 && dir)
+    atomic_fetch_add (&h->dir_syncs, 1);
+  return r;
 }
 
 static int

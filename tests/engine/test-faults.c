@@ -307,15 +307,15 @@ test_write_while_offline (void **state)
   assert_state (w, 1, FSSNAP_STATE_OFFLINE, NULL);
   harness_fault_clear (w->h);
   world_reopen (w);
-  assert_state (w, 1, FSSNAP_STATE_DISABLED, "written while");
-  assert_state (w, 0, FSSNAP_STATE_DISABLED, "written while");
+  assert_state (w, 1, FSSNAP_STATE_DISABLED, "missed copies");
+  assert_state (w, 0, FSSNAP_STATE_DISABLED, "missed copies");
   int r;
   char *vol = harness_read_all (w->o, -1, &r);
   assert_int_equal (r, 0);
   assert_memory_equal (vol, w->model, SIZE);
   free (vol);
   world_reopen (w);                     /* disabled for good */
-  assert_state (w, 1, FSSNAP_STATE_DISABLED, "written while");
+  assert_state (w, 1, FSSNAP_STATE_DISABLED, "missed copies");
   world_free (w);
 }
 
@@ -376,6 +376,36 @@ test_enomem_in_recovery (void **state)
   world_free (w);
 }
 
+/* ---- 3. Disabling is durable before anything relies on it --------- */
+
+/* A copy fails (the store is full) and so does recording the snapshot's
+ * new state in its metadata file: the write still completes, and a
+ * durable record (a directory sync after it) makes the restart disable
+ * the snapshot instead of serving it.
+ */
+static void
+test_disable_durable_when_meta_fails (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  world_write (w, 8 * CHUNK, CHUNK, 'q');  /* snapshot 1 now owns chunk 8 */
+  harness_fault (w->h, HOP_WRITE, "snap1.1.meta", -EIO, -1);
+  atomic_store (&w->h->store_errno, ENOSPC);
+  atomic_store (&w->h->store_budget, 0);
+  unsigned syncs = atomic_load (&w->h->dir_syncs);
+  world_write (w, 10 * CHUNK, CHUNK, 'r');
+  assert_state (w, 1, FSSNAP_STATE_DISABLED, NULL);
+  assert_true (atomic_load (&w->h->fault.hits) > 0);
+  assert_true (atomic_load (&w->h->dir_syncs) > syncs);
+  harness_fault_clear (w->h);
+  atomic_store (&w->h->store_errno, 0);
+  world_reopen (w);
+  assert_state (w, 1, FSSNAP_STATE_DISABLED, "missed copies");
+  world_reopen (w);
+  assert_state (w, 1, FSSNAP_STATE_DISABLED, "missed copies");
+  world_free (w);
+}
+
 /* Proof of damage still disables (a bad checksum in a map block). */
 static void
 test_damage_still_disables (void **state)
@@ -404,6 +434,7 @@ main (void)
     cmocka_unit_test (test_eio_once_at_start),
     cmocka_unit_test (test_write_while_offline),
     cmocka_unit_test (test_enomem_in_recovery),
+    cmocka_unit_test (test_disable_durable_when_meta_fails),
     cmocka_unit_test (test_damage_still_disables),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
