@@ -18,7 +18,9 @@
  *
  * Freeing a snapshot S merges its D into the next newer one (or into X if
  * S was the newest), durably, before S's files go; so every remaining
- * pair stays comparable.
+ * pair stays comparable.  If neither the merged map nor the record that
+ * it is lost can be written, S stays (retained, its files kept), and the
+ * merge is tried again at the next reap or restart.
  *
  * Exact across crashes: the first write to a chunk since the newest
  * snapshot logs bit A of that snapshot in the commit epoch it waits for
@@ -111,33 +113,48 @@ changes_hand_over (struct fssnap_origin *o, struct snap *s)
   o->changed_lost = false;
 }
 
-void
-changes_persist_flags (struct fssnap_origin *o, struct snap *s)
+/* Record D's trust, and A's if s holds X (is or is about to be the
+ * newest).  Caller holds snap_lock exclusive (or owns the origin alone).
+ */
+static int
+changes_persist_flags_as (struct fssnap_origin *o, struct snap *s,
+                          bool holds_x)
 {
   if (!s->meta || s->untrusted)
-    return;
+    return 0;
   uint32_t flags = 0;
   if (s->changed_lost)
     flags |= META_F_CHANGED_LOST;
-  if (s == changes_newest_locked (o) && o->changed_lost)
+  if (holds_x && o->changed_lost)
     flags |= META_F_AFTER_LOST;
   int r = meta_set_flags (s->meta, META_F_CHANGED_LOST | META_F_AFTER_LOST,
                           flags, !s->transient);
   if (r < 0)
     engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: recording the trust of "
                 "its change maps failed: %s", s->number, strerror (-r));
+  return s->transient ? 0 : r;          /* its maps go at restart anyway */
 }
 
-/* Write a whole change map of s; a failure makes it untrusted. */
-static void
+int
+changes_persist_flags (struct fssnap_origin *o, struct snap *s)
+{
+  return changes_persist_flags_as (o, s, s == changes_newest_locked (o));
+}
+
+/* Write a whole change map of s; if that fails, the map is marked lost,
+ * in memory and durably.  Returns 0 once the map or its loss is durable,
+ * else the error: then what the map should hold is on disk nowhere else
+ * than in the files the caller was about to remove.
+ */
+static int
 changes_write_map (struct fssnap_origin *o, struct snap *s,
                    enum meta_map map, const struct bitmap *src)
 {
   if (!s->meta || s->untrusted)
-    return;
+    return 0;
   int r = meta_write_map (s->meta, map, src, !s->transient);
   if (r == 0)
-    return;
+    return 0;
   engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: writing its change map "
               "failed (%s): it cannot be trusted for incremental backups",
               s->number, strerror (-r));
@@ -145,7 +162,7 @@ changes_write_map (struct fssnap_origin *o, struct snap *s,
     s->changed_lost = true;
   else
     o->changed_lost = true;
-  changes_persist_flags (o, s);
+  return changes_persist_flags_as (o, s, map == META_MAP_AFTER);
 }
 
 int
@@ -161,9 +178,8 @@ changes_merge_locked (struct fssnap_origin *o, size_t i)
   if (next) {
     bitmap_or (&next->changed, &s->changed);
     next->changed_lost |= s->changed_lost;
-    changes_write_map (o, next, META_MAP_CHANGED, &next->changed);
-    changes_persist_flags (o, next);
-    return 0;
+    int r = changes_write_map (o, next, META_MAP_CHANGED, &next->changed);
+    return r < 0 ? r : changes_persist_flags (o, next);
   }
   /* s is the newest: the volume's changes now count from the one before. */
   bitmap_or (&o->changed, &s->changed);
@@ -173,9 +189,8 @@ changes_merge_locked (struct fssnap_origin *o, size_t i)
     o->changed_lost = false;
     return 0;
   }
-  changes_write_map (o, into, META_MAP_AFTER, &o->changed);
-  changes_persist_flags (o, into);
-  return 0;
+  int r = changes_write_map (o, into, META_MAP_AFTER, &o->changed);
+  return r < 0 ? r : changes_persist_flags_as (o, into, true);
 }
 
 /* ---- Comparing ---------------------------------------------------------- */

@@ -264,14 +264,15 @@ uint64_t changes_track (struct fssnap_origin *o, uint64_t off, uint64_t len);
 void changes_hand_over (struct fssnap_origin *o, struct snap *s);
 /* snaps[i] is being freed: merge its D into the next snapshot, or into
  * the volume's changes if it is the newest, and make that durable.
- * -EAGAIN: the snapshot that would take the merge is offline; s must stay.
+ * An error (-EAGAIN: the snapshot that would take the merge is offline;
+ * or neither the map nor its loss could be written) means s must stay.
  * Caller holds snap_lock exclusive.
  */
 int changes_merge_locked (struct fssnap_origin *o, size_t i);
 /* Record D's and A's trust in s's metadata header.  Caller holds
  * snap_lock (exclusive, or owns the origin alone).
  */
-void changes_persist_flags (struct fssnap_origin *o, struct snap *s);
+int changes_persist_flags (struct fssnap_origin *o, struct snap *s);
 
 /* recover.c: reopen the snapshots found in the state dir (at open). */
 int recover_snapshots (struct fssnap_origin *o);

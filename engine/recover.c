@@ -365,11 +365,7 @@ recover_one (struct fssnap_origin *o, struct found *f)
   else if (!ok && h->flags & (META_F_TRANSIENT | META_F_UNLINK)) {
     engine_log (o, FSSNAP_LOG_INFO, "transient snapshot %u is gone (%s)",
                 f->number, f->reason);
-    meta_close (f->meta, true);         /* it would be gone anyway */
-    store_destroy (f->store, true);
-    f->meta = NULL;
-    f->store = NULL;
-    f->gone = true;
+    f->gone = true;             /* its files go once its loss is recorded */
   }
   if (!f->snap)
     for (unsigned m = 0; m < META_NMAPS; m++)
@@ -590,6 +586,27 @@ recover_changes (struct fssnap_origin *o, struct found *found, size_t n)
   }
 }
 
+/* Record the trust of every change map, then remove the files of the
+ * transient snapshots that are gone: only once the maps that counted on
+ * them say so durably, else the next start would trust them.
+ */
+static void
+recover_remove_gone (struct fssnap_origin *o, struct found *found, size_t n)
+{
+  int r = 0;
+  for (size_t i = 0; i < o->nsnaps; i++)
+    if (changes_persist_flags (o, o->snaps[i]) < 0)
+      r = -EIO;
+  for (size_t i = 0; r == 0 && i < n; i++) {
+    if (!found[i].gone)
+      continue;
+    meta_close (found[i].meta, true);
+    store_destroy (found[i].store, true);
+    found[i].meta = NULL;
+    found[i].store = NULL;
+  }
+}
+
 int
 recover_snapshots (struct fssnap_origin *o)
 {
@@ -611,7 +628,7 @@ recover_snapshots (struct fssnap_origin *o)
   for (size_t i = 0; i < n; i++) {
     struct found *f = &found[i];
     enum meta_state state = f->snap ? f->snap->meta->hdr.state : META_DISABLED;
-    if (r == 0 && !f->snap && !f->gone
+      if (r == 0 && !f->snap && !f->gone
         && !(f->snap = f->offline ? recover_offline (o, f)
                                   : recover_disabled (o, f)))
       r = -ENOMEM;
@@ -621,20 +638,29 @@ recover_snapshots (struct fssnap_origin *o)
       snap_unref (f->snap);
       f->snap = NULL;
     }
-    meta_close (f->meta, false);
-    store_destroy (f->store, false);
+    if (!f->gone) {
+      meta_close (f->meta, false);
+      store_destroy (f->store, false);
+      f->meta = NULL;
+      f->store = NULL;
+    }
     free (f->path);
   }
   if (r == 0)
     recover_changes (o, found, n);
-  free (found);
   if (r == 0)
     r = recover_derive_preserved (o);
+  if (r == 0) {
+    snap_reap (o);
+    recover_remove_gone (o, found, n);
+  }
+  for (size_t i = 0; i < n; i++) {     /* kept: removed at a later start */
+    meta_close (found[i].meta, false);
+    store_destroy (found[i].store, false);
+  }
+  free (found);
   if (r < 0)
     return r;
-  snap_reap (o);
-  for (size_t i = 0; i < o->nsnaps; i++)
-    changes_persist_flags (o, o->snaps[i]);
   engine_log (o, FSSNAP_LOG_INFO, "reopened %zu snapshot file(s) of %s from "
               "%s", n, o->path, o->state_dir);
   return 0;
