@@ -195,7 +195,14 @@ struct fssnap_origin {
 void engine_log (struct fssnap_origin *o, enum fssnap_log_level level,
                  const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
 
-/* io.c: full reads and writes through the I/O layer. */
+/* io.c: full reads and writes through the I/O layer.  A file that ends
+ * before the range does is an error, -EIO: every file the engine reads
+ * (origin, stores, metadata) is at least as long as what it reads, so a
+ * shorter one was truncated behind its back; io_pread_upto returns the
+ * bytes there are, for a caller that tells the reason.
+ */
+ssize_t io_pread_upto (const struct fssnap_io *io, int fd, void *buf,
+                       size_t len, uint64_t off);
 int io_pread_full (const struct fssnap_io *io, int fd, void *buf, size_t len,
                    uint64_t off);
 int io_pwrite_full (const struct fssnap_io *io, int fd, const void *buf,
@@ -227,6 +234,11 @@ chunksize_valid (uint64_t cs)
  * snap exists but the one being created.
  */
 int origin_set_chunksize (struct fssnap_origin *o, uint32_t cs);
+/* Log why reading [off, off+len) of the origin failed with err (a shrunk
+ * origin says so).  No lock needed.
+ */
+void origin_read_failed (struct fssnap_origin *o, uint64_t off,
+                         uint64_t len, int err);
 /* fsync the state dir (new or removed files).  No lock needed. */
 int origin_sync_state_dir (struct fssnap_origin *o);
 

@@ -140,23 +140,33 @@ fssnap_io_posix (void)
   return &io_posix;
 }
 
-int
-io_pread_full (const struct fssnap_io *io, int fd, void *buf, size_t len,
+ssize_t
+io_pread_upto (const struct fssnap_io *io, int fd, void *buf, size_t len,
                uint64_t off)
 {
-  while (len > 0) {
-    ssize_t r = io->pread (io->opaque, fd, buf, len, off);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t r = io->pread (io->opaque, fd, (char *) buf + done, len - done,
+                           off + done);
     if (r == -EINTR)
       continue;
     if (r < 0)
       return r;
-    if (r == 0)                 /* past the end of a sparse file: zeros */
-      return memset (buf, 0, len), 0;
-    buf = (char *) buf + r;
-    len -= r;
-    off += r;
+    if (r == 0)                 /* end of file */
+      break;
+    done += r;
   }
-  return 0;
+  return done;
+}
+
+int
+io_pread_full (const struct fssnap_io *io, int fd, void *buf, size_t len,
+               uint64_t off)
+{
+  ssize_t r = io_pread_upto (io, fd, buf, len, off);
+  if (r < 0)
+    return r;
+  return (size_t) r < len ? -EIO : 0;   /* the file is shorter than it was */
 }
 
 int

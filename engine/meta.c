@@ -352,11 +352,15 @@ meta_read_header (struct meta *m, uint32_t *nmaps, char *err, size_t errlen)
   struct meta_header h[2];
   uint32_t bpm[2], nm[2];
   bool ok[2];
-  int r = io_pread_full (m->io, m->fd, slots, sizeof slots, 0);
-  if (r < 0) {
+  ssize_t got = io_pread_upto (m->io, m->fd, slots, sizeof slots, 0);
+  if (got < 0) {
     snprintf (err, errlen, "cannot read the metadata header: %s",
-              strerror (-r));
-    return r;
+              strerror ((int) -got));
+    return (int) got;
+  }
+  if ((size_t) got < sizeof slots) {
+    snprintf (err, errlen, "metadata file truncated (%zd bytes)", got);
+    return -EBADMSG;
   }
   for (int i = 0; i < 2; i++)
     ok[i] = meta_decode_header (slots[i], &h[i], &bpm[i], &nm[i]);
@@ -392,11 +396,16 @@ meta_read_map (struct meta *m, unsigned map, struct bitmap *bm, char *err,
   for (uint32_t k = 0; r == 0 && k < m->blocks_per_map; k += META_IO_BLOCKS) {
     uint32_t n = m->blocks_per_map - k < META_IO_BLOCKS
                    ? m->blocks_per_map - k : META_IO_BLOCKS;
-    r = io_pread_full (m->io, m->fd, buf, (size_t) n * META_BLOCK,
-                       meta_block_offset (m, map, k));
-    if (r < 0)
+    size_t want = (size_t) n * META_BLOCK;
+    ssize_t got = io_pread_upto (m->io, m->fd, buf, want,
+                                 meta_block_offset (m, map, k));
+    r = got < 0 ? (int) got : (size_t) got < want ? -EBADMSG : 0;
+    if (got < 0)
       snprintf (err, errlen, "cannot read map %c of the metadata: %s",
                 "CODA"[map], strerror (-r));
+    else if (r < 0)
+      snprintf (err, errlen, "metadata file truncated (in map %c)",
+                "CODA"[map]);
     for (uint32_t i = 0; r == 0 && i < n; i++)
       if (!meta_decode_block (buf + (size_t) i * META_BLOCK, map, k + i, bm)) {
         snprintf (err, errlen, "metadata block %u of map %c damaged "

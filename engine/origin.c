@@ -203,6 +203,21 @@ fssnap_origin_close (struct fssnap_origin *o)
   origin_free (o);
 }
 
+void
+origin_read_failed (struct fssnap_origin *o, uint64_t off, uint64_t len,
+                    int err)
+{
+  uint64_t now;
+  if (o->io->getsize (o->io->opaque, o->fd, &now) == 0 && now < off + len)
+    engine_log (o, FSSNAP_LOG_ERR, "reading %s at %llu failed: it is now "
+                "%llu bytes, shorter than the %llu it had when opened",
+                o->path, (unsigned long long) off, (unsigned long long) now,
+                (unsigned long long) o->size);
+  else
+    engine_log (o, FSSNAP_LOG_ERR, "reading %s at %llu failed: %s", o->path,
+                (unsigned long long) off, strerror (-err));
+}
+
 uint64_t
 fssnap_origin_size (const struct fssnap_origin *o)
 {
@@ -227,7 +242,10 @@ fssnap_origin_read (struct fssnap_origin *o, void *buf, size_t len,
 {
   if (!origin_range_ok (o, off, len))
     return -EINVAL;
-  return io_pread_full (o->io, o->fd, buf, len, off);
+  int r = io_pread_full (o->io, o->fd, buf, len, off);
+  if (r < 0)
+    origin_read_failed (o, off, len, r);
+  return r;
 }
 
 /* How a change reaches the origin once its chunks are safe. */

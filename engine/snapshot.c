@@ -825,7 +825,14 @@ snap_read_copy (struct fssnap_origin *o, struct snap *s, uint64_t c,
     switch (xtable_read (&owner->table, c, buf, skip, len)) {
     case XTABLE_HIT: r = 0; break;
     case XTABLE_FAILED: r = -EIO; break;
-    default: r = store_read_chunk (owner->store, c, buf, skip, len); break;
+    default:
+      r = store_read_chunk (owner->store, c, buf, skip, len);
+      if (r < 0)
+        engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: reading the copy of "
+                    "chunk %llu from %s failed: %s", s->number,
+                    (unsigned long long) c, owner->store->path,
+                    strerror (-r));
+      break;
     }
   }
   pthread_rwlock_unlock (&o->snap_lock);
@@ -847,6 +854,8 @@ snap_read_chunk (struct fssnap_origin *o, struct snap *s, uint64_t c,
     int r = io_pread_full (o->io, o->fd, buf, len,
                            (c << o->chunk_shift) + skip);
     pthread_mutex_unlock (lock);
+    if (r < 0)
+      origin_read_failed (o, (c << o->chunk_shift) + skip, len, r);
     return r;
   }
   pthread_mutex_unlock (lock);

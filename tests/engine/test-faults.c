@@ -448,6 +448,39 @@ test_lost_change_map_merge (void **state)
   world_free (w);
 }
 
+/* ---- 5. The end of a file is an error, not zeros -------------------- */
+
+/* A store truncated behind fssnapd's back, or an origin that shrank,
+ * read -EIO, never zeros; a truncated metadata file is damage.
+ */
+static void
+test_eof_is_an_error (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  char path[512];
+  snprintf (path, sizeof path, "%s/origin.img.snap1.1.cow", w->h->dir);
+  assert_int_equal (truncate (path, 2 * CHUNK), 0);     /* copies at 2..5 */
+  struct fssnap_snapshot *s;
+  char buf[CHUNK];
+  assert_int_equal (fssnap_snapshot_open (w->o, 1, &s), 0);
+  assert_int_equal (fssnap_snapshot_read (s, buf, CHUNK, 4 * CHUNK), -EIO);
+  fssnap_snapshot_close (s);
+  assert_int_equal (truncate (w->h->origin_path, SIZE - CHUNK), 0);
+  assert_int_equal (fssnap_origin_read (w->o, buf, CHUNK, SIZE - CHUNK),
+                    -EIO);
+  assert_int_equal (fssnap_snapshot_open (w->o, 0, &s), 0);
+  assert_int_equal (fssnap_snapshot_read (s, buf, CHUNK, SIZE - CHUNK), -EIO);
+  fssnap_snapshot_close (s);
+  fssnap_origin_close (w->o);
+  assert_int_equal (truncate (w->h->origin_path, SIZE), 0);
+  snprintf (path, sizeof path, "%s/origin.img.snap0.0.meta", w->h->dir);
+  assert_int_equal (truncate (path, 8192 + 512), 0);
+  w->o = world_open (w);
+  assert_state (w, 0, FSSNAP_STATE_DISABLED, "truncated");
+  world_free (w);
+}
+
 /* Proof of damage still disables (a bad checksum in a map block). */
 static void
 test_damage_still_disables (void **state)
@@ -478,6 +511,7 @@ main (void)
     cmocka_unit_test (test_enomem_in_recovery),
     cmocka_unit_test (test_disable_durable_when_meta_fails),
     cmocka_unit_test (test_lost_change_map_merge),
+    cmocka_unit_test (test_eof_is_an_error),
     cmocka_unit_test (test_damage_still_disables),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
