@@ -280,20 +280,17 @@ origin_apply_write (struct fssnap_origin *o, const void *buf, size_t len,
   return io_pwrite_full (o->io, o->fd, buf, len, off);
 }
 
-/* Zero the range; where the device cannot, write zeros. */
+/* Write zeros over the range: it stays allocated, whatever the device. */
 static int
-origin_apply_zero (struct fssnap_origin *o, const void *buf, size_t len,
-                   uint64_t off)
+origin_apply_zero_alloc (struct fssnap_origin *o, const void *buf, size_t len,
+                         uint64_t off)
 {
   (void) buf;
-  int r = o->io->zero (o->io->opaque, o->fd, off, len);
-  if (r != -EOPNOTSUPP && r != -ENOTTY)
-    return r;
   size_t n = len < ZERO_BUF_SIZE ? len : ZERO_BUF_SIZE;
-  void *zeros = calloc (1, n);
+  void *zeros = calloc (1, n ? n : 1);
   if (!zeros)
     return -ENOMEM;
-  r = 0;
+  int r = 0;
   while (r == 0 && len > 0) {
     size_t k = len < n ? len : n;
     r = io_pwrite_full (o->io, o->fd, zeros, k, off);
@@ -302,6 +299,19 @@ origin_apply_zero (struct fssnap_origin *o, const void *buf, size_t len,
   }
   free (zeros);
   return r;
+}
+
+/* Zero the range (the I/O layer may leave a hole); where the device
+ * cannot, write zeros.
+ */
+static int
+origin_apply_zero (struct fssnap_origin *o, const void *buf, size_t len,
+                   uint64_t off)
+{
+  int r = o->io->zero (o->io->opaque, o->fd, off, len);
+  if (r != -EOPNOTSUPP && r != -ENOTTY)
+    return r;
+  return origin_apply_zero_alloc (o, buf, len, off);
 }
 
 static int
@@ -324,7 +334,9 @@ int
 fssnap_origin_zero (struct fssnap_origin *o, size_t len, uint64_t off,
                     unsigned flags)
 {
-  return origin_modify (o, NULL, len, off, flags, origin_apply_zero);
+  return origin_modify (o, NULL, len, off, flags,
+                        flags & FSSNAP_ZERO_NO_HOLE ? origin_apply_zero_alloc
+                                                    : origin_apply_zero);
 }
 
 int

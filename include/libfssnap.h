@@ -66,7 +66,9 @@ struct fssnap_io {
   int (*fsync) (void *opaque, int fd);
   /* Size in bytes of a regular file or block device. */
   int (*getsize) (void *opaque, int fd, uint64_t *size);
-  /* Make [off, off+len) read back as zeros (must succeed or fail cleanly). */
+  /* Make [off, off+len) read back as zeros (must succeed or fail cleanly);
+   * may leave a hole (FSSNAP_ZERO_NO_HOLE requests are written as zeros).
+   */
   int (*zero) (void *opaque, int fd, off_t off, off_t len);
   /* Tell the device [off, off+len) is unused; may return -EOPNOTSUPP. */
   int (*discard) (void *opaque, int fd, off_t off, off_t len);
@@ -106,7 +108,9 @@ int fssnap_origin_read (struct fssnap_origin *origin, void *buf, size_t len,
 #define FSSNAP_FUA 1u   /* write: make this request durable before returning */
 int fssnap_origin_write (struct fssnap_origin *origin, const void *buf,
                          size_t len, uint64_t off, unsigned flags);
-/* Write zeros.  FSSNAP_ZERO_NO_HOLE: the range must stay allocated. */
+/* Write zeros.  FSSNAP_ZERO_NO_HOLE: the range must stay allocated (zeros
+ * are written); without it the I/O layer's zero may deallocate it.
+ */
 #define FSSNAP_ZERO_NO_HOLE 2u
 int fssnap_origin_zero (struct fssnap_origin *origin, size_t len,
                         uint64_t off, unsigned flags);

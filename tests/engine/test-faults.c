@@ -14,6 +14,7 @@
  * prints says what each cell ended as).
  */
 #include <dirent.h>
+#include <linux/falloc.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -481,6 +482,54 @@ test_eof_is_an_error (void **state)
   world_free (w);
 }
 
+/* ---- 6. FSSNAP_ZERO_NO_HOLE keeps the range allocated --------------- */
+
+/* An I/O layer whose zero punches a hole (as the contract allows). */
+static int
+punching_zero (void *opaque, int fd, off_t off, off_t len)
+{
+  (void) opaque;
+  return fallocate (fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len)
+         < 0 ? -errno : 0;
+}
+
+static bool
+range_has_hole (const char *path, off_t off, off_t len)
+{
+  int fd = open (path, O_RDONLY);
+  off_t hole = lseek (fd, off, SEEK_HOLE);
+  close (fd);
+  return hole < off + len;
+}
+
+static void
+test_zero_no_hole (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  fssnap_origin_close (w->o);
+  w->h->io.zero = punching_zero;
+  w->o = world_open (w);
+  assert_int_equal (fssnap_origin_zero (w->o, 2 * CHUNK, 8 * CHUNK, 0), 0);
+  if (!range_has_hole (w->h->origin_path, 8 * CHUNK, 2 * CHUNK)) {
+    world_free (w);
+    skip ();                            /* no holes on this file system */
+  }
+  assert_int_equal (fssnap_origin_zero (w->o, 2 * CHUNK, 12 * CHUNK,
+                                        FSSNAP_ZERO_NO_HOLE), 0);
+  assert_false (range_has_hole (w->h->origin_path, 12 * CHUNK, 2 * CHUNK));
+  memset (w->model + 8 * CHUNK, 0, 2 * CHUNK);
+  memset (w->model + 12 * CHUNK, 0, 2 * CHUNK);
+  int r;
+  char *vol = harness_read_all (w->o, -1, &r);
+  assert_int_equal (r, 0);
+  assert_memory_equal (vol, w->model, SIZE);
+  free (vol);
+  for (unsigned i = 0; i < NSNAPS; i++)
+    assert_reads (w, i, w->img[i]);
+  world_free (w);
+}
+
 /* Proof of damage still disables (a bad checksum in a map block). */
 static void
 test_damage_still_disables (void **state)
@@ -512,6 +561,7 @@ main (void)
     cmocka_unit_test (test_disable_durable_when_meta_fails),
     cmocka_unit_test (test_lost_change_map_merge),
     cmocka_unit_test (test_eof_is_an_error),
+    cmocka_unit_test (test_zero_no_hole),
     cmocka_unit_test (test_damage_still_disables),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
