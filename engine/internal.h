@@ -199,7 +199,9 @@ void engine_log (struct fssnap_origin *o, enum fssnap_log_level level,
  * before the range does is an error, -EIO: every file the engine reads
  * (origin, stores, metadata) is at least as long as what it reads, so a
  * shorter one was truncated behind its back; io_pread_upto returns the
- * bytes there are, for a caller that tells the reason.
+ * bytes there are, for a caller that tells the reason.  EINTR is retried,
+ * and EIO once (a read or write at an offset may be repeated; an fsync
+ * never is: after a failed one the kernel may have dropped the data).
  */
 ssize_t io_pread_upto (const struct fssnap_io *io, int fd, void *buf,
                        size_t len, uint64_t off);
@@ -313,6 +315,11 @@ bool snap_is_valid (const struct snap *s);
  */
 int snap_disable (struct snap *s, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
+/* Disable owner and every snapshot that reads its copy of chunk c: a copy
+ * that may not be durable.  Takes snap_lock shared, then state_lock.
+ */
+void snap_disable_readers (struct fssnap_origin *o, struct snap *owner,
+                           uint64_t c, const char *why);
 /* Mark s deleted (it stops taking copies) with a logged reason; the number
  * and the data go when snap_reap finds them unused.  Takes state_lock.
  */

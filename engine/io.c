@@ -145,10 +145,11 @@ io_pread_upto (const struct fssnap_io *io, int fd, void *buf, size_t len,
                uint64_t off)
 {
   size_t done = 0;
+  bool retried = false;
   while (done < len) {
     ssize_t r = io->pread (io->opaque, fd, (char *) buf + done, len - done,
                            off + done);
-    if (r == -EINTR)
+    if (r == -EINTR || (r == -EIO && !retried && (retried = true)))
       continue;
     if (r < 0)
       return r;
@@ -173,9 +174,10 @@ int
 io_pwrite_full (const struct fssnap_io *io, int fd, const void *buf,
                 size_t len, uint64_t off)
 {
+  bool retried = false;
   while (len > 0) {
     ssize_t r = io->pwrite (io->opaque, fd, buf, len, off);
-    if (r == -EINTR)
+    if (r == -EINTR || (r == -EIO && !retried && (retried = true)))
       continue;
     if (r < 0)
       return r;

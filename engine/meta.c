@@ -533,19 +533,24 @@ meta_flush (struct meta *m)
   return r;
 }
 
-void
+int
 meta_close (struct meta *m, bool remove)
 {
+  int r = 0;
   if (!m)
-    return;
+    return 0;
   if (m->fd >= 0)
     m->io->close (m->io->opaque, m->fd);
-  if (remove && m->path)
-    m->io->unlink (m->io->opaque, m->path);
+  if (remove && m->path) {
+    r = m->io->unlink (m->io->opaque, m->path);
+    if (r == -EIO)
+      r = m->io->unlink (m->io->opaque, m->path);
+  }
   for (unsigned map = 0; map < META_NMAPS; map++)
     bitmap_free (&m->durable[map]);
   bitmap_free (&m->dirty);
   pthread_mutex_destroy (&m->lock);
   free (m->path);
   free (m);
+  return r;
 }

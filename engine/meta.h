@@ -121,7 +121,9 @@ int meta_flush (struct meta *m);
  */
 struct meta *meta_placeholder (const struct fssnap_io *io, const char *path);
 
-/* Close; with 'remove', delete the file too. */
-void meta_close (struct meta *m, bool remove);
+/* Close; with 'remove', delete the file too (an EIO is retried once) and
+ * return whether that worked.
+ */
+int meta_close (struct meta *m, bool remove);
 
 #endif /* FSSNAP_META_H */

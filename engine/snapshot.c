@@ -65,10 +65,14 @@ snap_destroy (struct snap *s)
    * remove it (durably) before the store it points into.
    */
   bool had_meta = s->meta != NULL;
-  meta_close (s->meta, s->discard);
-  if (s->discard && had_meta && !s->transient)
-    origin_sync_state_dir (s->origin);
-  store_destroy (s->store, s->discard);
+  int r = meta_close (s->meta, s->discard);
+  if (r == 0 && s->discard && had_meta && !s->transient)
+    r = origin_sync_state_dir (s->origin);
+  if (r < 0)                    /* the file says it exists: keep its store */
+    engine_log (s->origin, FSSNAP_LOG_ERR, "snapshot %u: removing its "
+                "metadata file failed (%s): its files are kept, and the next "
+                "start removes them", s->number, strerror (-r));
+  store_destroy (s->store, s->discard && r == 0);
   bitmap_free (&s->cand);
   bitmap_free (&s->pres);
   bitmap_free (&s->owner);
@@ -182,6 +186,20 @@ snap_disable (struct snap *s, const char *fmt, ...)
     engine_log (s->origin, FSSNAP_LOG_ERR, "snapshot %u disabled: %s",
                 s->number, why);
   return durable;
+}
+
+void
+snap_disable_readers (struct fssnap_origin *o, struct snap *owner,
+                      uint64_t c, const char *why)
+{
+  pthread_rwlock_rdlock (&o->snap_lock);
+  for (size_t i = 0; i < o->nsnaps && o->snaps[i]->seq <= owner->seq; i++) {
+    struct snap *s = o->snaps[i];
+    if (s == owner || (bitmap_test (&s->pres, c)
+                       && cow_owner_of (o, s, c) == owner))
+      snap_disable (s, "%s", why);
+  }
+  pthread_rwlock_unlock (&o->snap_lock);
 }
 
 void
