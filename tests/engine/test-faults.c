@@ -71,16 +71,23 @@ silent_log (void *opaque, enum fssnap_log_level level, const char *msg)
   (void) opaque, (void) level, (void) msg;
 }
 
+/* Open the harness's origin with its state dir; NULL if that fails. */
 static struct fssnap_origin *
-world_open (struct world *w)
+open_origin (struct harness *h)
 {
   struct fssnap_origin_opts oo = {
-    .path = w->h->origin_path, .state_dir = w->h->dir, .io = &w->h->io,
+    .path = h->origin_path, .state_dir = h->dir, .io = &h->io,
     .log = silent_log,
   };
   struct fssnap_origin *o = NULL;
   int r = fssnap_origin_open (&oo, &o);
   return r < 0 ? NULL : o;
+}
+
+static struct fssnap_origin *
+world_open (struct world *w)
+{
+  return open_origin (w->h);
 }
 
 /* Two persistent snapshots with writes between and after them. */
@@ -530,6 +537,318 @@ test_zero_no_hole (void **state)
   world_free (w);
 }
 
+/* ---- The fault matrix ------------------------------------------------ */
+
+enum phase { PH_START, PH_CREATE, PH_COPY, PH_COMMIT, PH_DELETE, PH_REAP,
+             PH_DIFF, PH_MERGE, PH_N };
+static const char *const phase_name[PH_N] = {
+  "start-up recovery", "create", "copy", "commit", "delete", "reap", "diff",
+  "change-map merge",
+};
+static const char *const op_name[HOP_NOPS] = {
+  "open", "read", "write", "sync", "dir sync", "rename", "unlink",
+};
+static const struct { const char *name; int err, times; } fault_kind[] = {
+  { "EIO once", -EIO, 1 }, { "EIO always", -EIO, -1 },
+  { "ENOSPC", -ENOSPC, -1 }, { "ENOMEM", -ENOMEM, -1 },
+  { "short", HARNESS_SHORT, -1 },
+};
+#define NFAULTS (sizeof fault_kind / sizeof fault_kind[0])
+#define MX_SNAPS 4
+
+struct mx_snap {
+  char uuid[FSSNAP_UUID_STRLEN];
+  unsigned num;
+  char *img;
+  bool exists;                  /* created (acknowledged), not deleted */
+  bool deleted;                 /* delete acknowledged */
+  bool was_offline;
+};
+
+struct mx {
+  struct harness *h;
+  struct fssnap_origin *o;
+  char *model;                  /* acknowledged writes */
+  bool *unsure;                 /* bytes of writes that failed */
+  struct mx_snap s[MX_SNAPS];
+  int n;
+  unsigned exact, offline, disabled, absent;    /* after the restart */
+};
+
+static int
+mx_write (struct mx *w, uint64_t off, size_t len, char fill)
+{
+  char *buf = malloc (len);
+  memset (buf, fill, len);
+  int r = fssnap_origin_write (w->o, buf, len, off, 0);
+  if (r == 0)
+    memcpy (w->model + off, buf, len);
+  else
+    memset (w->unsure + off, 1, len);
+  free (buf);
+  return r;
+}
+
+static int
+mx_create (struct mx *w)
+{
+  struct mx_snap *s = &w->s[w->n];
+  struct fssnap_create_opts opts = { 0 };
+  char err[256];
+  s->img = malloc (SIZE);
+  memcpy (s->img, w->model, SIZE);
+  int r = fssnap_snapshot_create (w->o, &opts, &s->num, err, sizeof err);
+  if (r == 0) {
+    struct fssnap_snapshot_info info;
+    assert_int_equal (fssnap_snapshot_info (w->o, s->num, &info), 0);
+    memcpy (s->uuid, info.uuid, sizeof s->uuid);
+    s->exists = true;
+  }
+  w->n++;
+  return r;
+}
+
+/* S0, a write, S1, S2 (nothing written in between: S1 owns no copy),
+ * a write: S0 owns chunks 0-3, S2 chunks 2-5.
+ */
+static struct mx *
+mx_new (void)
+{
+  struct mx *w = calloc (1, sizeof *w);
+  w->h = harness_new (SIZE);
+  w->h->skip_syncs = true;
+  w->o = open_origin (w->h);
+  w->model = harness_image (w->h);
+  w->unsure = calloc (SIZE, 1);
+  assert_int_equal (mx_create (w), 0);
+  assert_int_equal (mx_write (w, 777, 50 * KiB, 'a'), 0);
+  assert_int_equal (mx_create (w), 0);
+  assert_int_equal (mx_create (w), 0);
+  assert_int_equal (mx_write (w, 40 * KiB + 777, 50 * KiB, 'b'), 0);
+  return w;
+}
+
+static void
+mx_free (struct mx *w)
+{
+  if (w->o)
+    fssnap_origin_close (w->o);
+  for (int i = 0; i < w->n; i++)
+    free (w->s[i].img);
+  free (w->model);
+  free (w->unsure);
+  harness_free (w->h);
+  free (w);
+}
+
+static int
+mx_delete (struct mx *w, int i)
+{
+  int r = fssnap_snapshot_delete (w->o, w->s[i].num);
+  if (r == 0) {
+    w->s[i].exists = false;
+    w->s[i].deleted = true;
+  }
+  return r;
+}
+
+/* Run phase p with the fault armed (from harness_fault). */
+static int
+mx_run_phase (struct mx *w, enum phase p, enum harness_op op, int k)
+{
+  const char *match = p == PH_COPY ? ".cow" : p == PH_COMMIT ? ".meta"
+                    : p == PH_START ? ".snap" : "";
+  int r = 0;
+  if (p == PH_START) {
+    fssnap_origin_close (w->o);
+    w->o = NULL;
+  }
+  harness_fault (w->h, op, match, fault_kind[k].err, fault_kind[k].times);
+  switch (p) {
+  case PH_START:
+    w->o = open_origin (w->h);
+    r = w->o ? 0 : -EIO;
+    break;
+  case PH_CREATE: r = mx_create (w); break;
+  case PH_COPY:
+  case PH_COMMIT: r = mx_write (w, 8 * CHUNK + 100, CHUNK, 'c'); break;
+  case PH_DELETE: r = mx_delete (w, 2); break;   /* retained: S0 reads it */
+  case PH_REAP: r = mx_delete (w, 0); break;     /* the oldest: freed */
+  case PH_DIFF: {
+    char err[256];
+    r = fssnap_changes (w->o, 0, FSSNAP_VOLUME, 0, SIZE, ignore_extent, NULL,
+                        err, sizeof err);
+    break;
+  }
+  case PH_MERGE: r = mx_delete (w, 1); break;    /* D merges into S2 */
+  default: break;
+  }
+  harness_fault_clear (w->h);
+  return r;
+}
+
+static struct mx_snap *
+mx_find (struct mx *w, const struct fssnap_snapshot_info *info)
+{
+  for (int i = 0; i < w->n; i++)
+    if (strcmp (w->s[i].uuid, info->uuid) == 0)
+      return &w->s[i];
+  for (int i = 0; i < w->n; i++)          /* offline: its UUID is unknown */
+    if (w->s[i].exists && w->s[i].num == info->number
+        && info->state == FSSNAP_STATE_OFFLINE)
+      return &w->s[i];
+  return NULL;
+}
+
+/* Check the promises; states[i] gets what snapshot i is: x exact,
+ * o offline, d disabled, - not there.  after: this is after a restart
+ * with the fault gone.
+ */
+static void
+mx_check (struct mx *w, char *states, bool after, const char *cell)
+{
+  int r;
+  char *vol = harness_read_all (w->o, -1, &r);
+  assert_int_equal (r, 0);
+  for (size_t i = 0; i < SIZE; i++)
+    if (!w->unsure[i] && vol[i] != w->model[i])
+      fail_msg ("%s: the volume lost an acknowledged write at %zu", cell, i);
+  for (int i = 0; i < w->n; i++)
+    states[i] = '-';
+  states[w->n] = '\0';
+  unsigned nums[FSSNAP_MAX_SNAPSHOTS];
+  int n = fssnap_snapshot_list (w->o, nums, FSSNAP_MAX_SNAPSHOTS);
+  for (int j = 0; j < n; j++) {
+    struct fssnap_snapshot_info info;
+    assert_int_equal (fssnap_snapshot_info (w->o, nums[j], &info), 0);
+    struct mx_snap *s = mx_find (w, &info);
+    if (!s)
+      fail_msg ("%s: unknown snapshot %u is listed", cell, nums[j]);
+    char *st = &states[s - w->s];
+    switch (info.state) {
+    case FSSNAP_STATE_IDLE:
+      if (s->deleted)
+        fail_msg ("%s: deleted snapshot %u is back", cell, s->num);
+      {
+        char *got = harness_read_all (w->o, nums[j], &r);
+        if (r != 0 || memcmp (got, s->img, SIZE) != 0)
+          fail_msg ("%s: snapshot %u is wrong (read %d)", cell, s->num, r);
+        free (got);
+        int64_t missed = harness_changes_missed (w->o, nums[j], FSSNAP_VOLUME,
+                                                 s->img, vol, &r);
+        if (!(r == -ESTALE || r == -EAGAIN || (r == 0 && missed < 0)))
+          fail_msg ("%s: diff %u/volume missed chunk %lld (error %d)", cell,
+                    s->num, (long long) missed, r);
+      }
+      *st = 'x';
+      break;
+    case FSSNAP_STATE_OFFLINE:
+    case FSSNAP_STATE_DISABLED:
+    case FSSNAP_STATE_DELETING:
+      if (!info.reason[0] && info.state != FSSNAP_STATE_DELETING)
+        fail_msg ("%s: snapshot %u is %s without a reason", cell, s->num,
+                  fssnap_state_name (info.state));
+      *st = info.state == FSSNAP_STATE_OFFLINE ? 'o'
+          : info.state == FSSNAP_STATE_DISABLED ? 'd' : '-';
+      break;
+    default:
+      fail_msg ("%s: snapshot %u is %s", cell, s->num,
+                fssnap_state_name (info.state));
+    }
+    if (*st == 'o' && after)
+      fail_msg ("%s: snapshot %u still offline with the fault gone", cell,
+                s->num);
+    if (*st == 'o')
+      s->was_offline = true;
+    else if (after && s->was_offline && *st != 'x')
+      fail_msg ("%s: snapshot %u, only offline, came back %c", cell, s->num,
+                *st);
+  }
+  for (int i = 0; i < w->n; i++)
+    if (w->s[i].exists && states[i] == '-')
+      fail_msg ("%s: snapshot %u was lost", cell, w->s[i].num);
+  free (vol);
+}
+
+/* One cell: returns its line in the table. */
+static void
+mx_cell (enum phase p, enum harness_op op, int k, char *out, size_t len,
+         unsigned totals[4])
+{
+  char cell[128], before[8], after[8];
+  snprintf (cell, sizeof cell, "%s / %s / %s", phase_name[p], op_name[op],
+            fault_kind[k].name);
+  struct mx *w = mx_new ();
+  int r = mx_run_phase (w, p, op, k);
+  unsigned hits = atomic_load (&w->h->fault.hits);
+  if (!w->o) {                          /* start-up refused: nothing to see */
+    snprintf (before, sizeof before, "(none)");
+    w->o = open_origin (w->h);
+    assert_non_null (w->o);
+  }
+  else
+    mx_check (w, before, false, cell);
+  fssnap_origin_close (w->o);
+  w->o = open_origin (w->h);
+  assert_non_null (w->o);
+  mx_check (w, after, true, cell);
+  for (int i = 0; after[i]; i++)
+    totals[after[i] == 'x' ? 0 : after[i] == 'd' ? 1 : after[i] == 'o' ? 2
+                                                                       : 3]++;
+  if (!hits)
+    snprintf (out, len, "%-17s", "-");
+  else
+    snprintf (out, len, "%-4s %-5s>%-5s", r == 0 ? "ok" : r == -ENOSPC ? "NOSP"
+              : r == -ENOMEM ? "NMEM" : r == -EIO ? "EIO" : "err", before,
+              after);
+  mx_free (w);
+}
+
+/* Every I/O operation x each fault x each phase: after each, the volume
+ * has every acknowledged write, each snapshot is exact, offline or
+ * disabled with a reason (never wrong), diff is exact or refuses, and a
+ * restart with the fault gone brings back every snapshot that was only
+ * offline.  Prints what each cell ended as.
+ */
+static void
+test_fault_matrix (void **state)
+{
+  (void) state;
+  unsigned totals[4] = { 0 }, cells = 0, hit = 0;
+  printf ("fault matrix: %d phases x %d operations x %zu faults = %zu cells\n"
+          "cell: what the phase returned, then each snapshot S0..S3 right "
+          "after and after a restart\nwith the fault gone (x exact, o "
+          "offline, d disabled, - deleted or never created);\n\"-\": the "
+          "phase does no such operation\n", PH_N, HOP_NOPS, NFAULTS,
+          (size_t) PH_N * HOP_NOPS * NFAULTS);
+  for (int p = 0; p < PH_N; p++) {
+    printf ("\n%-10s", phase_name[p]);
+    for (size_t k = 0; k < NFAULTS; k++)
+      printf (" %-17s", fault_kind[k].name);
+    printf ("\n");
+    for (int op = 0; op < HOP_NOPS; op++) {
+      printf ("  %-8s", op_name[op]);
+      for (size_t k = 0; k < NFAULTS; k++) {
+        char out[64];
+        cells++;
+        if (fault_kind[k].err == HARNESS_SHORT && op != HOP_READ
+            && op != HOP_WRITE) {
+          printf (" %-17s", "n/a");
+          continue;
+        }
+        mx_cell (p, op, k, out, sizeof out, totals);
+        hit += out[0] != '-';
+        printf (" %s", out);
+      }
+      printf ("\n");
+    }
+  }
+  printf ("\n%u cells, %u with the operation in the phase; snapshots after "
+          "the restarts: %u exact, %u disabled with a reason, %u offline, "
+          "%u gone (deleted or not created); none wrong\n", cells, hit,
+          totals[0], totals[1], totals[2], totals[3]);
+}
+
 /* Proof of damage still disables (a bad checksum in a map block). */
 static void
 test_damage_still_disables (void **state)
@@ -563,6 +882,7 @@ main (void)
     cmocka_unit_test (test_eof_is_an_error),
     cmocka_unit_test (test_zero_no_hole),
     cmocka_unit_test (test_damage_still_disables),
+    cmocka_unit_test (test_fault_matrix),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
