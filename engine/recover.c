@@ -180,8 +180,43 @@ recover_origin_matches (struct fssnap_origin *o, const struct meta_header *h,
   return true;
 }
 
-/* Reopen the store and check that it holds every copy O says it owns:
- * -EBADMSG if it does not (proof), another error for a fault.
+/* Whether store st (of a snapshot of chunk size cs) holds the copy of
+ * chunk c: 0, -EBADMSG if it does not (proof, why says how), another
+ * error for a fault.
+ */
+static int
+recover_store_has (struct fssnap_origin *o, struct store *st, uint32_t cs,
+                   uint64_t c, char *why, size_t len)
+{
+  unsigned file;
+  uint64_t off;
+  store_file_locate (st, c, &file, &off);
+  uint64_t start = c * cs;
+  uint64_t need = off + (o->size - start < cs ? o->size - start : cs);
+  int64_t size = store_file_size (st, file);
+  if (size == -ENOENT) {
+    snprintf (why, len, "backing store file %u of %.160s is missing", file,
+              st->path);
+    return -EBADMSG;
+  }
+  if (size < 0) {
+    snprintf (why, len, "cannot read the size of backing store file %u of "
+              "%.160s: %s", file, st->path, strerror ((int) -size));
+    return (int) size;
+  }
+  if (size < (int64_t) need) {
+    snprintf (why, len, "backing store file %u of %.160s is truncated (%"
+              PRId64 " bytes, copies need %" PRIu64 ")", file, st->path, size,
+              need);
+    return -EBADMSG;
+  }
+  return 0;
+}
+
+/* Reopen the store; for a valid snapshot, check that it holds every copy
+ * O says it owns: -EBADMSG if it does not (proof), another error for a
+ * fault.  (A disabled or deleted one may own copies that failed; what
+ * older snapshots read from it is checked by recover_check_kept.)
  */
 static int
 recover_open_store (struct fssnap_origin *o, struct found *f,
@@ -192,36 +227,12 @@ recover_open_store (struct fssnap_origin *o, struct found *f,
     .nchunks = h->nchunks, .max_file_size = h->max_backfile_size,
   };
   int r = store_file_open (&p, &f->store, f->reason, sizeof f->reason);
-  if (r < 0)
-    return r;
-  for (uint64_t c = bitmap_find (owner, 0, true); c < owner->nbits;
-       c = bitmap_find (owner, c + 1, true)) {
-    unsigned file;
-    uint64_t off;
-    store_file_locate (f->store, c, &file, &off);
-    uint64_t start = c * h->chunksize;
-    uint64_t need = off + (o->size - start < h->chunksize ? o->size - start
-                                                          : h->chunksize);
-    int64_t size = store_file_size (f->store, file);
-    if (size == -ENOENT) {
-      snprintf (f->reason, sizeof f->reason, "backing store file %u of %.160s is "
-                "missing", file, h->store_path);
-      return -EBADMSG;
-    }
-    if (size < 0) {
-      snprintf (f->reason, sizeof f->reason, "cannot read the size of backing "
-                "store file %u of %.160s: %s", file, h->store_path,
-                strerror ((int) -size));
-      return (int) size;
-    }
-    if (size < (int64_t) need) {
-      snprintf (f->reason, sizeof f->reason, "backing store file %u of %.160s is "
-                "truncated (%" PRId64 " bytes, copies need %" PRIu64 ")",
-                file, h->store_path, size, need);
-      return -EBADMSG;
-    }
-  }
-  return 0;
+  for (uint64_t c = bitmap_find (owner, 0, true);
+       r == 0 && h->state == META_VALID && c < owner->nbits;
+       c = bitmap_find (owner, c + 1, true))
+    r = recover_store_has (o, f->store, h->chunksize, c, f->reason,
+                           sizeof f->reason);
+  return r;
 }
 
 /* Build the snap of a file that passed every check on its own. */
@@ -487,19 +498,45 @@ recover_publish (struct fssnap_origin *o, struct snap *s,
     o->next_seq = s->seq + 1;
 }
 
-/* s needs the owner map of a newer snapshot that is offline: it is
- * offline too, in memory only.  Caller owns the origin alone.
+/* s cannot be checked now (a fault): it is offline, in memory only.
+ * Caller owns the origin alone.
  */
 static void
-recover_set_offline (struct snap *s, const struct snap *newer)
+recover_set_offline (struct snap *s, const char *why)
 {
   atomic_store (&s->state, SNAP_OFFLINE);
   atomic_fetch_sub (&s->origin->valid_snaps, 1);
-  snprintf (s->reason, sizeof s->reason, "offline: snapshot %u, newer than "
-            "it, is offline, and the copies it may need are recorded there",
-            newer->number);
+  snprintf (s->reason, sizeof s->reason, "offline: %.200s", why);
   engine_log (s->origin, FSSNAP_LOG_WARN, "snapshot %u is %s", s->number,
               s->reason);
+}
+
+/* A disabled or deleted snapshot s (at index i) may own copies that
+ * failed: the valid older snapshots that read such a copy from its store
+ * are disabled (the copy is missing), or offline if the store cannot be
+ * checked now.  Caller owns the origin alone.
+ */
+static void
+recover_check_kept (struct fssnap_origin *o, size_t i)
+{
+  struct snap *s = o->snaps[i];
+  char why[256];
+  for (uint64_t c = bitmap_find (&s->owner, 0, true); c < s->owner.nbits;
+       c = bitmap_find (&s->owner, c + 1, true)) {
+    int r = recover_store_has (o, s->store, s->chunksize, c, why, sizeof why);
+    for (size_t k = 0; r < 0 && k < i; k++) {
+      struct snap *t = o->snaps[k];
+      if (!snap_is_valid (t) || !bitmap_test (&t->pres, c)
+          || cow_owner_of (o, t, c) != s)
+        continue;
+      if (r == -EBADMSG)
+        snap_disable (t, "the copy of chunk %llu it reads from snapshot "
+                      "%u's store is missing: %.160s", (unsigned long long) c,
+                      s->number, why);
+      else
+        recover_set_offline (t, why);
+    }
+  }
 }
 
 /* Derive H of every snap from C and the owner maps at or after it, newest
@@ -537,10 +574,21 @@ recover_derive_preserved (struct fssnap_origin *o)
     if (untrusted && snap_is_valid (s))
       snap_disable (s, "snapshot %u, newer than it, cannot be trusted: the "
                     "copies it may need are unknown", untrusted->number);
-    else if (offline && snap_is_valid (s))
-      recover_set_offline (s, offline);
+    else if (offline && snap_is_valid (s)) {
+      char why[128];
+      snprintf (why, sizeof why, "snapshot %u, newer than it, is offline, "
+                "and the copies it may need are recorded there",
+                offline->number);
+      recover_set_offline (s, why);
+    }
   }
   bitmap_free (&acc);
+  for (size_t i = 0; i < o->nsnaps; i++) {
+    int st = atomic_load (&o->snaps[i]->state);
+    if (!o->snaps[i]->untrusted && o->snaps[i]->store
+        && (st == SNAP_DISABLED || st == SNAP_DELETED))
+      recover_check_kept (o, i);
+  }
   for (size_t i = 0; i < o->nsnaps; i++)
     if (atomic_load (&o->snaps[i]->state) == SNAP_OFFLINE)
       atomic_fetch_add (&o->offline_unmarked, 1);

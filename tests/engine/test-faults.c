@@ -456,6 +456,37 @@ test_lost_change_map_merge (void **state)
   world_free (w);
 }
 
+/* A copy that fails for the newer of two snapshots only disables that one;
+ * after a restart its store is shorter than its owner map says (the copy
+ * is missing), which must not take the older snapshot down with it.
+ */
+static void
+test_failed_copy_spares_older_after_restart (void **state)
+{
+  (void) state;
+  struct world *w = calloc (1, sizeof *w);
+  w->h = harness_new (SIZE);
+  w->o = harness_origin (w->h, CHUNK, 0);
+  w->model = harness_image (w->h);
+  w->img[0] = harness_image (w->h);
+  assert_int_equal (harness_snap (w->o, NULL), 0);
+  world_write (w, 14 * CHUNK, CHUNK, 'p');      /* 0 owns chunk 14 */
+  w->img[1] = harness_image (w->h);
+  assert_int_equal (harness_snap (w->o, NULL), 1);
+  world_write (w, 2 * CHUNK, CHUNK, 'q');       /* 1 owns chunk 2 */
+  atomic_store (&w->h->store_errno, ENOSPC);
+  atomic_store (&w->h->store_budget, 0);
+  world_write (w, 14 * CHUNK, CHUNK, 'r');      /* only 1 needs it */
+  atomic_store (&w->h->store_errno, 0);
+  assert_state (w, 1, FSSNAP_STATE_DISABLED, "No space left");
+  assert_state (w, 0, FSSNAP_STATE_IDLE, NULL);
+  world_reopen (w);
+  assert_state (w, 1, FSSNAP_STATE_DISABLED, "No space left");
+  assert_state (w, 0, FSSNAP_STATE_IDLE, NULL);
+  assert_reads (w, 0, w->img[0]);
+  world_free (w);
+}
+
 /* ---- 5. The end of a file is an error, not zeros -------------------- */
 
 /* A store truncated behind fssnapd's back, or an origin that shrank,
@@ -879,6 +910,7 @@ main (void)
     cmocka_unit_test (test_enomem_in_recovery),
     cmocka_unit_test (test_disable_durable_when_meta_fails),
     cmocka_unit_test (test_lost_change_map_merge),
+    cmocka_unit_test (test_failed_copy_spares_older_after_restart),
     cmocka_unit_test (test_eof_is_an_error),
     cmocka_unit_test (test_zero_no_hole),
     cmocka_unit_test (test_damage_still_disables),
