@@ -88,16 +88,14 @@ $(BUILD)/fssnapd: $(call obj,$(DAEMON_SRC)) $(LIB_INTERNAL)
 $(BUILD)/fssnap: $(call obj,$(CLI_SRC))
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(shell pkg-config --libs json-c blkid) $(LDLIBS)
 
-# Engine tests link the public engine alone (test-faults the internal one:
-# it fails allocations on demand); unit tests may use any object of the
-# daemon except its main().
+# Engine tests link the engine alone (with its internals: they wrap its
+# stores; test-faults also fails allocations on demand); unit tests may use
+# any object of the daemon except its main().
 TEST_OBJS = $(call obj,$(filter-out daemon/main.c,$(DAEMON_SRC)))
-$(BUILD)/tests/engine/%: tests/engine/%.c $(LIB)
+$(BUILD)/tests/engine/%: tests/engine/%.c $(LIB_INTERNAL)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LDLIBS)
-$(BUILD)/tests/engine/test-faults: tests/engine/test-faults.c $(LIB_INTERNAL)
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LDLIBS) -Wl,--wrap=bitmap_init
+$(BUILD)/tests/engine/test-faults: LDLIBS += -Wl,--wrap=bitmap_init
 $(BUILD)/tests/unit/%: tests/unit/%.c $(TEST_OBJS) $(LIB_INTERNAL)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka $(LDLIBS)

@@ -128,11 +128,11 @@ changes_persist_flags_as (struct fssnap_origin *o, struct snap *s,
   if (holds_x && o->changed_lost)
     flags |= META_F_AFTER_LOST;
   int r = meta_set_flags (s->meta, META_F_CHANGED_LOST | META_F_AFTER_LOST,
-                          flags, !s->transient);
+                          flags, snap_persistent (s));
   if (r < 0)
     engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: recording the trust of "
                 "its change maps failed: %s", s->number, strerror (-r));
-  return s->transient ? 0 : r;          /* its maps go at restart anyway */
+  return snap_persistent (s) ? r : 0;   /* else its maps go at restart */
 }
 
 int
@@ -152,7 +152,7 @@ changes_write_map (struct fssnap_origin *o, struct snap *s,
 {
   if (!s->meta || s->untrusted)
     return 0;
-  int r = meta_write_map (s->meta, map, src, !s->transient);
+  int r = meta_write_map (s->meta, map, src, snap_persistent (s));
   if (r == 0)
     return 0;
   engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: writing its change map "

@@ -46,7 +46,7 @@
 static bool
 commit_needed (const struct snap *s)
 {
-  return s->meta && !s->transient;
+  return s->meta && snap_persistent (s);
 }
 
 /* Caller holds commit_lock. */

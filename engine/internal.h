@@ -71,7 +71,6 @@ struct snap {
   uint64_t nchunks;
   uint64_t maxsize;
   uint64_t max_backfile_size;
-  bool transient;               /* also: unlinked store */
   int64_t create_time;
   char *mountpoint;
   char group[FSSNAP_UUID_STRLEN];       /* "" when not in a group */
@@ -189,7 +188,22 @@ struct fssnap_origin {
   uint64_t commit_round;        /* committer only */
 
   _Atomic uint64_t chunks_copied, bytes_copied, throttle_waits, store_errors;
+
+  /* Tests: wraps every store created (store_set_wrap); set before the
+   * first create, read by create (create_lock).
+   */
+  store_wrap_fn store_wrap;
+  void *store_wrap_opaque;
 };
+
+/* Whether s's copies survive a restart (its store says so), so that they
+ * must be durable before the origin changes.  No lock.
+ */
+static inline bool
+snap_persistent (const struct snap *s)
+{
+  return store_persistent (s->store);
+}
 
 /* log.c */
 void engine_log (struct fssnap_origin *o, enum fssnap_log_level level,

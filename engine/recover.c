@@ -180,39 +180,6 @@ recover_origin_matches (struct fssnap_origin *o, const struct meta_header *h,
   return true;
 }
 
-/* Whether store st (of a snapshot of chunk size cs) holds the copy of
- * chunk c: 0, -EBADMSG if it does not (proof, why says how), another
- * error for a fault.
- */
-static int
-recover_store_has (struct fssnap_origin *o, struct store *st, uint32_t cs,
-                   uint64_t c, char *why, size_t len)
-{
-  unsigned file;
-  uint64_t off;
-  store_file_locate (st, c, &file, &off);
-  uint64_t start = c * cs;
-  uint64_t need = off + (o->size - start < cs ? o->size - start : cs);
-  int64_t size = store_file_size (st, file);
-  if (size == -ENOENT) {
-    snprintf (why, len, "backing store file %u of %.160s is missing", file,
-              st->path);
-    return -EBADMSG;
-  }
-  if (size < 0) {
-    snprintf (why, len, "cannot read the size of backing store file %u of "
-              "%.160s: %s", file, st->path, strerror ((int) -size));
-    return (int) size;
-  }
-  if (size < (int64_t) need) {
-    snprintf (why, len, "backing store file %u of %.160s is truncated (%"
-              PRId64 " bytes, copies need %" PRIu64 ")", file, st->path, size,
-              need);
-    return -EBADMSG;
-  }
-  return 0;
-}
-
 /* Reopen the store; for a valid snapshot, check that it holds every copy
  * O says it owns: -EBADMSG if it does not (proof), another error for a
  * fault.  (A disabled or deleted one may own copies that failed; what
@@ -222,16 +189,18 @@ static int
 recover_open_store (struct fssnap_origin *o, struct found *f,
                     const struct meta_header *h, const struct bitmap *owner)
 {
-  struct store_file_params p = {
+  struct store_params p = {
     .io = o->io, .location = h->store_path, .chunksize = h->chunksize,
-    .nchunks = h->nchunks, .max_file_size = h->max_backfile_size,
+    .nchunks = h->nchunks, .origin_size = o->size,
+    .max_file_size = h->max_backfile_size,
   };
-  int r = store_file_open (&p, &f->store, f->reason, sizeof f->reason);
+  const struct store_ops *ops = h->flags & META_F_TRANSIENT
+                                ? &store_transient_ops : &store_file_ops;
+  int r = ops->open (&p, &f->store, f->reason, sizeof f->reason);
   for (uint64_t c = bitmap_find (owner, 0, true);
        r == 0 && h->state == META_VALID && c < owner->nbits;
        c = bitmap_find (owner, c + 1, true))
-    r = recover_store_has (o, f->store, h->chunksize, c, f->reason,
-                           sizeof f->reason);
+    r = store_check (f->store, c, f->reason, sizeof f->reason);
   return r;
 }
 
@@ -259,7 +228,6 @@ recover_build (struct fssnap_origin *o, struct found *f,
   memcpy (s->group, h->group, sizeof s->group);
   s->maxsize = h->maxsize;
   s->max_backfile_size = h->max_backfile_size;
-  s->transient = h->flags & (META_F_TRANSIENT | META_F_UNLINK);
   s->create_time = h->create_time;
   s->mountpoint = h->mountpoint[0] ? strdup (h->mountpoint) : NULL;
   snprintf (s->reason, sizeof s->reason, "%s", h->reason);
@@ -475,10 +443,10 @@ recover_publish (struct fssnap_origin *o, struct snap *s,
                  enum meta_state state)
 {
   int st = atomic_load (&s->state) == SNAP_OFFLINE ? SNAP_OFFLINE
-         : state == META_VALID && !s->transient ? SNAP_VALID
+         : state == META_VALID && snap_persistent (s) ? SNAP_VALID
          : state == META_DISABLED ? SNAP_DISABLED
          : SNAP_DELETED;
-  if (state == META_VALID && s->transient)
+  if (state == META_VALID && !snap_persistent (s))
     snprintf (s->reason, sizeof s->reason, "transient: gone at restart");
   atomic_store (&s->state, st);
   s->number_held = st != SNAP_DELETED;
@@ -523,7 +491,7 @@ recover_check_kept (struct fssnap_origin *o, size_t i)
   char why[256];
   for (uint64_t c = bitmap_find (&s->owner, 0, true); c < s->owner.nbits;
        c = bitmap_find (&s->owner, c + 1, true)) {
-    int r = recover_store_has (o, s->store, s->chunksize, c, why, sizeof why);
+    int r = store_check (s->store, c, why, sizeof why);
     for (size_t k = 0; r < 0 && k < i; k++) {
       struct snap *t = o->snaps[k];
       if (!snap_is_valid (t) || !bitmap_test (&t->pres, c)
@@ -618,7 +586,9 @@ recover_changes (struct fssnap_origin *o, struct found *found, size_t n)
   else
     o->changed_lost = true;
   for (size_t i = 0; i < n; i++) {
-    bool lost = found[i].gone || (found[i].snap && found[i].snap->transient);
+    struct snap *s = found[i].snap;
+    bool lost = found[i].gone
+                || (s && !s->untrusted && !snap_persistent (s));
     if (!lost)
       continue;
     if (found[i].snap)

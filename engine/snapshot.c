@@ -66,12 +66,17 @@ snap_destroy (struct snap *s)
    */
   bool had_meta = s->meta != NULL;
   int r = meta_close (s->meta, s->discard);
-  if (r == 0 && s->discard && had_meta && !s->transient)
+  if (r == 0 && s->discard && had_meta && snap_persistent (s))
     r = origin_sync_state_dir (s->origin);
   if (r < 0)                    /* the file says it exists: keep its store */
     engine_log (s->origin, FSSNAP_LOG_ERR, "snapshot %u: removing its "
                 "metadata file failed (%s): its files are kept, and the next "
                 "start removes them", s->number, strerror (-r));
+  if (s->store && s->discard && r == 0)
+    engine_log (s->origin, FSSNAP_LOG_INFO, "snapshot %u: removing its %s "
+                "backing store %s (%llu bytes of copies)", s->number,
+                s->store->ops->kind, s->store->path,
+                (unsigned long long) store_usage (s->store));
   store_destroy (s->store, s->discard && r == 0);
   bitmap_free (&s->cand);
   bitmap_free (&s->pres);
@@ -123,8 +128,8 @@ snap_persist_state_locked (struct snap *s, enum meta_state state)
   struct fssnap_origin *o = s->origin;
   if (!s->meta || s->untrusted)   /* its file is never trusted again */
     return 0;
-  int r = meta_set_state (s->meta, state, s->reason, !s->transient);
-  if (r == 0 || s->transient)     /* a transient one is gone at restart */
+  int r = meta_set_state (s->meta, state, s->reason, snap_persistent (s));
+  if (r == 0 || !snap_persistent (s))   /* else it is gone at restart */
     return 0;
   engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: recording its state in %s "
               "failed (%s): recording that it missed copies instead",
@@ -359,7 +364,7 @@ snap_options_fit_locked (struct fssnap_origin *o,
   if (!opts->unlink)
     return true;
   for (size_t i = 0; i < o->nsnaps; i++)
-    if (!o->snaps[i]->transient) {
+    if (snap_persistent (o->snaps[i]) || o->snaps[i]->untrusted) {
       snprintf (err, errlen, "unlink: an unlinked backing store is lost at "
                 "restart, but it could hold copies that persistent "
                 "snapshot %u needs; unlink works when every snapshot is "
@@ -442,7 +447,6 @@ snap_new (struct fssnap_origin *o, const struct fssnap_create_opts *opts,
   if (!s)
     return NULL;
   s->maxsize = opts->maxsize;
-  s->transient = opts->transient || opts->unlink;
   s->create_time = time (NULL);
   snap_make_uuid (s->uuid);
   snprintf (s->group, sizeof s->group, "%s", opts->group ? opts->group : "");
@@ -462,7 +466,7 @@ snap_fill_header (struct snap *s, struct meta_header *h)
   h->seq = s->seq;
   h->number = s->number;
   h->state = META_VALID;
-  h->flags = (s->transient ? META_F_TRANSIENT : 0)
+  h->flags = (snap_persistent (s) ? 0 : META_F_TRANSIENT)
     | (s->store && s->store->unlinked ? META_F_UNLINK : 0);
   h->chunksize = s->chunksize;
   h->nchunks = s->nchunks;
@@ -510,7 +514,7 @@ snap_write_meta (struct fssnap_origin *o, struct snap *s, char *err,
   if (path && tmp) {
     struct meta_header h;
     snap_fill_header (s, &h);
-    r = meta_create (o->io, tmp, &h, &s->cand, &o->changed, !s->transient,
+    r = meta_create (o->io, tmp, &h, &s->cand, &o->changed, snap_persistent (s),
                      &s->meta, err, errlen);
   }
   if (r == 0) {
@@ -520,9 +524,9 @@ snap_write_meta (struct fssnap_origin *o, struct snap *s, char *err,
   }
   free (path);
   free (tmp);
-  if (r == 0 && !s->transient)
+  if (r == 0)
     r = store_sync (s->store);
-  if (r == 0 && !s->transient)
+  if (r == 0 && snap_persistent (s))
     r = origin_sync_state_dir (o);
   if (r < 0 && !*err)
     snprintf (err, errlen, "cannot make the snapshot's files durable: %s",
@@ -530,6 +534,16 @@ snap_write_meta (struct fssnap_origin *o, struct snap *s, char *err,
   return r;
 }
 
+void
+store_set_wrap (struct fssnap_origin *o, store_wrap_fn wrap, void *opaque)
+{
+  o->store_wrap = wrap;
+  o->store_wrap_opaque = opaque;
+}
+
+/* Make s's store: transient (never synced) for -o transient or unlink,
+ * else persistent.  Caller holds create_lock.
+ */
 static int
 snap_open_store (struct fssnap_origin *o, struct snap *s,
                  const struct fssnap_create_opts *opts, char *err,
@@ -544,13 +558,18 @@ snap_open_store (struct fssnap_origin *o, struct snap *s,
   char name[512];
   snprintf (name, sizeof name, "%s.snap%u.%llu.cow", o->basename, s->number,
             (unsigned long long) s->seq);
-  struct store_file_params p = {
+  struct store_params p = {
     .io = o->io, .location = location, .name = name,
-    .chunksize = s->chunksize, .nchunks = s->nchunks,
+    .chunksize = s->chunksize, .nchunks = s->nchunks, .origin_size = o->size,
     .max_file_size = opts->max_backfile_size, .unlink = opts->unlink,
   };
+  const struct store_ops *ops = opts->transient || opts->unlink
+                                ? &store_transient_ops : &store_file_ops;
   s->max_backfile_size = opts->max_backfile_size;
-  return store_file_create (&p, &s->store, err, errlen);
+  int r = ops->create (&p, &s->store, err, errlen);
+  if (r == 0 && o->store_wrap)
+    s->store = o->store_wrap (o->store_wrap_opaque, s->store);
+  return r;
 }
 
 /* Takes snap_lock exclusive. */
@@ -616,7 +635,7 @@ snap_fill_and_publish (struct fssnap_origin *o, struct snap *s,
   /* The snapshot is the origin as acknowledged so far: what it reads from
    * the origin must survive a crash as it is, so make it durable first.
    */
-  r = s->transient ? 0 : o->io->fsync (o->io->opaque, o->fd);
+  r = snap_persistent (s) ? o->io->fsync (o->io->opaque, o->fd) : 0;
   if (r < 0) {
     snprintf (err, errlen, "cannot flush %s before the snapshot: %s",
               o->path, strerror (-r));
@@ -982,7 +1001,7 @@ snap_fill_info (struct fssnap_origin *o, struct snap *s,
   info->max_backfile_size = s->max_backfile_size;
   info->create_time = s->create_time;
   info->open_count = s->open_count;
-  info->transient = s->transient;
+  info->transient = !snap_persistent (s);
   if (s->store) {               /* an untrusted snapshot may have none */
     info->unlinked = s->store->unlinked;
     info->backing_files = s->store->nfiles;

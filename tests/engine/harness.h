@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Test harness for the engine tests: a scratch directory with an origin
- * image, and an I/O layer that wraps the real one to slow down or fail the
- * backing stores (files named *.cow) on demand, and to fail any one kind of
- * operation (open, read, write, sync, directory sync, rename, unlink) on
+ * image; a fault-injecting store (store_fault.h) that wraps every store the
+ * engine creates, to slow down or fail its writes on demand; and an I/O
+ * layer that wraps the real one to fail any one kind of operation (open, read, write, sync, directory sync, rename, unlink) on
  * the files whose path contains a string (harness_fault): with an errno,
  * once, n times or for ever, or as a short transfer.  Header-only: each
  * test program includes it once.
@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "libfssnap.h"
+#include "tests/engine/store_fault.h"
 
 #define HARNESS_MAX_FD 4096
 
@@ -42,7 +43,6 @@ struct harness {
   char origin_path[128];
   uint64_t size;
   struct fssnap_io io;
-  _Atomic bool is_store[HARNESS_MAX_FD];
   _Atomic int store_errno;              /* fail store writes with this */
   _Atomic long long store_budget;       /* bytes before failing; <0: never */
   _Atomic unsigned store_delay_us;      /* sleep in each store write */
@@ -144,7 +144,6 @@ harness_open (void *opaque, const char *path, int flags, mode_t mode)
     return f;
   int fd = fssnap_io_posix ()->open (NULL, path, flags, mode);
   if (fd >= 0 && fd < HARNESS_MAX_FD) {
-    atomic_store (&h->is_store[fd], strstr (path, ".cow") != NULL);
     pthread_mutex_lock (&h->fd_lock);
     free (h->fd_path[fd]);
     h->fd_path[fd] = strdup (path);
@@ -224,19 +223,24 @@ harness_pwrite (void *opaque, int fd, const void *buf, size_t len, off_t off)
     return f;
   if (f == HARNESS_SHORT && len > 1)
     len /= 2;
-  if (fd >= 0 && fd < HARNESS_MAX_FD && atomic_load (&h->is_store[fd])) {
-    atomic_fetch_add (&h->store_writes, 1);
-    unsigned delay = atomic_load (&h->store_delay_us);
-    if (delay) {
-      struct timespec ts = { 0, (long) delay * 1000 };
-      nanosleep (&ts, NULL);
-    }
-    if (atomic_load (&h->store_errno)
-        && atomic_fetch_sub (&h->store_budget, (long long) len)
-           < (long long) len)
-      return -atomic_load (&h->store_errno);
-  }
   return fssnap_io_posix ()->pwrite (NULL, fd, buf, len, off);
+}
+
+/* For the fault-injecting store: count a chunk write of len bytes, delay
+ * it, and say whether it fails (with *err).
+ */
+static bool
+store_fault_should_fail (struct harness *h, size_t len, int *err)
+{
+  atomic_fetch_add (&h->store_writes, 1);
+  unsigned delay = atomic_load (&h->store_delay_us);
+  if (delay) {
+    struct timespec ts = { 0, (long) delay * 1000 };
+    nanosleep (&ts, NULL);
+  }
+  *err = atomic_load (&h->store_errno);
+  return *err && atomic_fetch_sub (&h->store_budget, (long long) len)
+                 < (long long) len;
 }
 
 /* Make a scratch dir and an origin of 'size' bytes filled with a pattern
@@ -300,6 +304,7 @@ harness_origin (struct harness *h, uint32_t chunksize, uint64_t max_mem)
     fprintf (stderr, "fssnap_origin_open: %s\n", strerror (-r));
     abort ();
   }
+  store_set_wrap (o, store_fault_wrap, h);
   return o;
 }
 

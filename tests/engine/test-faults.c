@@ -81,7 +81,10 @@ open_origin (struct harness *h)
   };
   struct fssnap_origin *o = NULL;
   int r = fssnap_origin_open (&oo, &o);
-  return r < 0 ? NULL : o;
+  if (r < 0)
+    return NULL;
+  store_set_wrap (o, store_fault_wrap, h);
+  return o;
 }
 
 static struct fssnap_origin *
