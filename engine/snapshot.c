@@ -374,6 +374,29 @@ snap_options_fit_locked (struct fssnap_origin *o,
   return true;
 }
 
+/* Whether the origin's chunk size is that of its snapshots: not when the
+ * only ones there are offline (their files, which say, cannot be read).
+ * Caller holds snap_lock.
+ */
+static bool
+snap_geometry_known_locked (struct fssnap_origin *o, char *err,
+                            size_t errlen)
+{
+  const struct snap *offline = NULL;
+  for (size_t i = 0; i < o->nsnaps; i++) {
+    const struct snap *s = o->snaps[i];
+    if (!s->untrusted)
+      return true;
+    if (atomic_load (&s->state) == SNAP_OFFLINE)
+      offline = s;
+  }
+  if (offline)
+    snprintf (err, errlen, "snapshot %u is offline, and with it the chunk "
+              "size new snapshots must share: try again once a restart can "
+              "read its files", offline->number);
+  return !offline;
+}
+
 static int
 snap_reserve (struct fssnap_origin *o, const struct fssnap_create_opts *opts,
               uint32_t cs, unsigned *nump, uint64_t *seqp, char *err,
@@ -383,6 +406,10 @@ snap_reserve (struct fssnap_origin *o, const struct fssnap_create_opts *opts,
   pthread_rwlock_wrlock (&o->snap_lock);
   if (!snap_options_fit_locked (o, opts, err, errlen)) {
     r = -EINVAL;
+    goto out;
+  }
+  if (!snap_geometry_known_locked (o, err, errlen)) {
+    r = -EAGAIN;
     goto out;
   }
   if (o->nsnaps > 0 && cs != o->chunksize) {

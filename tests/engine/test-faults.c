@@ -285,6 +285,36 @@ test_offline_on_enomem (void **state)
   check_offline_at_start (-ENOMEM);
 }
 
+/* With every snapshot offline, the chunk size they share is unknown: a
+ * new snapshot is refused rather than made with another one.
+ */
+static void
+test_create_refused_while_all_offline (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  harness_fault (w->h, HOP_READ, ".meta", -EIO, -1);
+  fssnap_origin_close (w->o);
+  struct fssnap_origin_opts oo = {
+    .path = w->h->origin_path, .state_dir = w->h->dir, .io = &w->h->io,
+    .chunksize = 4 * CHUNK, .log = silent_log,
+  };
+  assert_int_equal (fssnap_origin_open (&oo, &w->o), 0);
+  assert_state (w, 0, FSSNAP_STATE_OFFLINE, NULL);
+  assert_state (w, 1, FSSNAP_STATE_OFFLINE, NULL);
+  char msg[256];
+  unsigned num;
+  struct fssnap_create_opts opts = { 0 };
+  assert_int_equal (fssnap_snapshot_create (w->o, &opts, &num, msg,
+                                            sizeof msg), -EAGAIN);
+  assert_non_null (strstr (msg, "offline"));
+  harness_fault_clear (w->h);
+  world_reopen (w);
+  assert_int_equal (fssnap_origin_chunksize (w->o), CHUNK);
+  assert_reads (w, 1, w->img[1]);
+  world_free (w);
+}
+
 /* A fault that a retry clears costs nothing. */
 static void
 test_eio_once_at_start (void **state)
@@ -908,6 +938,7 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_offline_on_eio),
     cmocka_unit_test (test_offline_on_enomem),
+    cmocka_unit_test (test_create_refused_while_all_offline),
     cmocka_unit_test (test_eio_once_at_start),
     cmocka_unit_test (test_write_while_offline),
     cmocka_unit_test (test_enomem_in_recovery),
