@@ -77,7 +77,7 @@ open_origin (struct harness *h)
 {
   struct fssnap_origin_opts oo = {
     .path = h->origin_path, .state_dir = h->dir, .io = &h->io,
-    .log = silent_log,
+    .log = silent_log, .writer_threads = 1,
   };
   struct fssnap_origin *o = NULL;
   int r = fssnap_origin_open (&oo, &o);
