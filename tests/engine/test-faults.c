@@ -883,15 +883,15 @@ test_fault_matrix (void **state)
           "cell: what the phase returned, then each snapshot S0..S3 right "
           "after and after a restart\nwith the fault gone (x exact, o "
           "offline, d disabled, - deleted or never created);\n\"-\": the "
-          "phase does no such operation\n", PH_N, HOP_NOPS, NFAULTS,
+          "phase does no such operation; n/a: it has no short form\n", PH_N, HOP_NOPS, NFAULTS,
           (size_t) PH_N * HOP_NOPS * NFAULTS);
   for (int p = 0; p < PH_N; p++) {
-    printf ("\n%-10s", phase_name[p]);
+    printf ("\n%-17s", phase_name[p]);
     for (size_t k = 0; k < NFAULTS; k++)
       printf (" %-17s", fault_kind[k].name);
     printf ("\n");
     for (int op = 0; op < HOP_NOPS; op++) {
-      printf ("  %-8s", op_name[op]);
+      printf ("  %-15s", op_name[op]);
       for (size_t k = 0; k < NFAULTS; k++) {
         char out[64];
         cells++;
