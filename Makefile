@@ -33,6 +33,7 @@ UNIT_SRC   := $(wildcard tests/unit/test-*.c tests/engine/test-*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
 
 LIB        := $(BUILD)/libfssnap.a
+LIB_INTERNAL := $(BUILD)/libfssnap-internal.a
 DAEMON     := $(if $(wildcard daemon/main.c),$(BUILD)/fssnapd)
 CLI        := $(if $(wildcard cli/main.c),$(BUILD)/fssnap)
 UNIT_BINS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
@@ -63,23 +64,39 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(LIB): $(call obj,$(LIB_SRC))
+# The engine's objects are built with hidden visibility: only what
+# include/libfssnap.h marks FSSNAP_API is exported.  libfssnap.a (installed)
+# is one partially linked object whose hidden symbols are made local, so
+# it exports the public API alone; libfssnap-internal.a holds the same
+# objects as they are, for the daemon, the CLI and the tests, which also
+# use the engine's helpers (sizes, logs, bitmaps, stores...).
+$(call obj,$(LIB_SRC)): ALL_CFLAGS += -fvisibility=hidden
+
+$(LIB_INTERNAL): $(call obj,$(LIB_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/fssnapd: $(call obj,$(DAEMON_SRC)) $(LIB)
+$(LIB): $(call obj,$(LIB_SRC))
+	@mkdir -p $(dir $@)
+	$(LD) -r -o $(BUILD)/obj/libfssnap.o $^
+	objcopy --localize-hidden $(BUILD)/obj/libfssnap.o
+	rm -f $@ && ar rcs $@ $(BUILD)/obj/libfssnap.o
+
+$(BUILD)/fssnapd: $(call obj,$(DAEMON_SRC)) $(LIB_INTERNAL)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
 $(BUILD)/fssnap: $(call obj,$(CLI_SRC))
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(shell pkg-config --libs json-c blkid) $(LDLIBS)
 
-# Engine tests link the engine alone; unit tests may use any object of the
-# daemon except its main().
+# Engine tests link the engine alone (with its internals: they wrap its
+# stores; test-faults also fails allocations on demand); unit tests may use
+# any object of the daemon except its main().
 TEST_OBJS = $(call obj,$(filter-out daemon/main.c,$(DAEMON_SRC)))
-$(BUILD)/tests/engine/%: tests/engine/%.c $(LIB)
+$(BUILD)/tests/engine/%: tests/engine/%.c $(LIB_INTERNAL)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LDLIBS)
-$(BUILD)/tests/unit/%: tests/unit/%.c $(TEST_OBJS) $(LIB)
+$(BUILD)/tests/engine/test-faults: LDLIBS += -Wl,--wrap=bitmap_init
+$(BUILD)/tests/unit/%: tests/unit/%.c $(TEST_OBJS) $(LIB_INTERNAL)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka $(LDLIBS)
 

@@ -37,7 +37,7 @@ static const struct cli_info_key cli_info_keys[] = {
   { "uuid", NULL, "UUID", CLI_RAW },
   { "candidate_chunks", NULL, "Candidate chunks", CLI_RAW },
   { "preserved_chunks", NULL, "Preserved chunks", CLI_RAW },
-  { "reason", NULL, "Disabled because", CLI_OPTIONAL },
+  { "reason", NULL, "Unavailable because", CLI_OPTIONAL },
   { "group", NULL, "Group (several volumes)", CLI_OPTIONAL },
   { "owned_chunks", NULL, NULL, CLI_RAW },
   { "chunks", NULL, NULL, CLI_RAW },

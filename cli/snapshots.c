@@ -194,7 +194,7 @@ cli_list_print (json_object *snaps)
     printf ("%-4s %-9s %-19s %-36s %-12s %s\n", cli_field (s, "number"),
             cli_field (s, "state"), when, cli_field (s, "uuid"),
             cli_field (s, "loop"), cli_field (s, "device"));
-    if (*cli_field (s, "reason"))       /* why it is disabled */
+    if (*cli_field (s, "reason"))       /* why disabled or offline */
       printf ("     reason: %s\n", cli_field (s, "reason"));
     if (*cli_field (s, "group") && strcmp (cli_field (s, "group"), "-"))
       printf ("     group: %s\n", cli_field (s, "group"));

@@ -386,6 +386,7 @@ static json_object *
 ctl_delete (const struct ctl_context *ctx, json_object *req)
 {
   json_object *reply = NULL;
+  struct fssnap_snapshot_info info;
   unsigned num;
   int r;
 
@@ -406,6 +407,11 @@ ctl_delete (const struct ctl_context *ctx, json_object *req)
   r = fssnap_snapshot_delete (ctx->origin, num);
   if (r == -ENOENT)
     return ctl_reply_error (ENOENT, "no snapshot %u", num);
+  if (r == -EBUSY && fssnap_snapshot_info (ctx->origin, num, &info) == 0
+      && info.state == FSSNAP_STATE_OFFLINE)
+    return ctl_reply_error (EBUSY, "snapshot %u is offline (%s): it can be "
+                            "deleted once a restart can read its files", num,
+                            info.reason);
   if (r < 0)
     return ctl_engine_error (r, NULL, "cannot delete snapshot");
   reply = ctl_reply_ok ();

@@ -18,7 +18,9 @@
  *
  * Freeing a snapshot S merges its D into the next newer one (or into X if
  * S was the newest), durably, before S's files go; so every remaining
- * pair stays comparable.
+ * pair stays comparable.  If neither the merged map nor the record that
+ * it is lost can be written, S stays (retained, its files kept), and the
+ * merge is tried again at the next reap or restart.
  *
  * Exact across crashes: the first write to a chunk since the newest
  * snapshot logs bit A of that snapshot in the commit epoch it waits for
@@ -111,33 +113,48 @@ changes_hand_over (struct fssnap_origin *o, struct snap *s)
   o->changed_lost = false;
 }
 
-void
-changes_persist_flags (struct fssnap_origin *o, struct snap *s)
+/* Record D's trust, and A's if s holds X (is or is about to be the
+ * newest).  Caller holds snap_lock exclusive (or owns the origin alone).
+ */
+static int
+changes_persist_flags_as (struct fssnap_origin *o, struct snap *s,
+                          bool holds_x)
 {
   if (!s->meta || s->untrusted)
-    return;
+    return 0;
   uint32_t flags = 0;
   if (s->changed_lost)
     flags |= META_F_CHANGED_LOST;
-  if (s == changes_newest_locked (o) && o->changed_lost)
+  if (holds_x && o->changed_lost)
     flags |= META_F_AFTER_LOST;
   int r = meta_set_flags (s->meta, META_F_CHANGED_LOST | META_F_AFTER_LOST,
-                          flags, !s->transient);
+                          flags, snap_persistent (s));
   if (r < 0)
     engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: recording the trust of "
                 "its change maps failed: %s", s->number, strerror (-r));
+  return snap_persistent (s) ? r : 0;   /* else its maps go at restart */
 }
 
-/* Write a whole change map of s; a failure makes it untrusted. */
-static void
+int
+changes_persist_flags (struct fssnap_origin *o, struct snap *s)
+{
+  return changes_persist_flags_as (o, s, s == changes_newest_locked (o));
+}
+
+/* Write a whole change map of s; if that fails, the map is marked lost,
+ * in memory and durably.  Returns 0 once the map or its loss is durable,
+ * else the error: then what the map should hold is on disk nowhere else
+ * than in the files the caller was about to remove.
+ */
+static int
 changes_write_map (struct fssnap_origin *o, struct snap *s,
                    enum meta_map map, const struct bitmap *src)
 {
   if (!s->meta || s->untrusted)
-    return;
-  int r = meta_write_map (s->meta, map, src, !s->transient);
+    return 0;
+  int r = meta_write_map (s->meta, map, src, snap_persistent (s));
   if (r == 0)
-    return;
+    return 0;
   engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: writing its change map "
               "failed (%s): it cannot be trusted for incremental backups",
               s->number, strerror (-r));
@@ -145,20 +162,24 @@ changes_write_map (struct fssnap_origin *o, struct snap *s,
     s->changed_lost = true;
   else
     o->changed_lost = true;
-  changes_persist_flags (o, s);
+  return changes_persist_flags_as (o, s, map == META_MAP_AFTER);
 }
 
-void
+int
 changes_merge_locked (struct fssnap_origin *o, size_t i)
 {
   struct snap *s = o->snaps[i];
   struct snap *next = i + 1 < o->nsnaps ? o->snaps[i + 1] : NULL;
-  if (next && atomic_load (&next->state) != SNAP_CREATING) {
+  if (next && atomic_load (&next->state) == SNAP_CREATING)
+    next = NULL;
+  struct snap *into = next ? next : i > 0 ? o->snaps[i - 1] : NULL;
+  if (into && atomic_load (&into->state) == SNAP_OFFLINE)
+    return -EAGAIN;             /* its maps cannot be written now */
+  if (next) {
     bitmap_or (&next->changed, &s->changed);
     next->changed_lost |= s->changed_lost;
-    changes_write_map (o, next, META_MAP_CHANGED, &next->changed);
-    changes_persist_flags (o, next);
-    return;
+    int r = changes_write_map (o, next, META_MAP_CHANGED, &next->changed);
+    return r < 0 ? r : changes_persist_flags (o, next);
   }
   /* s is the newest: the volume's changes now count from the one before. */
   bitmap_or (&o->changed, &s->changed);
@@ -166,11 +187,10 @@ changes_merge_locked (struct fssnap_origin *o, size_t i)
   if (i == 0) {                 /* nothing older: nothing to compare with */
     bitmap_zero (&o->changed);
     o->changed_lost = false;
-    return;
+    return 0;
   }
-  struct snap *prev = o->snaps[i - 1];
-  changes_write_map (o, prev, META_MAP_AFTER, &o->changed);
-  changes_persist_flags (o, prev);
+  int r = changes_write_map (o, into, META_MAP_AFTER, &o->changed);
+  return r < 0 ? r : changes_persist_flags_as (o, into, true);
 }
 
 /* ---- Comparing ---------------------------------------------------------- */
@@ -190,6 +210,8 @@ changes_point_locked (struct fssnap_origin *o, int num, uint64_t *seqp,
   for (size_t i = 0; num >= 0 && i < o->nsnaps; i++) {
     struct snap *s = o->snaps[i];
     int st = atomic_load (&s->state);
+    if (s->number_held && s->number == (unsigned) num && st == SNAP_OFFLINE)
+      return -EAGAIN;
     if (s->number_held && s->number == (unsigned) num && st != SNAP_DELETED
         && st != SNAP_CREATING) {
       *seqp = s->seq;
@@ -214,6 +236,11 @@ changes_collect_locked (struct fssnap_origin *o, uint64_t lo, uint64_t hi,
     if (s->seq <= lo || s->seq > hi
         || atomic_load (&s->state) == SNAP_CREATING)
       continue;
+    if (atomic_load (&s->state) == SNAP_OFFLINE) {
+      snprintf (err, errlen, "snapshot %u is offline: the changes it "
+                "recorded cannot be read now", s->number);
+      return -EAGAIN;
+    }
     if (s->changed_lost || s->untrusted) {
       snprintf (err, errlen, "the changes recorded by snapshot %u cannot be "
                 "trusted (a transient snapshot was lost at a restart, or its "
@@ -303,6 +330,10 @@ fssnap_changes (struct fssnap_origin *o, int a, int b, uint64_t off,
   int r = maps ? changes_point_locked (o, a, &sa, &ca) : -ENOMEM;
   if (r == 0)
     r = changes_point_locked (o, b, &sb, &cb);
+  if (r == -EAGAIN)
+    snprintf (errmsg, errlen, "snapshot %d is offline: its files cannot be "
+              "read now", changes_point_locked (o, a, &sa, &ca) == -EAGAIN
+                          ? a : b);
   if (r == 0 && sa != sb)
     r = changes_collect_locked (o, sa < sb ? sa : sb, sa < sb ? sb : sa, maps,
                                 &n, errmsg, errlen);

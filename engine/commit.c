@@ -36,6 +36,7 @@
  * does its I/O holding none.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,7 +46,7 @@
 static bool
 commit_needed (const struct snap *s)
 {
-  return s->meta && !s->transient;
+  return s->meta && snap_persistent (s);
 }
 
 /* Caller holds commit_lock. */
@@ -122,13 +123,23 @@ commit_wait (struct fssnap_origin *o, uint64_t epoch)
   pthread_mutex_unlock (&o->commit_lock);
 }
 
-/* Disable every snapshot with bits in the epoch.  Takes state_lock. */
+/* Disable every snapshot with bits in the epoch, and every snapshot that
+ * reads a copy of the epoch (it may not be durable).  Takes snap_lock
+ * shared and state_lock.
+ */
 static void
-commit_fail (struct commit_rec *recs, size_t n, const char *what, int err)
+commit_fail (struct fssnap_origin *o, struct commit_rec *recs, size_t n,
+             const char *what, int err)
 {
-  for (size_t i = 0; i < n; i++)
-    snap_disable (recs[i].s, "%s failed: %s; a copy it needs may not be "
-                  "durable", what, strerror (-err));
+  char why[256];
+  snprintf (why, sizeof why, "%s failed: %s; a copy it needs may not be "
+            "durable", what, strerror (-err));
+  for (size_t i = 0; i < n; i++) {
+    if (recs[i].map == META_MAP_OWNER)
+      snap_disable_readers (o, recs[i].s, recs[i].chunk, why);
+    else
+      snap_disable (recs[i].s, "%s", why);
+  }
 }
 
 /* Make the epoch's bits durable: set them in the durable maps, then write
@@ -164,12 +175,12 @@ commit_apply (struct fssnap_origin *o, struct commit_log *log)
     }
   }
   if (r < 0) {
-    commit_fail (log->recs, log->n, "syncing a backing store", r);
+    commit_fail (o, log->recs, log->n, "syncing a backing store", r);
     return;
   }
   r = commit_flush_bits (log, round);
   if (r < 0)
-    commit_fail (log->recs, log->n, "writing snapshot metadata", r);
+    commit_fail (o, log->recs, log->n, "writing snapshot metadata", r);
 }
 
 static void

@@ -58,6 +58,8 @@ enum snap_state {               /* internal; see fssnap_state for users */
   SNAP_VALID,
   SNAP_DISABLED,
   SNAP_DELETED,
+  SNAP_OFFLINE,                 /* its files cannot be read now: not served,
+                                   nothing written, back at a restart */
 };
 
 struct snap {
@@ -69,7 +71,6 @@ struct snap {
   uint64_t nchunks;
   uint64_t maxsize;
   uint64_t max_backfile_size;
-  bool transient;               /* also: unlinked store */
   int64_t create_time;
   char *mountpoint;
   char group[FSSNAP_UUID_STRLEN];       /* "" when not in a group */
@@ -96,8 +97,11 @@ struct snap {
   struct xtable table;          /* copies owned here, not yet in the store */
   struct meta *meta;            /* NULL without a state dir */
   bool discard;                 /* remove its files when freed */
-  bool untrusted;               /* recovered from a file that failed a check:
-                                   its maps are empty, not what it had */
+  bool untrusted;               /* recovered from a file that failed a check,
+                                   or could not be read (offline): its maps
+                                   are empty, not what it had */
+  bool missed_marked;           /* offline, and its .missed marker is durable
+                                   (state_lock) */
   uint64_t synced_round, flushed_round;  /* committer only */
 };
 
@@ -153,6 +157,8 @@ struct fssnap_origin {
    */
   struct bitmap changed;
   bool changed_lost;            /* X cannot be trusted (snap_lock) */
+  _Atomic unsigned offline_unmarked;  /* offline snaps whose .missed marker
+                                         is not durable yet */
 
   /* Throttle on copies held in memory (throttle_lock). */
   pthread_mutex_t throttle_lock;
@@ -183,13 +189,37 @@ struct fssnap_origin {
 
   _Atomic uint64_t chunks_copied, bytes_copied, throttle_waits, store_errors;
   _Atomic uint64_t opened_elsewhere;
+
+  /* Tests: wraps every store created (store_set_wrap); set before the
+   * first create, read by create (create_lock).
+   */
+  store_wrap_fn store_wrap;
+  void *store_wrap_opaque;
 };
+
+/* Whether s's copies survive a restart (its store says so), so that they
+ * must be durable before the origin changes.  No lock.
+ */
+static inline bool
+snap_persistent (const struct snap *s)
+{
+  return store_persistent (s->store);
+}
 
 /* log.c */
 void engine_log (struct fssnap_origin *o, enum fssnap_log_level level,
                  const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
 
-/* io.c: full reads and writes through the I/O layer. */
+/* io.c: full reads and writes through the I/O layer.  A file that ends
+ * before the range does is an error, -EIO: every file the engine reads
+ * (origin, stores, metadata) is at least as long as what it reads, so a
+ * shorter one was truncated behind its back; io_pread_upto returns the
+ * bytes there are, for a caller that tells the reason.  EINTR is retried,
+ * and EIO once (a read or write at an offset may be repeated; an fsync
+ * never is: after a failed one the kernel may have dropped the data).
+ */
+ssize_t io_pread_upto (const struct fssnap_io *io, int fd, void *buf,
+                       size_t len, uint64_t off);
 int io_pread_full (const struct fssnap_io *io, int fd, void *buf, size_t len,
                    uint64_t off);
 int io_pwrite_full (const struct fssnap_io *io, int fd, const void *buf,
@@ -221,6 +251,11 @@ chunksize_valid (uint64_t cs)
  * snap exists but the one being created.
  */
 int origin_set_chunksize (struct fssnap_origin *o, uint32_t cs);
+/* Log why reading [off, off+len) of the origin failed with err (a shrunk
+ * origin says so).  No lock needed.
+ */
+void origin_read_failed (struct fssnap_origin *o, uint64_t off,
+                         uint64_t len, int err);
 /* fsync the state dir (new or removed files).  No lock needed. */
 int origin_sync_state_dir (struct fssnap_origin *o);
 
@@ -258,13 +293,15 @@ uint64_t changes_track (struct fssnap_origin *o, uint64_t off, uint64_t len);
 void changes_hand_over (struct fssnap_origin *o, struct snap *s);
 /* snaps[i] is being freed: merge its D into the next snapshot, or into
  * the volume's changes if it is the newest, and make that durable.
+ * An error (-EAGAIN: the snapshot that would take the merge is offline;
+ * or neither the map nor its loss could be written) means s must stay.
  * Caller holds snap_lock exclusive.
  */
-void changes_merge_locked (struct fssnap_origin *o, size_t i);
+int changes_merge_locked (struct fssnap_origin *o, size_t i);
 /* Record D's and A's trust in s's metadata header.  Caller holds
  * snap_lock (exclusive, or owns the origin alone).
  */
-void changes_persist_flags (struct fssnap_origin *o, struct snap *s);
+int changes_persist_flags (struct fssnap_origin *o, struct snap *s);
 
 /* recover.c: reopen the snapshots found in the state dir (at open). */
 int recover_snapshots (struct fssnap_origin *o);
@@ -287,13 +324,33 @@ struct snap *snap_alloc (struct fssnap_origin *o, uint32_t cs, unsigned num,
 void snap_ref (struct snap *s);
 void snap_unref (struct snap *s);
 bool snap_is_valid (const struct snap *s);
-/* Disable s with a logged reason (no-op unless valid).  Takes state_lock. */
-void snap_disable (struct snap *s, const char *fmt, ...)
+/* Disable s with a logged reason (no-op unless valid); returns 0 once that
+ * is durable (its metadata file, or a .missed marker, or the file's
+ * removal, each made durable), else the error.  Takes state_lock.
+ */
+int snap_disable (struct snap *s, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
+/* Disable owner and every snapshot that reads its copy of chunk c: a copy
+ * that may not be durable.  Takes snap_lock shared, then state_lock.
+ */
+void snap_disable_readers (struct fssnap_origin *o, struct snap *owner,
+                           uint64_t c, const char *why);
 /* Mark s deleted (it stops taking copies) with a logged reason; the number
  * and the data go when snap_reap finds them unused.  Takes state_lock.
  */
 void snap_mark_deleted (struct snap *s, const char *why);
+/* Before the first write to the volume while a snapshot is offline: make
+ * its marker ORIGIN.snapN.SEQ.missed durable, so that the restart that can
+ * read it again knows it missed copies.  Returns the error that stops the
+ * write.  Caller holds io_lock shared; takes snap_lock shared and
+ * state_lock.
+ */
+int snap_mark_missed (struct fssnap_origin *o);
+/* The path of a file of snapshot (num, seq) in the state dir:
+ * STATE_DIR/BASE.snapN.SEQ.EXT (NULL: out of memory).  No lock.
+ */
+char *snap_state_file (struct fssnap_origin *o, unsigned num, uint64_t seq,
+                       const char *ext);
 /* Release numbers of deleted unopened snaps and free what nothing older
  * needs.  Takes snap_lock exclusive.
  */

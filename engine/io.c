@@ -140,32 +140,44 @@ fssnap_io_posix (void)
   return &io_posix;
 }
 
+ssize_t
+io_pread_upto (const struct fssnap_io *io, int fd, void *buf, size_t len,
+               uint64_t off)
+{
+  size_t done = 0;
+  bool retried = false;
+  while (done < len) {
+    ssize_t r = io->pread (io->opaque, fd, (char *) buf + done, len - done,
+                           off + done);
+    if (r == -EINTR || (r == -EIO && !retried && (retried = true)))
+      continue;
+    if (r < 0)
+      return r;
+    if (r == 0)                 /* end of file */
+      break;
+    done += r;
+  }
+  return done;
+}
+
 int
 io_pread_full (const struct fssnap_io *io, int fd, void *buf, size_t len,
                uint64_t off)
 {
-  while (len > 0) {
-    ssize_t r = io->pread (io->opaque, fd, buf, len, off);
-    if (r == -EINTR)
-      continue;
-    if (r < 0)
-      return r;
-    if (r == 0)                 /* past the end of a sparse file: zeros */
-      return memset (buf, 0, len), 0;
-    buf = (char *) buf + r;
-    len -= r;
-    off += r;
-  }
-  return 0;
+  ssize_t r = io_pread_upto (io, fd, buf, len, off);
+  if (r < 0)
+    return r;
+  return (size_t) r < len ? -EIO : 0;   /* the file is shorter than it was */
 }
 
 int
 io_pwrite_full (const struct fssnap_io *io, int fd, const void *buf,
                 size_t len, uint64_t off)
 {
+  bool retried = false;
   while (len > 0) {
     ssize_t r = io->pwrite (io->opaque, fd, buf, len, off);
-    if (r == -EINTR)
+    if (r == -EINTR || (r == -EIO && !retried && (retried = true)))
       continue;
     if (r < 0)
       return r;

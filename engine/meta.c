@@ -341,38 +341,47 @@ meta_create (const struct fssnap_io *io, const char *path,
   return 0;
 }
 
-/* Pick the newest valid header slot.  Returns false if neither is. */
-static bool
+/* Pick the newest valid header slot.  Returns 0, -EBADMSG if the file is
+ * damaged (neither slot valid, inconsistent geometry), -EPROTONOSUPPORT
+ * for a newer format, or the read error (a fault, not damage).
+ */
+static int
 meta_read_header (struct meta *m, uint32_t *nmaps, char *err, size_t errlen)
 {
   unsigned char slots[2][META_SLOT];
   struct meta_header h[2];
   uint32_t bpm[2], nm[2];
   bool ok[2];
-  if (io_pread_full (m->io, m->fd, slots, sizeof slots, 0) < 0) {
-    snprintf (err, errlen, "cannot read the metadata header");
-    return false;
+  ssize_t got = io_pread_upto (m->io, m->fd, slots, sizeof slots, 0);
+  if (got < 0) {
+    snprintf (err, errlen, "cannot read the metadata header: %s",
+              strerror ((int) -got));
+    return (int) got;
+  }
+  if ((size_t) got < sizeof slots) {
+    snprintf (err, errlen, "metadata file truncated (%zd bytes)", got);
+    return -EBADMSG;
   }
   for (int i = 0; i < 2; i++)
     ok[i] = meta_decode_header (slots[i], &h[i], &bpm[i], &nm[i]);
   if (!ok[0] && !ok[1]) {
     snprintf (err, errlen, "metadata header damaged (bad magic or checksum)");
-    return false;
+    return -EBADMSG;
   }
   int best = !ok[0] || (ok[1] && h[1].generation > h[0].generation);
   if (h[best].version > META_VERSION) {
     snprintf (err, errlen, "metadata format version %u is newer than this "
               "fssnapd's (%u)", h[best].version, META_VERSION);
-    return false;
+    return -EPROTONOSUPPORT;
   }
   m->hdr = h[best];
   *nmaps = nm[best];
   if (bpm[best] != meta_blocks_per_map (m->hdr.nchunks)
       || *nmaps < META_NMAPS) {
     snprintf (err, errlen, "metadata header inconsistent (map geometry)");
-    return false;
+    return -EBADMSG;
   }
-  return true;
+  return 0;
 }
 
 /* Read and check every block of one map into bm. */
@@ -387,8 +396,16 @@ meta_read_map (struct meta *m, unsigned map, struct bitmap *bm, char *err,
   for (uint32_t k = 0; r == 0 && k < m->blocks_per_map; k += META_IO_BLOCKS) {
     uint32_t n = m->blocks_per_map - k < META_IO_BLOCKS
                    ? m->blocks_per_map - k : META_IO_BLOCKS;
-    r = io_pread_full (m->io, m->fd, buf, (size_t) n * META_BLOCK,
-                       meta_block_offset (m, map, k));
+    size_t want = (size_t) n * META_BLOCK;
+    ssize_t got = io_pread_upto (m->io, m->fd, buf, want,
+                                 meta_block_offset (m, map, k));
+    r = got < 0 ? (int) got : (size_t) got < want ? -EBADMSG : 0;
+    if (got < 0)
+      snprintf (err, errlen, "cannot read map %c of the metadata: %s",
+                "CODA"[map], strerror (-r));
+    else if (r < 0)
+      snprintf (err, errlen, "metadata file truncated (in map %c)",
+                "CODA"[map]);
     for (uint32_t i = 0; r == 0 && i < n; i++)
       if (!meta_decode_block (buf + (size_t) i * META_BLOCK, map, k + i, bm)) {
         snprintf (err, errlen, "metadata block %u of map %c damaged "
@@ -413,21 +430,24 @@ meta_load (const struct fssnap_io *io, const char *path, struct meta **mp,
   }
   struct meta tmp = { .io = io, .fd = fd };
   uint32_t nmaps;
-  if (!meta_read_header (&tmp, &nmaps, err, errlen)) {
+  int r = meta_read_header (&tmp, &nmaps, err, errlen);
+  if (r < 0) {
     io->close (io->opaque, fd);
-    return -EBADMSG;
+    return r;
   }
   struct meta *m = meta_alloc (io, path, tmp.hdr.nchunks);
   if (!m) {
     io->close (io->opaque, fd);
+    snprintf (err, errlen, "out of memory for the metadata maps");
     return -ENOMEM;
   }
   m->fd = fd;
   m->hdr = tmp.hdr;
-  int r = 0;
   for (unsigned map = 0; r == 0 && map < META_NMAPS; map++) {
     r = bitmap_init (&maps[map], m->hdr.nchunks);
-    if (r == 0)
+    if (r < 0)
+      snprintf (err, errlen, "out of memory for the metadata maps");
+    else
       r = meta_read_map (m, map, &maps[map], err, errlen);
   }
   for (unsigned map = META_MAP_OWNER; r == 0 && map < META_NMAPS; map++)
@@ -513,19 +533,24 @@ meta_flush (struct meta *m)
   return r;
 }
 
-void
+int
 meta_close (struct meta *m, bool remove)
 {
+  int r = 0;
   if (!m)
-    return;
+    return 0;
   if (m->fd >= 0)
     m->io->close (m->io->opaque, m->fd);
-  if (remove && m->path)
-    m->io->unlink (m->io->opaque, m->path);
+  if (remove && m->path) {
+    r = m->io->unlink (m->io->opaque, m->path);
+    if (r == -EIO)
+      r = m->io->unlink (m->io->opaque, m->path);
+  }
   for (unsigned map = 0; map < META_NMAPS; map++)
     bitmap_free (&m->durable[map]);
   bitmap_free (&m->dirty);
   pthread_mutex_destroy (&m->lock);
   free (m->path);
   free (m);
+  return r;
 }

@@ -82,8 +82,11 @@ int meta_create (const struct fssnap_io *io, const char *path,
                  char *err, size_t errlen);
 
 /* Read and verify a metadata file into *mp and the maps (which it
- * allocates).  On a damaged or foreign file returns a negative errno and
- * the reason in err; *mp is then NULL.
+ * allocates).  On failure *mp is NULL, the reason is in err, and the
+ * error says what kind of failure it is: -EBADMSG only for proof of
+ * damage (a bad checksum, a truncated file, inconsistent geometry);
+ * -EPROTONOSUPPORT for a newer format; anything else (-EIO, -ENOMEM,
+ * -EINTR ...) is a fault that says nothing about the file.
  */
 int meta_load (const struct fssnap_io *io, const char *path,
                struct meta **mp, struct bitmap maps[META_NMAPS],
@@ -118,7 +121,9 @@ int meta_flush (struct meta *m);
  */
 struct meta *meta_placeholder (const struct fssnap_io *io, const char *path);
 
-/* Close; with 'remove', delete the file too. */
-void meta_close (struct meta *m, bool remove);
+/* Close; with 'remove', delete the file too (an EIO is retried once) and
+ * return whether that worked.
+ */
+int meta_close (struct meta *m, bool remove);
 
 #endif /* FSSNAP_META_H */

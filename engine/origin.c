@@ -210,6 +210,21 @@ fssnap_origin_close (struct fssnap_origin *o)
   origin_free (o);
 }
 
+void
+origin_read_failed (struct fssnap_origin *o, uint64_t off, uint64_t len,
+                    int err)
+{
+  uint64_t now;
+  if (o->io->getsize (o->io->opaque, o->fd, &now) == 0 && now < off + len)
+    engine_log (o, FSSNAP_LOG_ERR, "reading %s at %llu failed: it is now "
+                "%llu bytes, shorter than the %llu it had when opened",
+                o->path, (unsigned long long) off, (unsigned long long) now,
+                (unsigned long long) o->size);
+  else
+    engine_log (o, FSSNAP_LOG_ERR, "reading %s at %llu failed: %s", o->path,
+                (unsigned long long) off, strerror (-err));
+}
+
 uint64_t
 fssnap_origin_size (const struct fssnap_origin *o)
 {
@@ -234,7 +249,10 @@ fssnap_origin_read (struct fssnap_origin *o, void *buf, size_t len,
 {
   if (!origin_range_ok (o, off, len))
     return -EINVAL;
-  return io_pread_full (o->io, o->fd, buf, len, off);
+  int r = io_pread_full (o->io, o->fd, buf, len, off);
+  if (r < 0)
+    origin_read_failed (o, off, len, r);
+  return r;
 }
 
 /* How a change reaches the origin once its chunks are safe. */
@@ -251,7 +269,9 @@ origin_modify (struct fssnap_origin *o, const void *buf, size_t len,
   if (!origin_range_ok (o, off, len))
     return -EINVAL;
   pthread_rwlock_rdlock (&o->io_lock);
-  int r = cow_range (o, off, len);
+  int r = snap_mark_missed (o);
+  if (r == 0)
+    r = cow_range (o, off, len);
   if (r == 0 && len > 0)
     r = apply (o, buf, len, off);
   if (r == 0 && (flags & FSSNAP_FUA))
@@ -267,20 +287,17 @@ origin_apply_write (struct fssnap_origin *o, const void *buf, size_t len,
   return io_pwrite_full (o->io, o->fd, buf, len, off);
 }
 
-/* Zero the range; where the device cannot, write zeros. */
+/* Write zeros over the range: it stays allocated, whatever the device. */
 static int
-origin_apply_zero (struct fssnap_origin *o, const void *buf, size_t len,
-                   uint64_t off)
+origin_apply_zero_alloc (struct fssnap_origin *o, const void *buf, size_t len,
+                         uint64_t off)
 {
   (void) buf;
-  int r = o->io->zero (o->io->opaque, o->fd, off, len);
-  if (r != -EOPNOTSUPP && r != -ENOTTY)
-    return r;
   size_t n = len < ZERO_BUF_SIZE ? len : ZERO_BUF_SIZE;
-  void *zeros = calloc (1, n);
+  void *zeros = calloc (1, n ? n : 1);
   if (!zeros)
     return -ENOMEM;
-  r = 0;
+  int r = 0;
   while (r == 0 && len > 0) {
     size_t k = len < n ? len : n;
     r = io_pwrite_full (o->io, o->fd, zeros, k, off);
@@ -289,6 +306,19 @@ origin_apply_zero (struct fssnap_origin *o, const void *buf, size_t len,
   }
   free (zeros);
   return r;
+}
+
+/* Zero the range (the I/O layer may leave a hole); where the device
+ * cannot, write zeros.
+ */
+static int
+origin_apply_zero (struct fssnap_origin *o, const void *buf, size_t len,
+                   uint64_t off)
+{
+  int r = o->io->zero (o->io->opaque, o->fd, off, len);
+  if (r != -EOPNOTSUPP && r != -ENOTTY)
+    return r;
+  return origin_apply_zero_alloc (o, buf, len, off);
 }
 
 static int
@@ -311,7 +341,9 @@ int
 fssnap_origin_zero (struct fssnap_origin *o, size_t len, uint64_t off,
                     unsigned flags)
 {
-  return origin_modify (o, NULL, len, off, flags, origin_apply_zero);
+  return origin_modify (o, NULL, len, off, flags,
+                        flags & FSSNAP_ZERO_NO_HOLE ? origin_apply_zero_alloc
+                                                    : origin_apply_zero);
 }
 
 int

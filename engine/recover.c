@@ -12,6 +12,13 @@
  *     size differs from the others', its store is missing or shorter than
  *     the copies it owns, or its file is damaged: it comes back disabled,
  *     with the reason, holding its number, and is never served;
+ *   - its files cannot be read now (EIO, ENOMEM: a fault, which proves
+ *     nothing): it comes back offline, holding its number, listed with the
+ *     reason, never served and nothing in its files rewritten; a restart
+ *     that can read them brings it back.  If the volume is written while
+ *     it is offline, a marker file ORIGIN.snapN.SEQ.missed is made durable
+ *     first (snapshot.c): then it missed copies, and the restart that
+ *     reads it disables it;
  *   - transient: it comes back deleted (kept only while an older snapshot
  *     reads copies it owns);
  *   - otherwise it comes back as it was, with its number.
@@ -19,13 +26,15 @@
  * candidate of S and a snapshot at or after S owns a copy of c (cow.c's
  * proof), so they are derived from C and O.  That needs every owner map at
  * or after S: a valid snapshot older than one that cannot be trusted (its
- * owner map is lost) is disabled too.
+ * owner map is lost) is disabled too; older than an offline one, it is
+ * offline too, in memory only.
  *
  * Runs in fssnap_origin_open before any other thread exists; takes
  * snap_lock only through the helpers it shares with the rest.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +50,8 @@ struct found {
   struct snap *snap;            /* trusted so far, or NULL */
   struct meta *meta;            /* kept for removal when untrusted */
   struct store *store;
-  char reason[256];             /* why untrusted */
+  char reason[256];             /* why untrusted, or why offline */
+  bool offline;                 /* its files cannot be read now (a fault) */
   bool gone;                    /* a transient one, removed */
   bool after_lost;              /* its map A cannot be trusted */
 };
@@ -170,40 +180,28 @@ recover_origin_matches (struct fssnap_origin *o, const struct meta_header *h,
   return true;
 }
 
-/* Reopen the store and check that it holds every copy O says it owns. */
+/* Reopen the store; for a valid snapshot, check that it holds every copy
+ * O says it owns: -EBADMSG if it does not (proof), another error for a
+ * fault.  (A disabled or deleted one may own copies that failed; what
+ * older snapshots read from it is checked by recover_check_kept.)
+ */
 static int
 recover_open_store (struct fssnap_origin *o, struct found *f,
                     const struct meta_header *h, const struct bitmap *owner)
 {
-  struct store_file_params p = {
+  struct store_params p = {
     .io = o->io, .location = h->store_path, .chunksize = h->chunksize,
-    .nchunks = h->nchunks, .max_file_size = h->max_backfile_size,
+    .nchunks = h->nchunks, .origin_size = o->size,
+    .max_file_size = h->max_backfile_size,
   };
-  int r = store_file_open (&p, &f->store, f->reason, sizeof f->reason);
-  if (r < 0)
-    return r;
-  for (uint64_t c = bitmap_find (owner, 0, true); c < owner->nbits;
-       c = bitmap_find (owner, c + 1, true)) {
-    unsigned file;
-    uint64_t off;
-    store_file_locate (f->store, c, &file, &off);
-    uint64_t start = c * h->chunksize;
-    uint64_t need = off + (o->size - start < h->chunksize ? o->size - start
-                                                          : h->chunksize);
-    int64_t size = store_file_size (f->store, file);
-    if (size == -ENOENT) {
-      snprintf (f->reason, sizeof f->reason, "backing store file %u of %.160s is "
-                "missing", file, h->store_path);
-      return -ENOENT;
-    }
-    if (size < (int64_t) need) {
-      snprintf (f->reason, sizeof f->reason, "backing store file %u of %.160s is "
-                "truncated (%" PRId64 " bytes, copies need %" PRIu64 ")",
-                file, h->store_path, size, need);
-      return -EIO;
-    }
-  }
-  return 0;
+  const struct store_ops *ops = h->flags & META_F_TRANSIENT
+                                ? &store_transient_ops : &store_file_ops;
+  int r = ops->open (&p, &f->store, f->reason, sizeof f->reason);
+  for (uint64_t c = bitmap_find (owner, 0, true);
+       r == 0 && h->state == META_VALID && c < owner->nbits;
+       c = bitmap_find (owner, c + 1, true))
+    r = store_check (f->store, c, f->reason, sizeof f->reason);
+  return r;
 }
 
 /* Build the snap of a file that passed every check on its own. */
@@ -230,7 +228,6 @@ recover_build (struct fssnap_origin *o, struct found *f,
   memcpy (s->group, h->group, sizeof s->group);
   s->maxsize = h->maxsize;
   s->max_backfile_size = h->max_backfile_size;
-  s->transient = h->flags & (META_F_TRANSIENT | META_F_UNLINK);
   s->create_time = h->create_time;
   s->mountpoint = h->mountpoint[0] ? strdup (h->mountpoint) : NULL;
   snprintf (s->reason, sizeof s->reason, "%s", h->reason);
@@ -241,18 +238,79 @@ recover_build (struct fssnap_origin *o, struct found *f,
   return s;
 }
 
+/* Load f's metadata; a fault (not proof of damage) is retried once, since
+ * a retry clears a passing one.
+ */
+static int
+recover_load (struct fssnap_origin *o, struct found *f,
+              struct bitmap maps[META_NMAPS])
+{
+  int r = meta_load (o->io, f->path, &f->meta, maps, f->reason,
+                     sizeof f->reason);
+  if (r < 0 && r != -EBADMSG)
+    r = meta_load (o->io, f->path, &f->meta, maps, f->reason,
+                   sizeof f->reason);
+  return r;
+}
+
+/* Whether f missed copies (a marker file, see snap_mark_missed and
+ * snap_persist_state_locked): 1 yes, 0 no, or the fault that stops us
+ * knowing.
+ */
+static int
+recover_missed (struct fssnap_origin *o, const struct found *f)
+{
+  char *path = snap_state_file (o, f->number, f->seq, "missed");
+  if (!path)
+    return -ENOMEM;
+  int fd = o->io->open (o->io->opaque, path, O_RDONLY | O_CLOEXEC, 0);
+  free (path);
+  if (fd == -ENOENT)
+    return 0;
+  if (fd < 0)
+    return fd;
+  o->io->close (o->io->opaque, fd);
+  return 1;
+}
+
+/* f missed copies (it was offline while the volume was written, or its
+ * state could not be written when it was disabled), which is proof that
+ * it is wrong.  Record it as disabled (durably) before the marker goes.
+ */
+static void
+recover_disable_missed (struct fssnap_origin *o, struct found *f)
+{
+  struct snap *s = f->snap;
+  if (s->meta->hdr.state != META_VALID)
+    return;
+  snprintf (s->reason, sizeof s->reason, "it missed copies it needed (the "
+            "volume was written while it was offline, or it was disabled "
+            "and its metadata could not record that)");
+  engine_log (o, FSSNAP_LOG_ERR, "snapshot %u is disabled: %s", s->number,
+              s->reason);
+  if (meta_set_state (s->meta, META_DISABLED, s->reason, true) < 0)
+    return;                     /* the marker stays: disabled next time too */
+  char *path = snap_state_file (o, f->number, f->seq, "missed");
+  if (path && o->io->unlink (o->io->opaque, path) == 0)
+    origin_sync_state_dir (o);
+  free (path);
+}
+
 /* Check one file; on success f->snap is set, else f->reason says why it
- * cannot be trusted.
+ * cannot be trusted (or, with f->offline, why it cannot be read now).
  */
 static void
 recover_one (struct fssnap_origin *o, struct found *f)
 {
   struct bitmap maps[META_NMAPS];
-  if (meta_load (o->io, f->path, &f->meta, maps, f->reason,
-                 sizeof f->reason) < 0)
+  int r = recover_load (o, f, maps);
+  if (r < 0) {
+    f->offline = r != -EBADMSG;
     return;
+  }
   const struct meta_header *h = &f->meta->hdr;
   bool ok = true;
+  int missed = 0;
   if (h->seq != f->seq || h->number != f->number) {
     snprintf (f->reason, sizeof f->reason, "the metadata header does not "
               "match its file name");
@@ -261,22 +319,56 @@ recover_one (struct fssnap_origin *o, struct found *f)
   else if (!recover_origin_matches (o, h, f->reason, sizeof f->reason))
     ok = false;
   else if (!(h->flags & META_F_UNLINK)
-           && recover_open_store (o, f, h, &maps[META_MAP_OWNER]) < 0)
+           && (r = recover_open_store (o, f, h, &maps[META_MAP_OWNER])) < 0) {
     ok = false;
-  if (ok)
-    f->snap = recover_build (o, f, maps);
-  else if (h->flags & (META_F_TRANSIENT | META_F_UNLINK)) {
-    engine_log (o, FSSNAP_LOG_INFO, "transient snapshot %u is gone (%s)",
-                f->number, f->reason);
-    meta_close (f->meta, true);         /* it would be gone anyway */
-    store_destroy (f->store, true);
+    f->offline = r != -EBADMSG;
+  }
+  else if ((missed = recover_missed (o, f)) < 0) {
+    snprintf (f->reason, sizeof f->reason, "cannot tell whether the volume "
+              "was written while it was offline: %s", strerror (-missed));
+    ok = false;
+    f->offline = true;
+  }
+  if (ok && !(f->snap = recover_build (o, f, maps))) {
+    snprintf (f->reason, sizeof f->reason, "out of memory for its maps");
+    f->offline = true;
+  }
+  if (f->snap && missed)
+    recover_disable_missed (o, f);
+  else if (f->offline) {
+    meta_close (f->meta, false);        /* nothing is rewritten */
+    store_destroy (f->store, false);
     f->meta = NULL;
     f->store = NULL;
-    f->gone = true;
+  }
+  else if (!ok && h->flags & (META_F_TRANSIENT | META_F_UNLINK)) {
+    engine_log (o, FSSNAP_LOG_INFO, "transient snapshot %u is gone (%s)",
+                f->number, f->reason);
+    f->gone = true;             /* its files go once its loss is recorded */
   }
   if (!f->snap)
     for (unsigned m = 0; m < META_NMAPS; m++)
       bitmap_free (&maps[m]);
+}
+
+/* A file that cannot be read now: an offline snap holding its number,
+ * with empty maps, never served and never written, so that a restart that
+ * can read the file brings it back as it was.
+ */
+static struct snap *
+recover_offline (struct fssnap_origin *o, struct found *f)
+{
+  struct snap *s = snap_alloc (o, o->chunksize, f->number, f->seq);
+  if (!s)
+    return NULL;
+  atomic_store (&s->state, SNAP_OFFLINE);
+  s->untrusted = true;          /* its maps are not loaded */
+  snprintf (s->reason, sizeof s->reason, "offline: %.200s", f->reason);
+  snprintf (s->uuid, sizeof s->uuid, "unknown");
+  engine_log (o, FSSNAP_LOG_WARN, "snapshot %u is offline (its files are "
+              "kept as they are; a restart that can read them brings it "
+              "back): %s", f->number, f->reason);
+  return s;
 }
 
 /* Turn an untrusted file into a disabled snap holding its number, with
@@ -305,9 +397,11 @@ recover_disabled (struct fssnap_origin *o, struct found *f)
 }
 
 /* The chunk size of the origin: that of the oldest trusted snapshot; a
- * snapshot of another chunk size becomes untrusted.
+ * snapshot of another chunk size becomes untrusted.  -ENOMEM if the origin
+ * cannot take that chunk size now: serving the snapshots over another
+ * geometry would be wrong, and so would disabling them for a fault.
  */
-static void
+static int
 recover_chunksize (struct fssnap_origin *o, struct found *found, size_t n)
 {
   uint32_t cs = 0;
@@ -317,7 +411,11 @@ recover_chunksize (struct fssnap_origin *o, struct found *found, size_t n)
       continue;
     if (!cs) {
       cs = s->chunksize;
-      origin_set_chunksize (o, cs);
+      if (origin_set_chunksize (o, cs) < 0) {
+        engine_log (o, FSSNAP_LOG_ERR, "out of memory for the change map of "
+                    "chunk size %u: the snapshots are not reopened", cs);
+        return -ENOMEM;
+      }
       continue;
     }
     if (s->chunksize == cs)
@@ -334,6 +432,7 @@ recover_chunksize (struct fssnap_origin *o, struct found *found, size_t n)
     snap_unref (s);
     found[i].snap = NULL;
   }
+  return 0;
 }
 
 /* Put s in the list with its number; a number taken twice leaves the
@@ -343,10 +442,11 @@ static void
 recover_publish (struct fssnap_origin *o, struct snap *s,
                  enum meta_state state)
 {
-  int st = state == META_VALID && !s->transient ? SNAP_VALID
+  int st = atomic_load (&s->state) == SNAP_OFFLINE ? SNAP_OFFLINE
+         : state == META_VALID && snap_persistent (s) ? SNAP_VALID
          : state == META_DISABLED ? SNAP_DISABLED
          : SNAP_DELETED;
-  if (state == META_VALID && s->transient)
+  if (state == META_VALID && !snap_persistent (s))
     snprintf (s->reason, sizeof s->reason, "transient: gone at restart");
   atomic_store (&s->state, st);
   s->number_held = st != SNAP_DELETED;
@@ -366,10 +466,52 @@ recover_publish (struct fssnap_origin *o, struct snap *s,
     o->next_seq = s->seq + 1;
 }
 
+/* s cannot be checked now (a fault): it is offline, in memory only.
+ * Caller owns the origin alone.
+ */
+static void
+recover_set_offline (struct snap *s, const char *why)
+{
+  atomic_store (&s->state, SNAP_OFFLINE);
+  atomic_fetch_sub (&s->origin->valid_snaps, 1);
+  snprintf (s->reason, sizeof s->reason, "offline: %.200s", why);
+  engine_log (s->origin, FSSNAP_LOG_WARN, "snapshot %u is %s", s->number,
+              s->reason);
+}
+
+/* A disabled or deleted snapshot s (at index i) may own copies that
+ * failed: the valid older snapshots that read such a copy from its store
+ * are disabled (the copy is missing), or offline if the store cannot be
+ * checked now.  Caller owns the origin alone.
+ */
+static void
+recover_check_kept (struct fssnap_origin *o, size_t i)
+{
+  struct snap *s = o->snaps[i];
+  char why[256];
+  for (uint64_t c = bitmap_find (&s->owner, 0, true); c < s->owner.nbits;
+       c = bitmap_find (&s->owner, c + 1, true)) {
+    int r = store_check (s->store, c, why, sizeof why);
+    for (size_t k = 0; r < 0 && k < i; k++) {
+      struct snap *t = o->snaps[k];
+      if (!snap_is_valid (t) || !bitmap_test (&t->pres, c)
+          || cow_owner_of (o, t, c) != s)
+        continue;
+      if (r == -EBADMSG)
+        snap_disable (t, "the copy of chunk %llu it reads from snapshot "
+                      "%u's store is missing: %.160s", (unsigned long long) c,
+                      s->number, why);
+      else
+        recover_set_offline (t, why);
+    }
+  }
+}
+
 /* Derive H of every snap from C and the owner maps at or after it, newest
  * first; a valid snap older than an untrusted one is disabled, since the
- * untrusted one's owner map, which it may need, is lost.  Caller owns the
- * origin alone.
+ * untrusted one's owner map, which it may need, is lost; older than an
+ * offline one, it is offline too (that map cannot be read now).  Caller
+ * owns the origin alone.
  */
 static int
 recover_derive_preserved (struct fssnap_origin *o)
@@ -379,9 +521,13 @@ recover_derive_preserved (struct fssnap_origin *o)
   struct bitmap acc;
   if (bitmap_init (&acc, o->snaps[0]->pres.nbits) < 0)
     return -ENOMEM;
-  struct snap *untrusted = NULL;
+  struct snap *untrusted = NULL, *offline = NULL;
   for (size_t i = o->nsnaps; i-- > 0;) {
     struct snap *s = o->snaps[i];
+    if (s->untrusted && atomic_load (&s->state) == SNAP_OFFLINE) {
+      offline = s;
+      continue;
+    }
     if (s->untrusted) {
       untrusted = s;
       continue;
@@ -396,8 +542,24 @@ recover_derive_preserved (struct fssnap_origin *o)
     if (untrusted && snap_is_valid (s))
       snap_disable (s, "snapshot %u, newer than it, cannot be trusted: the "
                     "copies it may need are unknown", untrusted->number);
+    else if (offline && snap_is_valid (s)) {
+      char why[128];
+      snprintf (why, sizeof why, "snapshot %u, newer than it, is offline, "
+                "and the copies it may need are recorded there",
+                offline->number);
+      recover_set_offline (s, why);
+    }
   }
   bitmap_free (&acc);
+  for (size_t i = 0; i < o->nsnaps; i++) {
+    int st = atomic_load (&o->snaps[i]->state);
+    if (!o->snaps[i]->untrusted && o->snaps[i]->store
+        && (st == SNAP_DISABLED || st == SNAP_DELETED))
+      recover_check_kept (o, i);
+  }
+  for (size_t i = 0; i < o->nsnaps; i++)
+    if (atomic_load (&o->snaps[i]->state) == SNAP_OFFLINE)
+      atomic_fetch_add (&o->offline_unmarked, 1);
   return 0;
 }
 
@@ -424,7 +586,9 @@ recover_changes (struct fssnap_origin *o, struct found *found, size_t n)
   else
     o->changed_lost = true;
   for (size_t i = 0; i < n; i++) {
-    bool lost = found[i].gone || (found[i].snap && found[i].snap->transient);
+    struct snap *s = found[i].snap;
+    bool lost = found[i].gone
+                || (s && !s->untrusted && !snap_persistent (s));
     if (!lost)
       continue;
     if (found[i].snap)
@@ -440,6 +604,27 @@ recover_changes (struct fssnap_origin *o, struct found *found, size_t n)
   }
 }
 
+/* Record the trust of every change map, then remove the files of the
+ * transient snapshots that are gone: only once the maps that counted on
+ * them say so durably, else the next start would trust them.
+ */
+static void
+recover_remove_gone (struct fssnap_origin *o, struct found *found, size_t n)
+{
+  int r = 0;
+  for (size_t i = 0; i < o->nsnaps; i++)
+    if (changes_persist_flags (o, o->snaps[i]) < 0)
+      r = -EIO;
+  for (size_t i = 0; r == 0 && i < n; i++) {
+    if (!found[i].gone)
+      continue;
+    meta_close (found[i].meta, true);
+    store_destroy (found[i].store, true);
+    found[i].meta = NULL;
+    found[i].store = NULL;
+  }
+}
+
 int
 recover_snapshots (struct fssnap_origin *o)
 {
@@ -452,15 +637,18 @@ recover_snapshots (struct fssnap_origin *o)
   }
   for (size_t i = 0; i < n; i++)
     recover_one (o, &found[i]);
-  recover_chunksize (o, found, n);
-
-  o->snaps = calloc (n, sizeof *o->snaps);
-  o->snaps_alloc = n;
-  r = o->snaps ? 0 : -ENOMEM;
+  r = recover_chunksize (o, found, n);
+  if (r == 0) {
+    o->snaps = calloc (n, sizeof *o->snaps);
+    o->snaps_alloc = n;
+    r = o->snaps ? 0 : -ENOMEM;
+  }
   for (size_t i = 0; i < n; i++) {
     struct found *f = &found[i];
     enum meta_state state = f->snap ? f->snap->meta->hdr.state : META_DISABLED;
-    if (r == 0 && !f->snap && !f->gone && !(f->snap = recover_disabled (o, f)))
+      if (r == 0 && !f->snap && !f->gone
+        && !(f->snap = f->offline ? recover_offline (o, f)
+                                  : recover_disabled (o, f)))
       r = -ENOMEM;
     if (r == 0 && f->snap)
       recover_publish (o, f->snap, state);
@@ -468,20 +656,29 @@ recover_snapshots (struct fssnap_origin *o)
       snap_unref (f->snap);
       f->snap = NULL;
     }
-    meta_close (f->meta, false);
-    store_destroy (f->store, false);
+    if (!f->gone) {
+      meta_close (f->meta, false);
+      store_destroy (f->store, false);
+      f->meta = NULL;
+      f->store = NULL;
+    }
     free (f->path);
   }
   if (r == 0)
     recover_changes (o, found, n);
-  free (found);
   if (r == 0)
     r = recover_derive_preserved (o);
+  if (r == 0) {
+    snap_reap (o);
+    recover_remove_gone (o, found, n);
+  }
+  for (size_t i = 0; i < n; i++) {     /* kept: removed at a later start */
+    meta_close (found[i].meta, false);
+    store_destroy (found[i].store, false);
+  }
+  free (found);
   if (r < 0)
     return r;
-  snap_reap (o);
-  for (size_t i = 0; i < o->nsnaps; i++)
-    changes_persist_flags (o, o->snaps[i]);
   engine_log (o, FSSNAP_LOG_INFO, "reopened %zu snapshot file(s) of %s from "
               "%s", n, o->path, o->state_dir);
   return 0;

@@ -28,6 +28,7 @@
  *                              it is in the store).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,10 +66,19 @@ snap_destroy (struct snap *s)
    * remove it (durably) before the store it points into.
    */
   bool had_meta = s->meta != NULL;
-  meta_close (s->meta, s->discard);
-  if (s->discard && had_meta && !s->transient)
-    origin_sync_state_dir (s->origin);
-  store_destroy (s->store, s->discard);
+  int r = meta_close (s->meta, s->discard);
+  if (r == 0 && s->discard && had_meta && snap_persistent (s))
+    r = origin_sync_state_dir (s->origin);
+  if (r < 0)                    /* the file says it exists: keep its store */
+    engine_log (s->origin, FSSNAP_LOG_ERR, "snapshot %u: removing its "
+                "metadata file failed (%s): its files are kept, and the next "
+                "start removes them", s->number, strerror (-r));
+  if (s->store && s->discard && r == 0)
+    engine_log (s->origin, FSSNAP_LOG_INFO, "snapshot %u: removing its %s "
+                "backing store %s (%llu bytes of copies)", s->number,
+                s->store->ops->kind, s->store->path,
+                (unsigned long long) store_usage (s->store));
+  store_destroy (s->store, s->discard && r == 0);
   bitmap_free (&s->cand);
   bitmap_free (&s->pres);
   bitmap_free (&s->owner);
@@ -90,30 +100,69 @@ snap_is_valid (const struct snap *s)
   return atomic_load (&s->state) == SNAP_VALID;
 }
 
-/* Record s's state in its metadata file, synced unless transient.  If that
- * fails the file is removed, so that a restart never trusts a state that
- * is no longer true.  Caller holds state_lock.
- */
-static void
-snap_persist_state_locked (struct snap *s, enum meta_state state)
+/* Create s's .missed marker (not yet durable).  Caller holds state_lock. */
+static int
+snap_write_missed_locked (struct fssnap_origin *o, struct snap *s)
 {
-  if (!s->meta || s->untrusted)   /* its file is never trusted again */
-    return;
-  int r = meta_set_state (s->meta, state, s->reason, !s->transient);
-  if (r < 0) {
-    engine_log (s->origin, FSSNAP_LOG_ERR, "snapshot %u: recording its state "
-                "in %s failed (%s): removing the file so that it is never "
-                "trusted again", s->number, s->meta->path, strerror (-r));
-    s->meta->io->unlink (s->meta->io->opaque, s->meta->path);
-  }
+  char *path = snap_state_file (o, s->number, s->seq, "missed");
+  if (!path)
+    return -ENOMEM;
+  int fd = o->io->open (o->io->opaque, path, O_WRONLY | O_CREAT | O_CLOEXEC,
+                        0600);
+  free (path);
+  if (fd < 0)
+    return fd;
+  o->io->close (o->io->opaque, fd);
+  return 0;
 }
 
-/* Move s from valid to 'state' with a reason.  Takes state_lock. */
+/* Record s's state in its metadata file, synced unless transient, so that
+ * a restart never trusts a state that is no longer true.  If the file
+ * cannot take it, a durable .missed marker says the same (recovery then
+ * disables s); failing that, removing the file does, durably, if no older
+ * snapshot can need the copies s owns.  Returns 0 once one of them is
+ * durable, else the error (logged).  Caller holds state_lock.
+ */
+static int
+snap_persist_state_locked (struct snap *s, enum meta_state state)
+{
+  struct fssnap_origin *o = s->origin;
+  if (!s->meta || s->untrusted)   /* its file is never trusted again */
+    return 0;
+  int r = meta_set_state (s->meta, state, s->reason, snap_persistent (s));
+  if (r == 0 || !snap_persistent (s))   /* else it is gone at restart */
+    return 0;
+  engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: recording its state in %s "
+              "failed (%s): recording that it missed copies instead",
+              s->number, s->meta->path, strerror (-r));
+  r = snap_write_missed_locked (o, s);
+  if (r == 0)
+    r = origin_sync_state_dir (o);
+  if (r == 0)
+    return 0;
+  if (atomic_load (&s->owned_count) == 0) {
+    r = o->io->unlink (o->io->opaque, s->meta->path);
+    if (r == 0)
+      r = origin_sync_state_dir (o);
+    if (r == 0)
+      return 0;
+  }
+  engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: no durable record that it is "
+              "no longer valid (%s); a restart may bring it back valid",
+              s->number, strerror (-r));
+  return r;
+}
+
+/* Move s from valid to 'state' with a reason; *durable says whether that
+ * is on disk (0) or the error.  Takes state_lock.
+ */
 static bool
-snap_leave_valid (struct snap *s, enum snap_state state, const char *why)
+snap_leave_valid (struct snap *s, enum snap_state state, const char *why,
+                  int *durable)
 {
   struct fssnap_origin *o = s->origin;
   bool was_valid;
+  *durable = 0;
   pthread_mutex_lock (&o->state_lock);
   was_valid = atomic_load (&s->state) == SNAP_VALID;
   if (was_valid || (state == SNAP_DELETED
@@ -121,8 +170,8 @@ snap_leave_valid (struct snap *s, enum snap_state state, const char *why)
     atomic_store (&s->state, state);
     if (why)
       snprintf (s->reason, sizeof s->reason, "%s", why);
-    snap_persist_state_locked (s, state == SNAP_DELETED ? META_DELETED
-                                                        : META_DISABLED);
+    *durable = snap_persist_state_locked (s, state == SNAP_DELETED
+                                             ? META_DELETED : META_DISABLED);
   }
   pthread_mutex_unlock (&o->state_lock);
   if (was_valid)
@@ -130,23 +179,40 @@ snap_leave_valid (struct snap *s, enum snap_state state, const char *why)
   return was_valid;
 }
 
-void
+int
 snap_disable (struct snap *s, const char *fmt, ...)
 {
   char why[256];
   va_list ap;
+  int durable;
   va_start (ap, fmt);
   vsnprintf (why, sizeof why, fmt, ap);
   va_end (ap);
-  if (snap_leave_valid (s, SNAP_DISABLED, why))
+  if (snap_leave_valid (s, SNAP_DISABLED, why, &durable))
     engine_log (s->origin, FSSNAP_LOG_ERR, "snapshot %u disabled: %s",
                 s->number, why);
+  return durable;
+}
+
+void
+snap_disable_readers (struct fssnap_origin *o, struct snap *owner,
+                      uint64_t c, const char *why)
+{
+  pthread_rwlock_rdlock (&o->snap_lock);
+  for (size_t i = 0; i < o->nsnaps && o->snaps[i]->seq <= owner->seq; i++) {
+    struct snap *s = o->snaps[i];
+    if (s == owner || (bitmap_test (&s->pres, c)
+                       && cow_owner_of (o, s, c) == owner))
+      snap_disable (s, "%s", why);
+  }
+  pthread_rwlock_unlock (&o->snap_lock);
 }
 
 void
 snap_mark_deleted (struct snap *s, const char *why)
 {
-  snap_leave_valid (s, SNAP_DELETED, NULL);
+  int durable;
+  snap_leave_valid (s, SNAP_DELETED, NULL, &durable);
   engine_log (s->origin, FSSNAP_LOG_INFO, "snapshot %u (%s) deleted: %s",
               s->number, s->uuid, why);
 }
@@ -189,7 +255,8 @@ snap_reap_one_locked (struct fssnap_origin *o)
       continue;
     if (atomic_load (&s->owned_count) > 0 && snap_has_older_valid (o, i))
       continue;                 /* retained: older snapshots read its copies */
-    changes_merge_locked (o, i);
+    if (changes_merge_locked (o, i) < 0)
+      continue;                 /* retained: its D cannot be merged now */
     snap_list_remove_locked (o, i);
     atomic_store (&s->removed, true);
     s->discard = true;          /* its files go with it */
@@ -222,6 +289,39 @@ snap_find_locked (struct fssnap_origin *o, unsigned num)
       return s;
   }
   return NULL;
+}
+
+int
+snap_mark_missed (struct fssnap_origin *o)
+{
+  if (atomic_load (&o->offline_unmarked) == 0)
+    return 0;
+  int r = 0;
+  unsigned marked = 0;
+  pthread_rwlock_rdlock (&o->snap_lock);
+  pthread_mutex_lock (&o->state_lock);
+  for (size_t i = 0; r == 0 && i < o->nsnaps; i++) {
+    struct snap *s = o->snaps[i];
+    if (atomic_load (&s->state) == SNAP_OFFLINE && !s->missed_marked)
+      r = snap_write_missed_locked (o, s);
+  }
+  if (r == 0)
+    r = origin_sync_state_dir (o);
+  for (size_t i = 0; r == 0 && i < o->nsnaps; i++) {
+    struct snap *s = o->snaps[i];
+    if (atomic_load (&s->state) == SNAP_OFFLINE && !s->missed_marked) {
+      s->missed_marked = true;
+      marked++;
+    }
+  }
+  if (r < 0)
+    engine_log (o, FSSNAP_LOG_ERR, "cannot record that an offline snapshot "
+                "misses this write (%s): the write is refused", strerror (-r));
+  else
+    atomic_fetch_sub (&o->offline_unmarked, marked);
+  pthread_mutex_unlock (&o->state_lock);
+  pthread_rwlock_unlock (&o->snap_lock);
+  return r;
 }
 
 /* ---- Creation -------------------------------------------------------- */
@@ -265,7 +365,7 @@ snap_options_fit_locked (struct fssnap_origin *o,
   if (!opts->unlink)
     return true;
   for (size_t i = 0; i < o->nsnaps; i++)
-    if (!o->snaps[i]->transient) {
+    if (snap_persistent (o->snaps[i]) || o->snaps[i]->untrusted) {
       snprintf (err, errlen, "unlink: an unlinked backing store is lost at "
                 "restart, but it could hold copies that persistent "
                 "snapshot %u needs; unlink works when every snapshot is "
@@ -273,6 +373,29 @@ snap_options_fit_locked (struct fssnap_origin *o,
       return false;
     }
   return true;
+}
+
+/* Whether the origin's chunk size is that of its snapshots: not when the
+ * only ones there are offline (their files, which say, cannot be read).
+ * Caller holds snap_lock.
+ */
+static bool
+snap_geometry_known_locked (struct fssnap_origin *o, char *err,
+                            size_t errlen)
+{
+  const struct snap *offline = NULL;
+  for (size_t i = 0; i < o->nsnaps; i++) {
+    const struct snap *s = o->snaps[i];
+    if (!s->untrusted)
+      return true;
+    if (atomic_load (&s->state) == SNAP_OFFLINE)
+      offline = s;
+  }
+  if (offline)
+    snprintf (err, errlen, "snapshot %u is offline, and with it the chunk "
+              "size new snapshots must share: try again once a restart can "
+              "read its files", offline->number);
+  return !offline;
 }
 
 static int
@@ -284,6 +407,10 @@ snap_reserve (struct fssnap_origin *o, const struct fssnap_create_opts *opts,
   pthread_rwlock_wrlock (&o->snap_lock);
   if (!snap_options_fit_locked (o, opts, err, errlen)) {
     r = -EINVAL;
+    goto out;
+  }
+  if (!snap_geometry_known_locked (o, err, errlen)) {
+    r = -EAGAIN;
     goto out;
   }
   if (o->nsnaps > 0 && cs != o->chunksize) {
@@ -348,7 +475,6 @@ snap_new (struct fssnap_origin *o, const struct fssnap_create_opts *opts,
   if (!s)
     return NULL;
   s->maxsize = opts->maxsize;
-  s->transient = opts->transient || opts->unlink;
   s->create_time = time (NULL);
   snap_make_uuid (s->uuid);
   snprintf (s->group, sizeof s->group, "%s", opts->group ? opts->group : "");
@@ -368,7 +494,7 @@ snap_fill_header (struct snap *s, struct meta_header *h)
   h->seq = s->seq;
   h->number = s->number;
   h->state = META_VALID;
-  h->flags = (s->transient ? META_F_TRANSIENT : 0)
+  h->flags = (snap_persistent (s) ? 0 : META_F_TRANSIENT)
     | (s->store && s->store->unlinked ? META_F_UNLINK : 0);
   h->chunksize = s->chunksize;
   h->nchunks = s->nchunks;
@@ -389,8 +515,7 @@ snap_fill_header (struct snap *s, struct meta_header *h)
   memcpy (h->group, s->group, sizeof h->group);
 }
 
-/* The path of a file of s in the state dir: BASE.snapN.SEQ.EXT */
-static char *
+char *
 snap_state_file (struct fssnap_origin *o, unsigned num, uint64_t seq,
                  const char *ext)
 {
@@ -417,7 +542,7 @@ snap_write_meta (struct fssnap_origin *o, struct snap *s, char *err,
   if (path && tmp) {
     struct meta_header h;
     snap_fill_header (s, &h);
-    r = meta_create (o->io, tmp, &h, &s->cand, &o->changed, !s->transient,
+    r = meta_create (o->io, tmp, &h, &s->cand, &o->changed, snap_persistent (s),
                      &s->meta, err, errlen);
   }
   if (r == 0) {
@@ -427,9 +552,9 @@ snap_write_meta (struct fssnap_origin *o, struct snap *s, char *err,
   }
   free (path);
   free (tmp);
-  if (r == 0 && !s->transient)
+  if (r == 0)
     r = store_sync (s->store);
-  if (r == 0 && !s->transient)
+  if (r == 0 && snap_persistent (s))
     r = origin_sync_state_dir (o);
   if (r < 0 && !*err)
     snprintf (err, errlen, "cannot make the snapshot's files durable: %s",
@@ -437,6 +562,16 @@ snap_write_meta (struct fssnap_origin *o, struct snap *s, char *err,
   return r;
 }
 
+void
+store_set_wrap (struct fssnap_origin *o, store_wrap_fn wrap, void *opaque)
+{
+  o->store_wrap = wrap;
+  o->store_wrap_opaque = opaque;
+}
+
+/* Make s's store: transient (never synced) for -o transient or unlink,
+ * else persistent.  Caller holds create_lock.
+ */
 static int
 snap_open_store (struct fssnap_origin *o, struct snap *s,
                  const struct fssnap_create_opts *opts, char *err,
@@ -451,13 +586,18 @@ snap_open_store (struct fssnap_origin *o, struct snap *s,
   char name[512];
   snprintf (name, sizeof name, "%s.snap%u.%llu.cow", o->basename, s->number,
             (unsigned long long) s->seq);
-  struct store_file_params p = {
+  struct store_params p = {
     .io = o->io, .location = location, .name = name,
-    .chunksize = s->chunksize, .nchunks = s->nchunks,
+    .chunksize = s->chunksize, .nchunks = s->nchunks, .origin_size = o->size,
     .max_file_size = opts->max_backfile_size, .unlink = opts->unlink,
   };
+  const struct store_ops *ops = opts->transient || opts->unlink
+                                ? &store_transient_ops : &store_file_ops;
   s->max_backfile_size = opts->max_backfile_size;
-  return store_file_create (&p, &s->store, err, errlen);
+  int r = ops->create (&p, &s->store, err, errlen);
+  if (r == 0 && o->store_wrap)
+    s->store = o->store_wrap (o->store_wrap_opaque, s->store);
+  return r;
 }
 
 /* Takes snap_lock exclusive. */
@@ -523,7 +663,7 @@ snap_fill_and_publish (struct fssnap_origin *o, struct snap *s,
   /* The snapshot is the origin as acknowledged so far: what it reads from
    * the origin must survive a crash as it is, so make it durable first.
    */
-  r = s->transient ? 0 : o->io->fsync (o->io->opaque, o->fd);
+  r = snap_persistent (s) ? o->io->fsync (o->io->opaque, o->fd) : 0;
   if (r < 0) {
     snprintf (err, errlen, "cannot flush %s before the snapshot: %s",
               o->path, strerror (-r));
@@ -672,7 +812,8 @@ fssnap_snapshot_delete (struct fssnap_origin *o, unsigned num)
   struct snap *s = snap_find_locked (o, num);
   if (!s || atomic_load (&s->state) == SNAP_DELETED)
     r = -ENOENT;
-  else if (atomic_load (&s->state) == SNAP_CREATING)
+  else if (atomic_load (&s->state) == SNAP_CREATING
+           || atomic_load (&s->state) == SNAP_OFFLINE)
     r = -EBUSY;
   else
     snap_mark_deleted (s, s->open_count ? "by request (still open: the "
@@ -699,6 +840,8 @@ fssnap_snapshot_open (struct fssnap_origin *o, unsigned num,
     r = -ENOENT;
   else if (atomic_load (&s->state) == SNAP_DISABLED)
     r = -EIO;
+  else if (atomic_load (&s->state) == SNAP_OFFLINE)
+    r = -EAGAIN;
   else {
     s->open_count++;
     snap_ref (s);
@@ -760,7 +903,14 @@ snap_read_copy (struct fssnap_origin *o, struct snap *s, uint64_t c,
     switch (xtable_read (&owner->table, c, buf, skip, len)) {
     case XTABLE_HIT: r = 0; break;
     case XTABLE_FAILED: r = -EIO; break;
-    default: r = store_read_chunk (owner->store, c, buf, skip, len); break;
+    default:
+      r = store_read_chunk (owner->store, c, buf, skip, len);
+      if (r < 0)
+        engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: reading the copy of "
+                    "chunk %llu from %s failed: %s", s->number,
+                    (unsigned long long) c, owner->store->path,
+                    strerror (-r));
+      break;
     }
   }
   pthread_rwlock_unlock (&o->snap_lock);
@@ -782,6 +932,8 @@ snap_read_chunk (struct fssnap_origin *o, struct snap *s, uint64_t c,
     int r = io_pread_full (o->io, o->fd, buf, len,
                            (c << o->chunk_shift) + skip);
     pthread_mutex_unlock (lock);
+    if (r < 0)
+      origin_read_failed (o, (c << o->chunk_shift) + skip, len, r);
     return r;
   }
   pthread_mutex_unlock (lock);
@@ -849,6 +1001,7 @@ fssnap_state_name (enum fssnap_state state)
   case FSSNAP_STATE_ACTIVE: return "active";
   case FSSNAP_STATE_DISABLED: return "disabled";
   case FSSNAP_STATE_DELETING: return "deleting";
+  case FSSNAP_STATE_OFFLINE: return "offline";
   }
   return "unknown";
 }
@@ -861,6 +1014,7 @@ snap_public_state (const struct snap *s)
   case SNAP_CREATING: return FSSNAP_STATE_CREATING;
   case SNAP_DISABLED: return FSSNAP_STATE_DISABLED;
   case SNAP_DELETED: return FSSNAP_STATE_DELETING;
+  case SNAP_OFFLINE: return FSSNAP_STATE_OFFLINE;
   default: return s->open_count ? FSSNAP_STATE_ACTIVE : FSSNAP_STATE_IDLE;
   }
 }
@@ -888,7 +1042,7 @@ snap_fill_info (struct fssnap_origin *o, struct snap *s,
   info->max_backfile_size = s->max_backfile_size;
   info->create_time = s->create_time;
   info->open_count = s->open_count;
-  info->transient = s->transient;
+  info->transient = !snap_persistent (s);
   if (s->store) {               /* an untrusted snapshot may have none */
     info->unlinked = s->store->unlinked;
     info->backing_files = s->store->nfiles;

@@ -1,22 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Backing stores: where a snapshot keeps the old copies of the chunks it
- * owns.  The engine never knows how a store keeps them; it calls these
- * operations, each with a note on when it is called:
+ * owns.  As dm-snapshot's exception store, a store is an interface: the
+ * engine never knows how a store keeps its copies or whether they survive
+ * a restart; it calls these operations.  Implementations:
  *
- *   write_chunk   from a store writer thread, once per copied chunk, with
- *                 the whole chunk (the last chunk of the device may be
- *                 short).  Concurrent calls for different chunks.
- *   read_chunk    from any reader thread, for a chunk whose write_chunk has
- *                 completed successfully; part of the chunk.
- *   sync          from the committer: make every write_chunk that has
- *                 returned durable (files and the directory entries of
- *                 files created since the last sync).
- *   destroy       once, when nothing refers to the snapshot any more:
- *                 close, and with 'remove' delete what the store created.
+ *   store_file.c       persistent: sparse files (the old copy of chunk c at
+ *                      offset c * chunksize, split over several files when
+ *                      asked), fsync'd by sync, reopened after a restart;
+ *   store_transient.c  transient: the same files, never synced, gone at
+ *                      restart (fssnap's behaviour, for speed);
+ *   tests/engine/store_fault.h  wraps another store and fails, slows down
+ *                      or counts its operations on demand (tests only).
  *
- * store_file.c is the store of sparse files (the old copy of chunk c at
- * offset c * chunksize, split over several files when asked).
+ * Whether a snapshot's copies must be durable before the origin may change
+ * is the store's 'persistent' property: the engine asks it, never a flag
+ * of its own.
  */
 #ifndef FSSNAP_STORE_H
 #define FSSNAP_STORE_H
@@ -28,14 +27,66 @@
 #include "libfssnap.h"
 
 struct store;
+struct fssnap_origin;
+
+/* What a store is made from (at creation) or reopened from (at start). */
+struct store_params {
+  const struct fssnap_io *io;
+  const char *location;         /* an existing directory, or a file */
+  const char *name;             /* file name to use inside a directory */
+  uint32_t chunksize;
+  uint64_t nchunks;
+  uint64_t origin_size;         /* the last chunk may be short */
+  uint64_t max_file_size;       /* 0: one file */
+  bool unlink;                  /* unlink the files once open */
+};
 
 struct store_ops {
-  int (*write_chunk) (struct store *st, uint64_t chunk, const void *buf,
-                      size_t len);
-  int (*read_chunk) (struct store *st, uint64_t chunk, void *buf,
-                     size_t skip, size_t len);
+  const char *kind;             /* "persistent", "transient": for logs */
+  /* Copies survive a restart (the engine orders syncs for them). */
+  bool persistent;
+  /* create: at snapshot creation, before it is published, with only
+   * create_lock held.  Make an empty store; on error a negative errno and
+   * a message in err.
+   */
+  int (*create) (const struct store_params *p, struct store **stp,
+                 char *err, size_t errlen);
+  /* open: at start-up (recovery, one thread, no lock).  Reopen the store
+   * of an existing snapshot; files that are not there count as never
+   * created (check says whether a copy is missing).
+   */
+  int (*open) (const struct store_params *p, struct store **stp, char *err,
+               size_t errlen);
+  /* check: at start-up, after open.  Whether the store holds the copy of
+   * chunk c: 0; -EBADMSG if it does not (proof, the reason in why); any
+   * other error is a fault that proves nothing.
+   */
+  int (*check) (struct store *st, uint64_t c, char *why, size_t len);
+  /* write: from a store writer thread, once per copied chunk, with the
+   * whole chunk (the last chunk of the device may be short); no engine
+   * lock held.  Concurrent calls for different chunks.
+   */
+  int (*write) (struct store *st, uint64_t c, const void *buf, size_t len);
+  /* read: from any reader thread holding snap_lock shared, for a chunk
+   * whose write has completed successfully; part of the chunk.
+   */
+  int (*read) (struct store *st, uint64_t c, void *buf, size_t skip,
+               size_t len);
+  /* sync: from the committer (no lock) or from create: make every write
+   * that has returned durable, with the directory entries of files
+   * created since the last sync.  A store that is not persistent does
+   * nothing.
+   */
   int (*sync) (struct store *st);
-  void (*destroy) (struct store *st, bool remove);
+  /* usage: bytes of copies the store holds (written, or found by check).
+   * Any thread, no lock.
+   */
+  uint64_t (*usage) (struct store *st);
+  /* drop: once, when nothing refers to the snapshot any more (its last
+   * reference goes, no lock held): close, and with 'remove' delete what
+   * the store created.
+   */
+  void (*drop) (struct store *st, bool remove);
 };
 
 struct store {
@@ -45,46 +96,43 @@ struct store {
   bool unlinked;
 };
 
-struct store_file_params {
-  const struct fssnap_io *io;
-  const char *location;         /* an existing directory, or a new file */
-  const char *name;             /* file name to use inside a directory */
-  uint32_t chunksize;
-  uint64_t nchunks;
-  uint64_t max_file_size;       /* 0: one file */
-  bool unlink;
-};
+extern const struct store_ops store_file_ops;
+extern const struct store_ops store_transient_ops;
 
-/* Create the store's first file (the others as they are needed).  On error
- * returns a negative errno and a message in errmsg.
- */
-int store_file_create (const struct store_file_params *p, struct store **stp,
+/* The persistent store's create and open (store_file_ops). */
+int store_file_create (const struct store_params *p, struct store **stp,
                        char *errmsg, size_t errlen);
-
-/* Reopen the files of an existing store (after a restart).  Files not
- * there are taken as never created; the caller checks that they hold what
- * the owner map says (store_file_size).
- */
-int store_file_open (const struct store_file_params *p, struct store **stp,
+int store_file_open (const struct store_params *p, struct store **stp,
                      char *errmsg, size_t errlen);
-/* Size of file i, or -ENOENT if it does not exist. */
-int64_t store_file_size (struct store *st, unsigned i);
-
-/* Which file chunk c lives in and where: exposed for the tests. */
+/* Which file of a file store chunk c lives in and where: for the tests. */
 void store_file_locate (const struct store *st, uint64_t chunk,
                         unsigned *filep, uint64_t *offp);
+
+/* Tests only: every store the origin creates from now on is passed to
+ * wrap (which returns it, or a store wrapping it).  No lock: call it
+ * before the first snapshot is created.
+ */
+typedef struct store *(*store_wrap_fn) (void *opaque, struct store *inner);
+void store_set_wrap (struct fssnap_origin *o, store_wrap_fn wrap,
+                     void *opaque);
 
 static inline int
 store_write_chunk (struct store *st, uint64_t c, const void *buf, size_t len)
 {
-  return st->ops->write_chunk (st, c, buf, len);
+  return st->ops->write (st, c, buf, len);
 }
 
 static inline int
 store_read_chunk (struct store *st, uint64_t c, void *buf, size_t skip,
                   size_t len)
 {
-  return st->ops->read_chunk (st, c, buf, skip, len);
+  return st->ops->read (st, c, buf, skip, len);
+}
+
+static inline int
+store_check (struct store *st, uint64_t c, char *why, size_t len)
+{
+  return st->ops->check (st, c, why, len);
 }
 
 static inline int
@@ -93,11 +141,23 @@ store_sync (struct store *st)
   return st->ops->sync (st);
 }
 
+static inline uint64_t
+store_usage (struct store *st)
+{
+  return st->ops->usage (st);
+}
+
+static inline bool
+store_persistent (const struct store *st)
+{
+  return st && st->ops->persistent;
+}
+
 static inline void
 store_destroy (struct store *st, bool remove)
 {
   if (st)
-    st->ops->destroy (st, remove);
+    st->ops->drop (st, remove);
 }
 
 #endif /* FSSNAP_STORE_H */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The sparse-file backing store.
+ * The persistent backing store: sparse files, fsync'd.
  *
  * The old copy of chunk c lives at byte c * chunksize of the store, so the
  * store needs no index: whether a chunk is there is the owner bitmap's
@@ -15,10 +15,14 @@
  * sync, and the store whether it created a file since then (the directory
  * entry must be synced too), so a sync touches only what changed.
  *
+ * Usage counts the chunks written (and, after a restart, found by check),
+ * each written once: a copy has one owner.
+ *
  * Locks: file_lock (a leaf) guards the lazily opened descriptors.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +37,8 @@ struct store_file {
   struct store base;
   const struct fssnap_io *io;
   uint32_t chunksize;
+  uint64_t origin_size;
+  _Atomic uint64_t held;        /* chunks held */
   uint64_t chunks_per_file;
   pthread_mutex_t file_lock;
   int *fds;                     /* -1: not created yet */
@@ -113,8 +119,10 @@ store_file_write_chunk (struct store *st, uint64_t chunk, const void *buf,
   if (fd < 0)
     return fd;
   int r = io_pwrite_full (f->io, fd, buf, len, off);
-  if (r == 0)
+  if (r == 0) {
     atomic_store (&f->written[i], true);
+    atomic_fetch_add (&f->held, 1);
+  }
   return r;
 }
 
@@ -173,15 +181,57 @@ store_file_sync (struct store *st)
   return r;
 }
 
-int64_t
-store_file_size (struct store *st, unsigned i)
+/* Size of file i, or -ENOENT if it does not exist. */
+static int64_t
+store_file_size (struct store_file *f, unsigned i)
 {
-  struct store_file *f = sf (st);
   uint64_t size;
   if (f->fds[i] < 0)
     return -ENOENT;
   int r = f->io->getsize (f->io->opaque, f->fds[i], &size);
   return r < 0 ? r : (int64_t) size;
+}
+
+/* The copy of c is there if its file is long enough (a hole in a sparse
+ * file is a copy of zeros: nothing tells it from a lost one, and the file
+ * system does not lose blocks inside a file without an error).
+ */
+static int
+store_file_check (struct store *st, uint64_t c, char *why, size_t len)
+{
+  struct store_file *f = sf (st);
+  unsigned file;
+  uint64_t off;
+  store_file_locate (st, c, &file, &off);
+  uint64_t start = c * f->chunksize;
+  uint64_t need = off + (f->origin_size - start < f->chunksize
+                         ? f->origin_size - start : f->chunksize);
+  int64_t size = store_file_size (f, file);
+  if (size == -ENOENT) {
+    snprintf (why, len, "backing store file %u of %.160s is missing", file,
+              st->path);
+    return -EBADMSG;
+  }
+  if (size < 0) {
+    snprintf (why, len, "cannot read the size of backing store file %u of "
+              "%.160s: %s", file, st->path, strerror ((int) -size));
+    return (int) size;
+  }
+  if (size < (int64_t) need) {
+    snprintf (why, len, "backing store file %u of %.160s is truncated (%"
+              PRId64 " bytes, copies need %" PRIu64 ")", file, st->path, size,
+              need);
+    return -EBADMSG;
+  }
+  atomic_fetch_add (&f->held, 1);
+  return 0;
+}
+
+static uint64_t
+store_file_usage (struct store *st)
+{
+  struct store_file *f = sf (st);
+  return atomic_load (&f->held) * f->chunksize;
 }
 
 static void
@@ -206,15 +256,21 @@ store_file_destroy (struct store *st, bool remove)
   free (f);
 }
 
-static const struct store_ops store_file_ops = {
-  .write_chunk = store_file_write_chunk,
-  .read_chunk = store_file_read_chunk,
+const struct store_ops store_file_ops = {
+  .kind = "persistent",
+  .persistent = true,
+  .create = store_file_create,
+  .open = store_file_open,
+  .check = store_file_check,
+  .write = store_file_write_chunk,
+  .read = store_file_read_chunk,
   .sync = store_file_sync,
-  .destroy = store_file_destroy,
+  .usage = store_file_usage,
+  .drop = store_file_destroy,
 };
 
 static char *
-store_file_path (const struct store_file_params *p)
+store_file_path (const struct store_params *p)
 {
   struct stat st;
   char *path;
@@ -228,7 +284,7 @@ store_file_path (const struct store_file_params *p)
 
 /* Allocate the store's state; no file is opened yet. */
 static struct store_file *
-store_file_alloc (const struct store_file_params *p)
+store_file_alloc (const struct store_params *p)
 {
   struct store_file *f = calloc (1, sizeof *f);
   if (!f)
@@ -236,6 +292,7 @@ store_file_alloc (const struct store_file_params *p)
   f->base.ops = &store_file_ops;
   f->io = p->io;
   f->chunksize = p->chunksize;
+  f->origin_size = p->origin_size;
   f->unlink = p->unlink;
   f->base.unlinked = p->unlink;
   f->chunks_per_file = p->nchunks ? p->nchunks : 1;
@@ -265,7 +322,7 @@ store_file_alloc (const struct store_file_params *p)
 }
 
 int
-store_file_create (const struct store_file_params *p, struct store **stp,
+store_file_create (const struct store_params *p, struct store **stp,
                    char *errmsg, size_t errlen)
 {
   struct store_file *f = store_file_alloc (p);
@@ -283,7 +340,7 @@ store_file_create (const struct store_file_params *p, struct store **stp,
 }
 
 int
-store_file_open (const struct store_file_params *p, struct store **stp,
+store_file_open (const struct store_params *p, struct store **stp,
                  char *errmsg, size_t errlen)
 {
   struct store_file *f = store_file_alloc (p);

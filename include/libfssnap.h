@@ -30,6 +30,11 @@
 extern "C" {
 #endif
 
+/* What libfssnap.a exports: the engine is built with hidden visibility and
+ * its archive keeps only these symbols global (tests/test-lib-symbols.sh).
+ */
+#define FSSNAP_API __attribute__ ((visibility ("default")))
+
 #define FSSNAP_CHUNKSIZE_MIN     512u
 #define FSSNAP_CHUNKSIZE_MAX     (1u << 20)
 #define FSSNAP_CHUNKSIZE_DEFAULT (64u << 10)
@@ -66,7 +71,9 @@ struct fssnap_io {
   int (*fsync) (void *opaque, int fd);
   /* Size in bytes of a regular file or block device. */
   int (*getsize) (void *opaque, int fd, uint64_t *size);
-  /* Make [off, off+len) read back as zeros (must succeed or fail cleanly). */
+  /* Make [off, off+len) read back as zeros (must succeed or fail cleanly);
+   * may leave a hole (FSSNAP_ZERO_NO_HOLE requests are written as zeros).
+   */
   int (*zero) (void *opaque, int fd, off_t off, off_t len);
   /* Tell the device [off, off+len) is unused; may return -EOPNOTSUPP. */
   int (*discard) (void *opaque, int fd, off_t off, off_t len);
@@ -74,7 +81,7 @@ struct fssnap_io {
   int (*rename) (void *opaque, const char *from, const char *to);
 };
 
-const struct fssnap_io *fssnap_io_posix (void);
+FSSNAP_API const struct fssnap_io *fssnap_io_posix (void);
 
 /* ---- Origin ----------------------------------------------------------- */
 
@@ -97,39 +104,41 @@ struct fssnap_origin_opts {
   int fd;
 };
 
-int fssnap_origin_open (const struct fssnap_origin_opts *opts,
+FSSNAP_API int fssnap_origin_open (const struct fssnap_origin_opts *opts,
                         struct fssnap_origin **originp);
 /* Waits for every queued store write, then frees everything.  Snapshot
  * handles must have been closed.
  */
-void fssnap_origin_close (struct fssnap_origin *origin);
+FSSNAP_API void fssnap_origin_close (struct fssnap_origin *origin);
 
-uint64_t fssnap_origin_size (const struct fssnap_origin *origin);
-uint32_t fssnap_origin_chunksize (const struct fssnap_origin *origin);
-const char *fssnap_origin_path (const struct fssnap_origin *origin);
+FSSNAP_API uint64_t fssnap_origin_size (const struct fssnap_origin *origin);
+FSSNAP_API uint32_t fssnap_origin_chunksize (const struct fssnap_origin *origin);
+FSSNAP_API const char *fssnap_origin_path (const struct fssnap_origin *origin);
 
-int fssnap_origin_read (struct fssnap_origin *origin, void *buf, size_t len,
+FSSNAP_API int fssnap_origin_read (struct fssnap_origin *origin, void *buf, size_t len,
                         uint64_t off);
 
 #define FSSNAP_FUA 1u   /* write: make this request durable before returning */
-int fssnap_origin_write (struct fssnap_origin *origin, const void *buf,
+FSSNAP_API int fssnap_origin_write (struct fssnap_origin *origin, const void *buf,
                          size_t len, uint64_t off, unsigned flags);
-/* Write zeros.  FSSNAP_ZERO_NO_HOLE: the range must stay allocated. */
+/* Write zeros.  FSSNAP_ZERO_NO_HOLE: the range must stay allocated (zeros
+ * are written); without it the I/O layer's zero may deallocate it.
+ */
 #define FSSNAP_ZERO_NO_HOLE 2u
-int fssnap_origin_zero (struct fssnap_origin *origin, size_t len,
+FSSNAP_API int fssnap_origin_zero (struct fssnap_origin *origin, size_t len,
                         uint64_t off, unsigned flags);
 /* Discard: afterwards the range reads as zeros on image files and as
  * unspecified data on devices without deterministic discard; snapshots are
  * preserved exactly as for a write.
  */
-int fssnap_origin_trim (struct fssnap_origin *origin, size_t len,
+FSSNAP_API int fssnap_origin_trim (struct fssnap_origin *origin, size_t len,
                         uint64_t off, unsigned flags);
 /* Make every acknowledged write durable on the origin. */
-int fssnap_origin_flush (struct fssnap_origin *origin);
+FSSNAP_API int fssnap_origin_flush (struct fssnap_origin *origin);
 /* Count one open of the origin by someone else (the caller watches for
  * them, e.g. with a lease): shown as opened_elsewhere in the stats.
  */
-void fssnap_origin_note_opened_elsewhere (struct fssnap_origin *origin);
+FSSNAP_API void fssnap_origin_note_opened_elsewhere (struct fssnap_origin *origin);
 
 /* ---- Snapshot creation ------------------------------------------------ */
 
@@ -141,23 +150,23 @@ typedef int (*fssnap_candidate_fn) (void *opaque,
                                     struct fssnap_candidates *cands);
 
 /* What the candidate callback may use. */
-const char *fssnap_candidates_origin_path (const struct fssnap_candidates *);
-uint64_t fssnap_candidates_origin_size (const struct fssnap_candidates *);
-uint32_t fssnap_candidates_chunksize (const struct fssnap_candidates *);
+FSSNAP_API const char *fssnap_candidates_origin_path (const struct fssnap_candidates *);
+FSSNAP_API uint64_t fssnap_candidates_origin_size (const struct fssnap_candidates *);
+FSSNAP_API uint32_t fssnap_candidates_chunksize (const struct fssnap_candidates *);
 /* The engine's descriptor of the origin, for pread (never close it, nor
  * move it: dup it if a library wants its own), or -1 when the I/O layer is
  * not the POSIX one.  Reading through it opens nothing, so a lease on the
  * origin is not broken by the daemon itself.
  */
-int fssnap_candidates_origin_fd (const struct fssnap_candidates *);
+FSSNAP_API int fssnap_candidates_origin_fd (const struct fssnap_candidates *);
 /* The create's mountpoint (frozen by the caller, as fssnap create --mount
  * does), or NULL.
  */
-const char *fssnap_candidates_mountpoint (const struct fssnap_candidates *);
+FSSNAP_API const char *fssnap_candidates_mountpoint (const struct fssnap_candidates *);
 /* Mark the chunks covering [off, off+len); ranges past the end are clipped. */
-void fssnap_candidates_mark (struct fssnap_candidates *, uint64_t off,
+FSSNAP_API void fssnap_candidates_mark (struct fssnap_candidates *, uint64_t off,
                              uint64_t len);
-void fssnap_candidates_mark_all (struct fssnap_candidates *);
+FSSNAP_API void fssnap_candidates_mark_all (struct fssnap_candidates *);
 
 struct fssnap_create_opts {
   const char *backing_store;    /* directory or file; NULL: state_dir */
@@ -177,26 +186,30 @@ struct fssnap_create_opts {
 /* Create a snapshot; its number is returned in *nump.  On failure an
  * explanation is put in errmsg (if non-NULL).
  */
-int fssnap_snapshot_create (struct fssnap_origin *origin,
+FSSNAP_API int fssnap_snapshot_create (struct fssnap_origin *origin,
                             const struct fssnap_create_opts *opts,
                             unsigned *nump, char *errmsg, size_t errlen);
 
-/* Delete a snapshot.  It stops taking copies at once; if it is open, the
+/* Delete a snapshot (-EBUSY while it is offline: its files cannot be
+ * read, so what older snapshots need from it is unknown).  It stops taking copies at once; if it is open, the
  * number is released when the last handle closes (reads then fail with
  * -EIO).  Data that older snapshots still read is kept until they go.
  */
-int fssnap_snapshot_delete (struct fssnap_origin *origin, unsigned num);
+FSSNAP_API int fssnap_snapshot_delete (struct fssnap_origin *origin, unsigned num);
 
 /* ---- Reading a snapshot ---------------------------------------------- */
 
-int fssnap_snapshot_open (struct fssnap_origin *origin, unsigned num,
+/* -ENOENT: no such snapshot; -EIO: disabled; -EAGAIN: offline (its files
+ * cannot be read now; fssnap_snapshot_info gives the reason).
+ */
+FSSNAP_API int fssnap_snapshot_open (struct fssnap_origin *origin, unsigned num,
                           struct fssnap_snapshot **snapp);
-void fssnap_snapshot_close (struct fssnap_snapshot *snap);
-unsigned fssnap_snapshot_number (const struct fssnap_snapshot *snap);
-uint64_t fssnap_snapshot_size (const struct fssnap_snapshot *snap);
+FSSNAP_API void fssnap_snapshot_close (struct fssnap_snapshot *snap);
+FSSNAP_API unsigned fssnap_snapshot_number (const struct fssnap_snapshot *snap);
+FSSNAP_API uint64_t fssnap_snapshot_size (const struct fssnap_snapshot *snap);
 
 /* -EIO once the snapshot is disabled or deleted. */
-int fssnap_snapshot_read (struct fssnap_snapshot *snap, void *buf,
+FSSNAP_API int fssnap_snapshot_read (struct fssnap_snapshot *snap, void *buf,
                           size_t len, uint64_t off);
 
 /* Report the extents of [off, off+len) in order: data (a candidate chunk)
@@ -205,7 +218,7 @@ int fssnap_snapshot_read (struct fssnap_snapshot *snap, void *buf,
  */
 typedef int (*fssnap_extent_fn) (void *opaque, uint64_t off, uint64_t len,
                                  bool hole);
-int fssnap_snapshot_extents (struct fssnap_snapshot *snap, uint64_t off,
+FSSNAP_API int fssnap_snapshot_extents (struct fssnap_snapshot *snap, uint64_t off,
                              uint64_t len, fssnap_extent_fn fn, void *opaque);
 
 /* ---- Changed-block tracking ------------------------------------------ */
@@ -227,11 +240,12 @@ int fssnap_snapshot_extents (struct fssnap_snapshot *snap, uint64_t off,
  * live volume; their order does not matter.  Extents are whole chunks,
  * clipped to [off, off+len).  Returns 0 (or the callback's non-zero
  * value), -ENOENT if a snapshot does not exist, -EINVAL for a bad range,
- * -ESTALE if a map it needs cannot be trusted (why in errmsg).  fn runs
+ * -ESTALE if a map it needs cannot be trusted, -EAGAIN if a snapshot it
+ * needs is offline (why in errmsg).  fn runs
  * under the engine's snapshot lock: it must not create, delete, open or
  * close snapshots.
  */
-int fssnap_changes (struct fssnap_origin *origin, int a, int b, uint64_t off,
+FSSNAP_API int fssnap_changes (struct fssnap_origin *origin, int a, int b, uint64_t off,
                     uint64_t len, fssnap_extent_fn fn, void *opaque,
                     char *errmsg, size_t errlen);
 
@@ -262,18 +276,18 @@ typedef int (*fssnap_rollback_fn) (void *opaque,
  * On success ORIGIN.rolledback records the target for
  * fssnap_rollback_last.  Why it failed goes in errmsg.
  */
-int fssnap_rollback (struct fssnap_origin *origin, const char *state_dir,
+FSSNAP_API int fssnap_rollback (struct fssnap_origin *origin, const char *state_dir,
                      unsigned num, const char *uuid, fssnap_rollback_fn fn,
                      void *opaque, char *errmsg, size_t errlen);
 /* The unfinished rollback recorded in state_dir: 1 with its target's
  * number and uuid (FSSNAP_UUID_STRLEN bytes), 0 if none, -EBADMSG if the
  * record is damaged.
  */
-int fssnap_rollback_pending (struct fssnap_origin *origin,
+FSSNAP_API int fssnap_rollback_pending (struct fssnap_origin *origin,
                              const char *state_dir, unsigned *num,
                              char *uuid);
 /* The target of the last completed rollback, as fssnap_rollback_pending. */
-int fssnap_rollback_last (struct fssnap_origin *origin, const char *state_dir,
+FSSNAP_API int fssnap_rollback_last (struct fssnap_origin *origin, const char *state_dir,
                           unsigned *num, char *uuid);
 
 /* As fssnap_changes, but where the maps say a chunk may differ, compare
@@ -282,7 +296,7 @@ int fssnap_rollback_last (struct fssnap_origin *origin, const char *state_dir,
  * when they cannot be trusted.  Costs a read of both sides of every chunk
  * the maps name.  fn runs outside every engine lock.
  */
-int fssnap_changes_exact (struct fssnap_origin *origin, int a, int b,
+FSSNAP_API int fssnap_changes_exact (struct fssnap_origin *origin, int a, int b,
                           uint64_t off, uint64_t len, fssnap_extent_fn fn,
                           void *opaque, char *errmsg, size_t errlen);
 
@@ -313,38 +327,38 @@ struct fssnap_clone_info {
  * clone that cannot be trusted or whose base is gone is logged and not
  * served (its files are kept).
  */
-int fssnap_clones_open (struct fssnap_origin *origin, const char *state_dir,
+FSSNAP_API int fssnap_clones_open (struct fssnap_origin *origin, const char *state_dir,
                         fssnap_log_fn log, void *log_opaque,
                         struct fssnap_clones **setp);
 /* Flush and close every clone.  Users must have put their references. */
-void fssnap_clones_close (struct fssnap_clones *set);
+FSSNAP_API void fssnap_clones_close (struct fssnap_clones *set);
 /* A new clone of snapshot snap, with the lowest free number. */
-int fssnap_clones_create (struct fssnap_clones *set, unsigned snap,
+FSSNAP_API int fssnap_clones_create (struct fssnap_clones *set, unsigned snap,
                           unsigned *nump, char *errmsg, size_t errlen);
 /* Remove clone num and its files; users keep their handles until put. */
-int fssnap_clones_delete (struct fssnap_clones *set, unsigned num);
+FSSNAP_API int fssnap_clones_delete (struct fssnap_clones *set, unsigned num);
 /* Numbers in use, ascending; returns how many (possibly more than max). */
-int fssnap_clones_list (struct fssnap_clones *set, unsigned *nums,
+FSSNAP_API int fssnap_clones_list (struct fssnap_clones *set, unsigned *nums,
                         size_t max);
-int fssnap_clones_info (struct fssnap_clones *set, unsigned num,
+FSSNAP_API int fssnap_clones_info (struct fssnap_clones *set, unsigned num,
                         struct fssnap_clone_info *info);
 
 /* A reference to clone num (-ENOENT), for a frontend's connection. */
-int fssnap_clone_get (struct fssnap_clones *set, unsigned num,
+FSSNAP_API int fssnap_clone_get (struct fssnap_clones *set, unsigned num,
                       struct fssnap_clone **clonep);
-void fssnap_clone_put (struct fssnap_clone *clone);
-void fssnap_clone_info (struct fssnap_clone *clone,
+FSSNAP_API void fssnap_clone_put (struct fssnap_clone *clone);
+FSSNAP_API void fssnap_clone_info (struct fssnap_clone *clone,
                         struct fssnap_clone_info *info);
-uint64_t fssnap_clone_size (const struct fssnap_clone *clone);
-int fssnap_clone_read (struct fssnap_clone *clone, void *buf, size_t len,
+FSSNAP_API uint64_t fssnap_clone_size (const struct fssnap_clone *clone);
+FSSNAP_API int fssnap_clone_read (struct fssnap_clone *clone, void *buf, size_t len,
                        uint64_t off);
 /* flags: FSSNAP_FUA. */
-int fssnap_clone_write (struct fssnap_clone *clone, const void *buf,
+FSSNAP_API int fssnap_clone_write (struct fssnap_clone *clone, const void *buf,
                         size_t len, uint64_t off, unsigned flags);
-int fssnap_clone_zero (struct fssnap_clone *clone, size_t len, uint64_t off,
+FSSNAP_API int fssnap_clone_zero (struct fssnap_clone *clone, size_t len, uint64_t off,
                        unsigned flags);
 /* Overlay data durable, then the map of written chunks. */
-int fssnap_clone_flush (struct fssnap_clone *clone);
+FSSNAP_API int fssnap_clone_flush (struct fssnap_clone *clone);
 
 /* ---- Information and statistics -------------------------------------- */
 
@@ -354,15 +368,19 @@ enum fssnap_state {
   FSSNAP_STATE_ACTIVE,          /* valid, open */
   FSSNAP_STATE_DISABLED,        /* a copy failed: never served */
   FSSNAP_STATE_DELETING,        /* deleted, waiting for the last close */
+  FSSNAP_STATE_OFFLINE,         /* its files cannot be read now (EIO,
+                                   ENOMEM at start-up): not served, nothing
+                                   rewritten; a restart that can read them
+                                   brings it back (reason says why) */
 };
-const char *fssnap_state_name (enum fssnap_state state);
+FSSNAP_API const char *fssnap_state_name (enum fssnap_state state);
 
 struct fssnap_snapshot_info {
   unsigned number;
   uint64_t seq;                 /* creation sequence, never repeats */
   char uuid[FSSNAP_UUID_STRLEN];
   enum fssnap_state state;
-  char reason[256];             /* why disabled; empty otherwise */
+  char reason[256];             /* why disabled or offline; else empty */
   uint32_t chunksize;
   uint64_t chunks;              /* chunks in the device */
   uint64_t candidate_chunks;
@@ -382,13 +400,13 @@ struct fssnap_snapshot_info {
 };
 
 /* Fill *info for the snapshot with this number. */
-int fssnap_snapshot_info (struct fssnap_origin *origin, unsigned num,
+FSSNAP_API int fssnap_snapshot_info (struct fssnap_origin *origin, unsigned num,
                           struct fssnap_snapshot_info *info);
 
 /* Fill nums[] with the numbers in use, ascending; returns how many there
  * are (possibly more than max).
  */
-int fssnap_snapshot_list (struct fssnap_origin *origin, unsigned *nums,
+FSSNAP_API int fssnap_snapshot_list (struct fssnap_origin *origin, unsigned *nums,
                           size_t max);
 
 struct fssnap_stats {
@@ -406,7 +424,7 @@ struct fssnap_stats {
   uint64_t store_errors;
   uint64_t opened_elsewhere;    /* fssnap_origin_note_opened_elsewhere */
 };
-void fssnap_origin_stats (struct fssnap_origin *origin,
+FSSNAP_API void fssnap_origin_stats (struct fssnap_origin *origin,
                           struct fssnap_stats *stats);
 
 #ifdef __cplusplus

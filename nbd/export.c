@@ -88,6 +88,25 @@ nbd_export_open (const struct nbd_env *env, const char *name,
 }
 
 void
+nbd_export_why (struct fssnap_origin *origin, const char *name, int r,
+                char *buf, size_t len)
+{
+  struct fssnap_snapshot_info info;
+  enum nbd_export_kind kind;
+  unsigned num;
+
+  if ((r == -EAGAIN || r == -EIO)
+      && nbd_export_parse (name, &kind, &num) == 0
+      && kind == NBD_EXPORT_SNAPSHOT
+      && fssnap_snapshot_info (origin, num, &info) == 0 && info.reason[0]) {
+    snprintf (buf, len, "snapshot %u is %s: %s", num,
+              fssnap_state_name (info.state), info.reason);
+    return;
+  }
+  snprintf (buf, len, "%s", strerror (-r));
+}
+
+void
 nbd_export_close (struct nbd_export *exp)
 {
   if (exp->snap)

@@ -189,9 +189,12 @@ nbd_opt_info (struct nbd_session *s, uint32_t opt, const uint8_t *d,
     want_desc |= type == NBD_INFO_DESCRIPTION;
   }
   r = nbd_export_open (s->env, name, &exp);
-  if (r < 0)
+  if (r < 0) {
+    char why[512];
+    nbd_export_why (s->env->origin, name, r, why, sizeof why);
     return nbd_opt_error (s, opt, NBD_REP_ERR_UNKNOWN,
-                          "no export \"%s\": %s", name, strerror (-r));
+                          "no export \"%s\": %s", name, why);
+  }
   r = nbd_send_export_infos (s, opt, &exp, want_name, want_desc);
   if (r < 0 || opt == NBD_OPT_INFO) {
     nbd_export_close (&exp);

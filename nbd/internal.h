@@ -103,6 +103,11 @@ struct nbd_export {
 int nbd_export_parse (const char *name, enum nbd_export_kind *kind,
                       unsigned *num);
 /* Parse and open; -ENOENT if no such export, or the engine's error. */
+/* Why opening export name failed with r, for the client: the state and
+ * reason of a snapshot that is offline or disabled, else strerror.
+ */
+void nbd_export_why (struct fssnap_origin *origin, const char *name, int r,
+                     char *buf, size_t len);
 int nbd_export_open (const struct nbd_env *env, const char *name,
                      struct nbd_export *exp);
 void nbd_export_close (struct nbd_export *exp);

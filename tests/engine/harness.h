@@ -1,15 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Test harness for the engine tests: a scratch directory with an origin
- * image, and an I/O layer that wraps the real one to slow down or fail the
- * backing stores (files named *.cow) on demand.  Header-only: each test
- * program includes it once.
+ * image; a fault-injecting store (store_fault.h) that wraps every store the
+ * engine creates, to slow down or fail its writes on demand; and an I/O
+ * layer that wraps the real one to fail any one kind of operation (open, read, write, sync, directory sync, rename, unlink) on
+ * the files whose path contains a string (harness_fault): with an errno,
+ * once, n times or for ever, or as a short transfer.  Header-only: each
+ * test program includes it once.
  */
 #ifndef FSSNAP_TEST_HARNESS_H
 #define FSSNAP_TEST_HARNESS_H
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,20 +22,90 @@
 #include <unistd.h>
 
 #include "libfssnap.h"
+#include "tests/engine/store_fault.h"
 
 #define HARNESS_MAX_FD 4096
+
+enum harness_op { HOP_OPEN, HOP_READ, HOP_WRITE, HOP_SYNC, HOP_DIRSYNC,
+                  HOP_RENAME, HOP_UNLINK, HOP_NOPS };
+#define HARNESS_SHORT 1                 /* fault: a short transfer */
+
+struct harness_fault {
+  _Atomic int op;                       /* enum harness_op; -1: none */
+  char match[128];                      /* path substring ("" matches all) */
+  int err;                              /* -errno, or HARNESS_SHORT */
+  _Atomic int times;                    /* faults left; < 0: for ever */
+  _Atomic unsigned hits;
+};
 
 struct harness {
   char dir[64];
   char origin_path[128];
   uint64_t size;
   struct fssnap_io io;
-  _Atomic bool is_store[HARNESS_MAX_FD];
   _Atomic int store_errno;              /* fail store writes with this */
   _Atomic long long store_budget;       /* bytes before failing; <0: never */
   _Atomic unsigned store_delay_us;      /* sleep in each store write */
   _Atomic unsigned long long store_writes;
+  struct harness_fault fault;
+  _Atomic unsigned dir_syncs;           /* directory fsyncs that worked */
+  bool skip_syncs;                      /* fsync succeeds without syncing:
+                                           for tests without power loss */
+  pthread_mutex_t fd_lock;
+  char *fd_path[HARNESS_MAX_FD];        /* what each descriptor is open on */
+  bool fd_dir[HARNESS_MAX_FD];
 };
+
+/* Arm one fault: operation op on paths containing match fails with err
+ * (-errno or HARNESS_SHORT) 'times' times (< 0: until disarmed).
+ */
+static inline void
+harness_fault (struct harness *h, enum harness_op op, const char *match,
+               int err, int times)
+{
+  atomic_store (&h->fault.op, -1);
+  snprintf (h->fault.match, sizeof h->fault.match, "%s", match);
+  h->fault.err = err;
+  atomic_store (&h->fault.times, times);
+  atomic_store (&h->fault.hits, 0);
+  atomic_store (&h->fault.op, (int) op);
+}
+
+static inline void
+harness_fault_clear (struct harness *h)
+{
+  atomic_store (&h->fault.op, -1);
+}
+
+/* The fault for op on path, or 0. */
+static inline int
+harness_fault_hit (struct harness *h, enum harness_op op, const char *path)
+{
+  if (atomic_load (&h->fault.op) != (int) op || !path
+      || !strstr (path, h->fault.match))
+    return 0;
+  int left = atomic_load (&h->fault.times);
+  while (left != 0 && !atomic_compare_exchange_weak (&h->fault.times, &left,
+                                                      left < 0 ? left
+                                                               : left - 1))
+    ;
+  if (left == 0)
+    return 0;
+  atomic_fetch_add (&h->fault.hits, 1);
+  return h->fault.err;
+}
+
+/* The fault for op on descriptor fd, or 0. */
+static inline int
+harness_fault_fd (struct harness *h, enum harness_op op, int fd)
+{
+  if (atomic_load (&h->fault.op) != (int) op || fd < 0 || fd >= HARNESS_MAX_FD)
+    return 0;
+  pthread_mutex_lock (&h->fd_lock);
+  int r = h->fd_path[fd] ? harness_fault_hit (h, op, h->fd_path[fd]) : 0;
+  pthread_mutex_unlock (&h->fd_lock);
+  return r;
+}
 
 
 /* xorshift64*: small, fast, reproducible from a seed. */
@@ -65,29 +139,108 @@ static int
 harness_open (void *opaque, const char *path, int flags, mode_t mode)
 {
   struct harness *h = opaque;
+  int f = harness_fault_hit (h, HOP_OPEN, path);
+  if (f < 0)
+    return f;
   int fd = fssnap_io_posix ()->open (NULL, path, flags, mode);
-  if (fd >= 0 && fd < HARNESS_MAX_FD)
-    atomic_store (&h->is_store[fd], strstr (path, ".cow") != NULL);
+  if (fd >= 0 && fd < HARNESS_MAX_FD) {
+    pthread_mutex_lock (&h->fd_lock);
+    free (h->fd_path[fd]);
+    h->fd_path[fd] = strdup (path);
+    h->fd_dir[fd] = flags & O_DIRECTORY;
+    pthread_mutex_unlock (&h->fd_lock);
+  }
   return fd;
+}
+
+static int
+harness_close (void *opaque, int fd)
+{
+  struct harness *h = opaque;
+  if (fd >= 0 && fd < HARNESS_MAX_FD) {
+    pthread_mutex_lock (&h->fd_lock);
+    free (h->fd_path[fd]);
+    h->fd_path[fd] = NULL;
+    pthread_mutex_unlock (&h->fd_lock);
+  }
+  return fssnap_io_posix ()->close (NULL, fd);
+}
+
+static ssize_t
+harness_pread (void *opaque, int fd, void *buf, size_t len, off_t off)
+{
+  int f = harness_fault_fd (opaque, HOP_READ, fd);
+  if (f < 0)
+    return f;
+  if (f == HARNESS_SHORT && len > 1)
+    len /= 2;
+  return fssnap_io_posix ()->pread (NULL, fd, buf, len, off);
+}
+
+static int
+harness_fsync (void *opaque, int fd)
+{
+  struct harness *h = opaque;
+  bool dir = false;
+  if (fd >= 0 && fd < HARNESS_MAX_FD) {
+    pthread_mutex_lock (&h->fd_lock);
+    dir = h->fd_dir[fd];
+    pthread_mutex_unlock (&h->fd_lock);
+  }
+  int f = harness_fault_fd (h, dir ? HOP_DIRSYNC : HOP_SYNC, fd);
+  if (f < 0)
+    return f;
+  int r = h->skip_syncs ? 0 : fssnap_io_posix ()->fsync (NULL, fd);
+  if (r == 0 && dir)
+    atomic_fetch_add (&h->dir_syncs, 1);
+  return r;
+}
+
+static int
+harness_rename (void *opaque, const char *from, const char *to)
+{
+  int f = harness_fault_hit (opaque, HOP_RENAME, from);
+  if (f < 0)
+    return f;
+  return fssnap_io_posix ()->rename (NULL, from, to);
+}
+
+static int
+harness_unlink (void *opaque, const char *path)
+{
+  int f = harness_fault_hit (opaque, HOP_UNLINK, path);
+  if (f < 0)
+    return f;
+  return fssnap_io_posix ()->unlink (NULL, path);
 }
 
 static ssize_t
 harness_pwrite (void *opaque, int fd, const void *buf, size_t len, off_t off)
 {
   struct harness *h = opaque;
-  if (fd >= 0 && fd < HARNESS_MAX_FD && atomic_load (&h->is_store[fd])) {
-    atomic_fetch_add (&h->store_writes, 1);
-    unsigned delay = atomic_load (&h->store_delay_us);
-    if (delay) {
-      struct timespec ts = { 0, (long) delay * 1000 };
-      nanosleep (&ts, NULL);
-    }
-    if (atomic_load (&h->store_errno)
-        && atomic_fetch_sub (&h->store_budget, (long long) len)
-           < (long long) len)
-      return -atomic_load (&h->store_errno);
-  }
+  int f = harness_fault_fd (h, HOP_WRITE, fd);
+  if (f < 0)
+    return f;
+  if (f == HARNESS_SHORT && len > 1)
+    len /= 2;
   return fssnap_io_posix ()->pwrite (NULL, fd, buf, len, off);
+}
+
+/* For the fault-injecting store: count a chunk write of len bytes, delay
+ * it, and say whether it fails (with *err).
+ */
+static bool
+store_fault_should_fail (struct harness *h, size_t len, int *err)
+{
+  atomic_fetch_add (&h->store_writes, 1);
+  unsigned delay = atomic_load (&h->store_delay_us);
+  if (delay) {
+    struct timespec ts = { 0, (long) delay * 1000 };
+    nanosleep (&ts, NULL);
+  }
+  *err = atomic_load (&h->store_errno);
+  return *err && atomic_fetch_sub (&h->store_budget, (long long) len)
+                 < (long long) len;
 }
 
 /* Make a scratch dir and an origin of 'size' bytes filled with a pattern
@@ -113,8 +266,15 @@ harness_new (uint64_t size)
   h->io = *fssnap_io_posix ();
   h->io.opaque = h;
   h->io.open = harness_open;
+  h->io.close = harness_close;
+  h->io.pread = harness_pread;
   h->io.pwrite = harness_pwrite;
+  h->io.fsync = harness_fsync;
+  h->io.rename = harness_rename;
+  h->io.unlink = harness_unlink;
   atomic_store (&h->store_budget, -1);
+  atomic_store (&h->fault.op, -1);
+  pthread_mutex_init (&h->fd_lock, NULL);
   return h;
 }
 
@@ -125,6 +285,9 @@ harness_free (struct harness *h)
   snprintf (cmd, sizeof cmd, "rm -rf '%s'", h->dir);
   if (system (cmd) != 0)
     fprintf (stderr, "could not remove %s\n", h->dir);
+  for (int fd = 0; fd < HARNESS_MAX_FD; fd++)
+    free (h->fd_path[fd]);
+  pthread_mutex_destroy (&h->fd_lock);
   free (h);
 }
 
@@ -141,6 +304,7 @@ harness_origin (struct harness *h, uint32_t chunksize, uint64_t max_mem)
     fprintf (stderr, "fssnap_origin_open: %s\n", strerror (-r));
     abort ();
   }
+  store_set_wrap (o, store_fault_wrap, h);
   return o;
 }
 

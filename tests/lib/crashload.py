@@ -65,7 +65,10 @@ def connect(sock, export):
 
 def run(m, path, sock, fssnap, rundir):
     rng = random.Random()
-    h = connect(sock, "volume")
+    try:
+        h = connect(sock, "volume")
+    except nbd.Error:
+        return 0                    # fssnapd was killed before we connected
     nblocks = len(m["versions"])
     m["rounds"] += 1
     try:

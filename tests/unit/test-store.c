@@ -44,10 +44,10 @@ exists (const char *name)
 static struct store *
 make_store (uint64_t max_file_size, bool unlink)
 {
-  struct store_file_params p = {
+  struct store_params p = {
     .io = fssnap_io_posix (), .location = dir, .name = "s",
-    .chunksize = 4096, .nchunks = 10, .max_file_size = max_file_size,
-    .unlink = unlink,
+    .chunksize = 4096, .nchunks = 10, .origin_size = 10 * 4096,
+    .max_file_size = max_file_size, .unlink = unlink,
   };
   struct store *st = NULL;
   char err[256];
@@ -116,7 +116,7 @@ test_store_refuses_existing_file (void **state)
   FILE *f = fopen (path, "w");
   fputs ("user data", f);
   fclose (f);
-  struct store_file_params p = {
+  struct store_params p = {
     .io = fssnap_io_posix (), .location = path, .name = "ignored",
     .chunksize = 4096, .nchunks = 10,
   };
@@ -126,6 +126,48 @@ test_store_refuses_existing_file (void **state)
   struct stat sb;
   assert_int_equal (stat (path, &sb), 0);      /* user's file untouched */
   assert_int_equal (sb.st_size, 9);
+}
+
+/* The store as an interface: reopened, a persistent store says which
+ * copies it holds (check) and how many bytes (usage); the transient one
+ * is the same files, never synced, and says it does not survive.
+ */
+static void
+test_store_ops_check_usage_transient (void **state)
+{
+  (void) state;
+  struct store_params p = {
+    .io = fssnap_io_posix (), .location = dir, .name = "t",
+    .chunksize = 4096, .nchunks = 10, .origin_size = 10 * 4096 - 100,
+  };
+  struct store *st = NULL;
+  char err[256], why[256];
+  char buf[4096];
+  memset (buf, 'x', sizeof buf);
+  assert_int_equal (store_file_ops.create (&p, &st, err, sizeof err), 0);
+  assert_true (store_persistent (st));
+  assert_int_equal (store_write_chunk (st, 2, buf, sizeof buf), 0);
+  assert_int_equal (store_write_chunk (st, 9, buf, 4096 - 100), 0);
+  assert_int_equal (store_usage (st), 2 * 4096);
+  assert_int_equal (store_sync (st), 0);
+  store_destroy (st, false);
+
+  assert_int_equal (store_file_ops.open (&p, &st, err, sizeof err), 0);
+  assert_int_equal (store_usage (st), 0);
+  assert_int_equal (store_check (st, 2, why, sizeof why), 0);
+  assert_int_equal (store_check (st, 9, why, sizeof why), 0);  /* short one */
+  assert_int_equal (store_usage (st), 2 * 4096);
+  store_destroy (st, false);
+  char path[128];
+  snprintf (path, sizeof path, "%s/t", dir);
+  assert_int_equal (truncate (path, 3 * 4096), 0);
+  assert_int_equal (store_transient_ops.open (&p, &st, err, sizeof err), 0);
+  assert_false (store_persistent (st));
+  assert_int_equal (store_check (st, 9, why, sizeof why), -EBADMSG);
+  assert_non_null (strstr (why, "truncated"));
+  assert_int_equal (store_sync (st), 0);
+  store_destroy (st, true);
+  assert_false (exists ("t"));
 }
 
 int
@@ -138,6 +180,8 @@ main (void)
     cmocka_unit_test_setup_teardown (test_store_unlink, setup, teardown),
     cmocka_unit_test_setup_teardown (test_store_refuses_existing_file, setup,
                                      teardown),
+    cmocka_unit_test_setup_teardown (test_store_ops_check_usage_transient,
+                                     setup, teardown),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
