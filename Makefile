@@ -13,7 +13,7 @@ BUILD     ?= build
 CC        ?= cc
 OPTFLAGS  ?= -O2
 SANFLAGS  ?=
-PKGS      := fuse3 ext2fs com_err blkid json-c libsystemd gnutls
+PKGS      := fuse3 ext2fs com_err blkid json-c libsystemd gnutls liburing
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS    ?= -g $(OPTFLAGS)
@@ -25,7 +25,7 @@ LDLIBS    := -pthread $(LDFLAGS)
 # The engine and the helpers it is built from.
 LIB_SRC    := $(wildcard engine/*.c common/*.c)
 # The frontends, the file system half and the daemon's own code.
-DAEMON_SRC := $(wildcard fs/*.c nbd/*.c fuse/*.c control/*.c daemon/*.c)
+DAEMON_SRC := $(wildcard fs/*.c nbd/*.c fuse/*.c ublk/*.c control/*.c daemon/*.c)
 # The CLI speaks only the control protocol: no engine in it.
 CLI_SRC    := $(wildcard cli/*.c) control/proto.c control/options.c \
               common/size.c fs/freeze.c fs/loop.c

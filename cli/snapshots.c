@@ -174,6 +174,8 @@ cli_cmd_delete (struct cli *cli, int argc, char **argv)
   req = json_object_new_object ();
   json_object_object_add (req, "request", json_object_new_string ("delete"));
   json_object_object_add (req, "number", json_object_new_int64 (num));
+  if (force)
+    json_object_object_add (req, "force", json_object_new_boolean (1));
   r = cli_request (cli, req, &reply);
   if (r == CLI_EXIT_OK)
     json_object_put (reply);

@@ -19,7 +19,10 @@
  *       "group" (a UUID) is recorded with the snapshot: fssnap gives the
  *       snapshots of several volumes taken in one instant the same one.
  *       Reply: "snapshot": the new snapshot's info object.
- *   {"request":"delete", "number":N}          Reply: "number": N.
+ *   {"request":"delete", "number":N, "force":false}
+ *                                             Reply: "number": N.
+ *       Refused (EBUSY) while a block device of the snapshot is mounted
+ *       or held, and, unless "force", while a process has it open.
  *   {"request":"list"}                        Reply: "snapshots": [short info],
  *                                             "volume": {size, device, devices}
  *   {"request":"info"} or {"request":"info", "number":N}

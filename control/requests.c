@@ -370,6 +370,8 @@ ctl_create (const struct ctl_context *ctx, json_object *req)
              *errmsg ? errmsg : strerror (-r));
     return ctl_engine_error (r, errmsg, "cannot create snapshot");
   }
+  if (ctx->created)
+    ctx->created (ctx->hooks_opaque, num);
   r = fssnap_snapshot_info (ctx->origin, num, &info);
   if (r < 0)
     return ctl_engine_error (r, NULL, "snapshot created but vanished");
@@ -380,13 +382,15 @@ ctl_create (const struct ctl_context *ctx, json_object *req)
 
 /* ---- delete ------------------------------------------------------------ */
 
-static const char *const ctl_delete_fields[] = { "number", NULL };
+static const char *const ctl_delete_fields[] = { "number", "force", NULL };
 
 static json_object *
 ctl_delete (const struct ctl_context *ctx, json_object *req)
 {
   json_object *reply = NULL;
   struct fssnap_snapshot_info info;
+  char errmsg[CTL_ERRMSG] = "";
+  bool force = false;
   unsigned num;
   int r;
 
@@ -404,6 +408,14 @@ ctl_delete (const struct ctl_context *ctx, json_object *req)
       return ctl_reply_error (EBUSY, "the volume is being rolled back to "
                               "snapshot %u", num);
   }
+  if (ctl_get_bool (req, "force", &force, &reply) < 0)
+    return reply;
+  if (ctx->check_delete) {
+    r = ctx->check_delete (ctx->hooks_opaque, num, force, errmsg,
+                           sizeof errmsg);
+    if (r < 0)
+      return ctl_engine_error (r, errmsg, "cannot delete snapshot");
+  }
   r = fssnap_snapshot_delete (ctx->origin, num);
   if (r == -ENOENT)
     return ctl_reply_error (ENOENT, "no snapshot %u", num);
@@ -414,6 +426,8 @@ ctl_delete (const struct ctl_context *ctx, json_object *req)
                             info.reason);
   if (r < 0)
     return ctl_engine_error (r, NULL, "cannot delete snapshot");
+  if (ctx->deleted)
+    ctx->deleted (ctx->hooks_opaque, num);
   reply = ctl_reply_ok ();
   ctl_add_u64 (reply, "number", num);
   return reply;

@@ -65,6 +65,17 @@ struct ctl_context {
    */
   bool (*diff_exact) (void *opaque, int a, int b);
   void *rollback_opaque;
+  /* Snapshot life-cycle hooks, for a frontend that keeps a device per
+   * snapshot (NULL: none).  created: after a create, before the reply
+   * names the devices.  check_delete: before a delete; a negative errno
+   * and a message in err refuse it (force: the request's "force").
+   * deleted: once the engine has deleted it.
+   */
+  void (*created) (void *opaque, unsigned num);
+  int (*check_delete) (void *opaque, unsigned num, bool force, char *err,
+                       size_t errlen);
+  void (*deleted) (void *opaque, unsigned num);
+  void *hooks_opaque;
 };
 
 /* Handle one request line (without its newline).  Always returns a reply

@@ -36,6 +36,7 @@
 #include "daemon/notify.h"
 #include "daemon/rollback.h"
 #include "daemon/setup.h"
+#include "daemon/ublk.h"
 #include "fs/fs.h"
 #include "fs/loop.h"
 #include "fuse/devfs.h"
@@ -59,6 +60,7 @@ struct daemon {
   bool no_fuse;
   int tls_mode;                 /* enum nbd_tls, or -1: not given */
   struct tls_config tls;
+  bool ublk;
 
   /* Held from start-up to exit. */
   int origin_lock_fd;           /* handed to the engine at start */
@@ -73,6 +75,7 @@ struct daemon {
   /* Frontends. */
   struct nbd_server *nbd;
   struct devfs *devfs;
+  struct daemon_ublk *ublk_devs;
   struct ctl_server *ctl;
   struct rollback_job rollback;
   struct tls_creds *tls_creds;  /* loaded before the fork */
@@ -130,6 +133,19 @@ static const char daemon_usage[] =
 "  --tls-verify-peer   with --tls-certificates: a client must present a\n"
 "                      certificate signed by ca-cert.pem (and not revoked).\n"
 "                      A client that fails TLS is disconnected and logged.\n"
+"  --ublk              also serve the volume (read-write) and every snapshot\n"
+"                      (read-only) as ublk block devices /dev/ublkbK, named\n"
+"                      /dev/fssnap/NAME/volume and /dev/fssnap/NAME/snap/N\n"
+"                      (NAME: the basename of ORIGIN); snapshots created or\n"
+"                      deleted later get or lose theirs.  Needs Linux's\n"
+"                      ublk driver (6.0 or later; modprobe ublk_drv): without\n"
+"                      it fssnapd refuses to start.  The devices survive\n"
+"                      fssnapd: after a crash or kill -9 the same command\n"
+"                      (same --state-dir, where their ids are kept) takes\n"
+"                      them over, and I/O held meanwhile resumes, so a file\n"
+"                      system mounted on them sees no error.  On SIGTERM a\n"
+"                      device nobody uses is deleted; one that is mounted or\n"
+"                      open is left for the next fssnapd (its I/O waits).\n"
 "  --no-fuse           do not mount the device files RUN_DIR/dev/volume and\n"
 "                      RUN_DIR/dev/snap/N (FUSE; for losetup and fssnap\n"
 "                      attach).\n"
@@ -190,7 +206,7 @@ static const char daemon_usage[] =
 
 enum { OPT_RUN_DIR = 256, OPT_STATE_DIR, OPT_LISTEN, OPT_CHUNKSIZE,
        OPT_PIDFILE, OPT_SYSLOG, OPT_NO_FUSE, OPT_TLS, OPT_TLS_PSK,
-       OPT_TLS_CERTS, OPT_TLS_VERIFY };
+       OPT_TLS_CERTS, OPT_TLS_VERIFY, OPT_UBLK };
 
 static const struct option daemon_options[] = {
   { "run-dir", required_argument, NULL, OPT_RUN_DIR },
@@ -205,6 +221,7 @@ static const struct option daemon_options[] = {
   { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
   { "tls-certificates", required_argument, NULL, OPT_TLS_CERTS },
   { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY },
+  { "ublk", no_argument, NULL, OPT_UBLK },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, 'h' },
   { "version", no_argument, NULL, 'V' },
@@ -332,6 +349,7 @@ daemon_parse_options (struct daemon *d, int argc, char **argv)
     case OPT_TLS_PSK: d->tls.psk_file = daemon_abs_or_die (optarg); break;
     case OPT_TLS_CERTS: d->tls.cert_dir = daemon_abs_or_die (optarg); break;
     case OPT_TLS_VERIFY: d->tls.verify_peer = true; break;
+    case OPT_UBLK: d->ublk = true; break;
     case 'v': daemon_log_set_level (FSSNAP_LOG_DEBUG); break;
     case 'h': fputs (daemon_usage, stdout); exit (0);
     case 'V': printf ("fssnapd %s\n", FSSNAP_VERSION); exit (0);
@@ -369,7 +387,8 @@ daemon_claim (struct daemon *d)
                           err, sizeof err) < 0
       || daemon_rundir_take (d->run_dir, &d->rundir_lock_fd,
                              err, sizeof err) < 0
-      || daemon_mkdirs (d->state_dir, 0700, err, sizeof err) < 0)
+      || daemon_mkdirs (d->state_dir, 0700, err, sizeof err) < 0
+      || (d->ublk && daemon_ublk_probe (err, sizeof err) < 0))
     daemon_die ("%s", err);
   snprintf (path, sizeof path, "%s/%s", d->run_dir, DAEMON_NBD_SOCKET);
   if (daemon_listen_unix (path, 0600, &d->nbd_fds[0], err, sizeof err) < 0)
@@ -448,6 +467,31 @@ daemon_stop_fuse (struct daemon *d)
   d->devfs = NULL;
 }
 
+/* The ublk block devices, with --ublk (daemon/ublk.c). */
+static int
+daemon_start_ublk (struct daemon *d)
+{
+  const char *slash = strrchr (d->origin_path, '/');
+  char err[DAEMON_ERRLEN];
+  int r;
+
+  if (!d->ublk)
+    return 0;
+  r = daemon_ublk_start (d->origin, d->state_dir,
+                         slash ? slash + 1 : d->origin_path,
+                         daemon_log_engine, &d->ublk_devs, err, sizeof err);
+  if (r < 0)
+    daemon_log (FSSNAP_LOG_ERR, "%s", err);
+  return r;
+}
+
+static void
+daemon_stop_ublk (struct daemon *d)
+{
+  daemon_ublk_stop (d->ublk_devs);
+  d->ublk_devs = NULL;
+}
+
 /* ---- Device names ------------------------------------------------------ */
 
 /* Each frontend names the devices it serves for target (FSSNAP_VOLUME or a
@@ -466,6 +510,12 @@ daemon_fuse_devices (struct daemon *d, int target, ctl_device_fn fn,
   else
     snprintf (path, sizeof path, "%s/dev/snap/%d", d->run_dir, target);
   fn (arg, "fuse", path);
+}
+
+static void
+daemon_ublk_names (struct daemon *d, int target, ctl_device_fn fn, void *arg)
+{
+  daemon_ublk_devices (d->ublk_devs, target, fn, arg);
 }
 
 static void
@@ -490,6 +540,7 @@ daemon_nbd_devices (struct daemon *d, int target, ctl_device_fn fn,
  */
 static void (*const daemon_device_namers[]) (struct daemon *, int,
                                              ctl_device_fn, void *) = {
+  daemon_ublk_names,
   daemon_fuse_devices,
   daemon_nbd_devices,
 };
@@ -656,6 +707,27 @@ daemon_stop_rollback (struct daemon *d)
   rollback_job_stop (&d->rollback);
 }
 
+/* Snapshot life-cycle hooks of the control server, for the ublk devices. */
+static void
+daemon_created (void *opaque, unsigned num)
+{
+  daemon_ublk_created (((struct daemon *) opaque)->ublk_devs, num);
+}
+
+static int
+daemon_check_delete (void *opaque, unsigned num, bool force, char *err,
+                     size_t errlen)
+{
+  return daemon_ublk_check_delete (((struct daemon *) opaque)->ublk_devs,
+                                   num, force, err, errlen);
+}
+
+static void
+daemon_deleted (void *opaque, unsigned num)
+{
+  daemon_ublk_deleted (((struct daemon *) opaque)->ublk_devs, num);
+}
+
 static int
 daemon_start_control (struct daemon *d)
 {
@@ -684,7 +756,11 @@ daemon_start_control (struct daemon *d)
                                       .rollback_status
                                         = daemon_rollback_status,
                                       .diff_exact = daemon_diff_exact,
-                                      .rollback_opaque = d };
+                                      .rollback_opaque = d,
+                                      .created = daemon_created,
+                                      .check_delete = daemon_check_delete,
+                                      .deleted = daemon_deleted,
+                                      .hooks_opaque = d };
   r = ctl_server_new (&d->ctl_ctx, &d->ctl);
   if (r == 0) {
     r = ctl_server_start (d->ctl, d->ctl_fd);
@@ -711,6 +787,7 @@ static const struct daemon_frontend {
 } daemon_frontends[] = {
   { "NBD", daemon_start_nbd, daemon_stop_nbd },
   { "FUSE", daemon_start_fuse, daemon_stop_fuse },
+  { "ublk", daemon_start_ublk, daemon_stop_ublk },
   { "rollback", daemon_start_rollback, daemon_stop_rollback },
   { "control", daemon_start_control, daemon_stop_control },
 };

@@ -240,9 +240,10 @@ ublk_ctrl_dev_state (struct ublk_ctrl *ctrl, int id,
 
   if (r < 0)
     return r;
-  *st = (struct ublk_dev_state) { .state = info.state,
-                                  .server_pid = info.ublksrv_pid,
-                                  .flags = info.flags };
+  *st = (struct ublk_dev_state) {
+    .dead = info.state == UBLK_S_DEV_DEAD,
+    .recoverable = info.flags & UBLK_F_USER_RECOVERY,
+    .server_pid = info.ublksrv_pid };
   return 0;
 }
 

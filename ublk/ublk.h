@@ -42,9 +42,9 @@ void ublk_ctrl_close (struct ublk_ctrl *ctrl);
 
 /* What GET_DEV_INFO says of device id. */
 struct ublk_dev_state {
-  int state;                    /* UBLK_S_DEV_DEAD, _LIVE, _QUIESCED */
+  bool dead;                    /* stopped, or never started */
+  bool recoverable;             /* created with user recovery */
   int server_pid;               /* the server that last started it */
-  uint64_t flags;               /* UBLK_F_* granted */
 };
 /* 0, -ENODEV if there is no such device, or another negative errno. */
 int ublk_ctrl_dev_state (struct ublk_ctrl *ctrl, int id,

@@ -1,0 +1,515 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fssnapd's ublk devices: which exist, their names, their ids on disk.
+ *
+ * One slot per snapshot number and one for the volume.  A slot with a
+ * device has its /dev/fssnap/NAME/... symlink and a line in
+ * STATE_DIR/ublk-devices:
+ *
+ *   volume ID
+ *   snap N UUID ID
+ *
+ * (rewritten whole, through a temporary file, fsync and rename, on every
+ * change).  At start each line is checked against the kernel: a device
+ * whose server is dead and whose target still exists (the same snapshot
+ * UUID) is taken over with user recovery, so a file system mounted on it
+ * carries on; one whose snapshot is gone is removed; a device the kernel
+ * no longer has is added again, under the same id when it is free.
+ *
+ * Snapshots created and deleted at run time reach us through the control
+ * server's hooks (created, check_delete, deleted).  A snapshot the engine
+ * deletes by itself (maxsize, store error) loses its device at the next
+ * create or delete, or at restart; meanwhile its reads fail.
+ *
+ * Locks: ublk.lock guards the slots, the symlinks and the state file; it
+ * is held across device start and delete (control commands, which never
+ * wait on the engine's locks) and never taken by the queue threads.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/setup.h"
+#include "daemon/ublk.h"
+#include "ublk/ublk.h"
+
+#define UBLK_STATE_FILE "ublk-devices"
+#define UBLK_DEV_DIR    "/dev/fssnap"
+#define UBLK_VOLUME     FSSNAP_MAX_SNAPSHOTS    /* the volume's slot */
+#define UBLK_NSLOTS     (FSSNAP_MAX_SNAPSHOTS + 1)
+
+struct daemon_ublk_slot {
+  struct ublk_dev *dev;         /* NULL: none, or left for the next server */
+  int id;                       /* device id; -1: no device */
+  char uuid[FSSNAP_UUID_STRLEN];        /* of the snapshot it serves */
+};
+
+struct daemon_ublk {
+  struct fssnap_origin *origin;
+  struct ublk_ctrl *ctrl;
+  fssnap_log_fn log;
+  char state_file[PATH_MAX];
+  char dir[PATH_MAX - 64];      /* /dev/fssnap/NAME */
+  pthread_mutex_t lock;
+  struct daemon_ublk_slot slots[UBLK_NSLOTS];   /* under lock */
+};
+
+static void __attribute__ ((format (printf, 3, 4)))
+daemon_ublk_log (struct daemon_ublk *u, enum fssnap_log_level level,
+                 const char *fmt, ...)
+{
+  char msg[1024];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  u->log (NULL, level, msg);
+}
+
+static void
+daemon_ublk_link_path (struct daemon_ublk *u, size_t slot, char *path,
+                       size_t len)
+{
+  if (slot == UBLK_VOLUME)
+    snprintf (path, len, "%s/volume", u->dir);
+  else
+    snprintf (path, len, "%s/snap/%zu", u->dir, slot);
+}
+
+/* ---- The state file ---------------------------------------------------- */
+
+/* Called with ublk.lock held. */
+static void
+daemon_ublk_save (struct daemon_ublk *u)
+{
+  char tmp[PATH_MAX + 8];
+  size_t i, n = 0;
+  FILE *f;
+
+  snprintf (tmp, sizeof tmp, "%s.tmp", u->state_file);
+  f = fopen (tmp, "we");
+  if (!f)
+    goto fail;
+  for (i = 0; i < UBLK_NSLOTS; i++) {
+    const struct daemon_ublk_slot *s = &u->slots[i];
+    if (s->id < 0)
+      continue;
+    n++;
+    if (i == UBLK_VOLUME)
+      fprintf (f, "volume %d\n", s->id);
+    else
+      fprintf (f, "snap %zu %s %d\n", i, s->uuid, s->id);
+  }
+  if (fflush (f) != 0 || fsync (fileno (f)) < 0) {
+    fclose (f);
+    goto fail;
+  }
+  fclose (f);
+  if (n == 0) {
+    unlink (tmp);
+    unlink (u->state_file);
+    return;
+  }
+  if (rename (tmp, u->state_file) == 0)
+    return;
+fail:
+  daemon_ublk_log (u, FSSNAP_LOG_ERR, "cannot record the ublk devices in "
+                   "%s: %s (a restart after a crash will not find them)",
+                   u->state_file, strerror (errno));
+}
+
+struct daemon_ublk_entry {
+  size_t slot;
+  int id;
+  char uuid[FSSNAP_UUID_STRLEN];
+};
+
+/* The devices a previous fssnapd recorded; how many (at most max). */
+static size_t
+daemon_ublk_load (struct daemon_ublk *u, struct daemon_ublk_entry *e,
+                  size_t max)
+{
+  char line[256];
+  size_t n = 0;
+  unsigned num;
+  FILE *f = fopen (u->state_file, "re");
+
+  if (!f)
+    return 0;
+  while (n < max && fgets (line, sizeof line, f)) {
+    memset (&e[n], 0, sizeof e[n]);
+    if (sscanf (line, "volume %d", &e[n].id) == 1)
+      e[n].slot = UBLK_VOLUME;
+    else if (sscanf (line, "snap %u %36s %d", &num, e[n].uuid, &e[n].id) == 3
+             && num < FSSNAP_MAX_SNAPSHOTS)
+      e[n].slot = num;
+    else {
+      daemon_ublk_log (u, FSSNAP_LOG_WARN, "%s: ignoring \"%.*s\"",
+                       u->state_file, (int) strcspn (line, "\n"), line);
+      continue;
+    }
+    n++;
+  }
+  fclose (f);
+  return n;
+}
+
+/* ---- Devices ----------------------------------------------------------- */
+
+/* Is slot's target (the volume, or the snapshot with this uuid) there to
+ * be served?  Its uuid in uuid.
+ */
+static bool
+daemon_ublk_servable (struct daemon_ublk *u, size_t slot, const char *want,
+                      char *uuid)
+{
+  struct fssnap_snapshot_info *info;
+  bool ok;
+
+  *uuid = '\0';
+  if (slot == UBLK_VOLUME)
+    return true;
+  info = malloc (sizeof *info);
+  if (!info)
+    return false;
+  ok = fssnap_snapshot_info (u->origin, (unsigned) slot, info) == 0
+       && (info->state == FSSNAP_STATE_IDLE
+           || info->state == FSSNAP_STATE_ACTIVE)
+       && (!want || strcmp (want, info->uuid) == 0);
+  if (ok)
+    snprintf (uuid, FSSNAP_UUID_STRLEN, "%s", info->uuid);
+  free (info);
+  return ok;
+}
+
+static void
+daemon_ublk_link (struct daemon_ublk *u, size_t slot)
+{
+  char link[PATH_MAX], tmp[PATH_MAX + 8];
+
+  daemon_ublk_link_path (u, slot, link, sizeof link);
+  snprintf (tmp, sizeof tmp, "%s.new", link);
+  unlink (tmp);
+  if (symlink (ublk_dev_path (u->slots[slot].dev), tmp) < 0
+      || rename (tmp, link) < 0)
+    daemon_ublk_log (u, FSSNAP_LOG_ERR, "cannot make %s: %s", link,
+                     strerror (errno));
+}
+
+/* Serve slot's target on device id (-1: any), recovering it if asked.
+ * Called with ublk.lock held (or before anyone else can take it).
+ */
+static int
+daemon_ublk_serve (struct daemon_ublk *u, size_t slot, int id, bool recover,
+                   char *err, size_t errlen)
+{
+  struct daemon_ublk_slot *s = &u->slots[slot];
+  struct ublk_dev_opts opts = { .origin = u->origin, .id = id,
+                                .recover = recover };
+  int r;
+
+  if (!daemon_ublk_servable (u, slot, NULL, s->uuid)) {
+    snprintf (err, errlen, "snapshot %zu cannot be served", slot);
+    return -ENOENT;
+  }
+  if (slot != UBLK_VOLUME) {
+    r = fssnap_snapshot_open (u->origin, (unsigned) slot, &opts.snap);
+    if (r < 0) {
+      snprintf (err, errlen, "snapshot %zu: %s", slot, strerror (-r));
+      return r;
+    }
+  }
+  r = ublk_dev_start (u->ctrl, &opts, &s->dev, err, errlen);
+  if (r < 0) {
+    if (opts.snap)
+      fssnap_snapshot_close (opts.snap);
+    return r;
+  }
+  s->id = ublk_dev_id (s->dev);
+  daemon_ublk_link (u, slot);
+  daemon_ublk_log (u, FSSNAP_LOG_INFO, "%s %s as %s", recover ? "recovered"
+                   : "serving", slot == UBLK_VOLUME ? "the volume"
+                   : "a snapshot", ublk_dev_path (s->dev));
+  return 0;
+}
+
+/* Delete slot's device and its name.  Called with ublk.lock held. */
+static void
+daemon_ublk_drop (struct daemon_ublk *u, size_t slot)
+{
+  struct daemon_ublk_slot *s = &u->slots[slot];
+  char link[PATH_MAX];
+
+  if (s->dev)
+    ublk_dev_delete (s->dev);
+  else if (s->id >= 0)
+    ublk_ctrl_remove (u->ctrl, s->id);
+  daemon_ublk_link_path (u, slot, link, sizeof link);
+  unlink (link);
+  s->dev = NULL;
+  s->id = -1;
+  s->uuid[0] = '\0';
+}
+
+/* A device a dead fssnapd recorded: take it over, remove it, or note its
+ * id for a new one.  Fails only when a device in use cannot be recovered.
+ */
+static int
+daemon_ublk_resume (struct daemon_ublk *u, const struct daemon_ublk_entry *e,
+                    int *want_id, char *err, size_t errlen)
+{
+  struct ublk_dev_state st;
+  char uuid[FSSNAP_UUID_STRLEN];
+  int r = ublk_ctrl_dev_state (u->ctrl, e->id, &st);
+
+  if (r < 0) {                  /* gone (a reboot): a new one, same id */
+    want_id[e->slot] = e->id;
+    return 0;
+  }
+  if (st.server_pid > 0 && st.server_pid != getpid ()
+      && kill (st.server_pid, 0) == 0) {
+    daemon_ublk_log (u, FSSNAP_LOG_WARN, "ublk device %d, recorded in %s, "
+                     "is served by process %d: not ours", e->id,
+                     u->state_file, st.server_pid);
+    return 0;
+  }
+  if (!daemon_ublk_servable (u, e->slot, e->slot == UBLK_VOLUME ? NULL
+                             : e->uuid, uuid)) {
+    daemon_ublk_log (u, FSSNAP_LOG_INFO, "removing /dev/ublkb%d: its "
+                     "snapshot is gone", e->id);
+    ublk_ctrl_remove (u->ctrl, e->id);
+    return 0;
+  }
+  if (st.dead || !st.recoverable) {
+    ublk_ctrl_remove (u->ctrl, e->id);
+    want_id[e->slot] = e->id;
+    return 0;
+  }
+  return daemon_ublk_serve (u, e->slot, e->id, true, err, errlen);
+}
+
+int
+daemon_ublk_probe (char *err, size_t errlen)
+{
+  struct ublk_ctrl *ctrl;
+
+  if (ublk_ctrl_open (&ctrl, NULL, NULL, err, errlen) < 0)
+    return -1;
+  ublk_ctrl_close (ctrl);
+  return 0;
+}
+
+static int
+daemon_ublk_dirs (struct daemon_ublk *u, char *err, size_t errlen)
+{
+  char snap[PATH_MAX + 8];
+
+  snprintf (snap, sizeof snap, "%s/snap", u->dir);
+  return daemon_mkdirs (snap, 0755, err, errlen) < 0 ? -EIO : 0;
+}
+
+int
+daemon_ublk_start (struct fssnap_origin *origin, const char *state_dir,
+                   const char *name, fssnap_log_fn log,
+                   struct daemon_ublk **up, char *err, size_t errlen)
+{
+  struct daemon_ublk *u = calloc (1, sizeof *u);
+  struct daemon_ublk_entry *e = calloc (UBLK_NSLOTS, sizeof *e);
+  int want_id[UBLK_NSLOTS];
+  unsigned nums[FSSNAP_MAX_SNAPSHOTS];
+  size_t i, n;
+  int r, nsnaps;
+
+  if (!u || !e) {
+    free (u);
+    free (e);
+    return -ENOMEM;
+  }
+  u->origin = origin;
+  u->log = log;
+  pthread_mutex_init (&u->lock, NULL);
+  snprintf (u->state_file, sizeof u->state_file, "%s/%s", state_dir,
+            UBLK_STATE_FILE);
+  snprintf (u->dir, sizeof u->dir, "%s/%s", UBLK_DEV_DIR, name);
+  for (i = 0; i < UBLK_NSLOTS; i++) {
+    u->slots[i].id = -1;
+    want_id[i] = -1;
+  }
+  r = ublk_ctrl_open (&u->ctrl, log, NULL, err, errlen);
+  if (r == 0)
+    r = daemon_ublk_dirs (u, err, errlen);
+  n = daemon_ublk_load (u, e, UBLK_NSLOTS);
+  for (i = 0; r == 0 && i < n; i++)
+    if (e[i].id >= 0 && u->slots[e[i].slot].id < 0)
+      r = daemon_ublk_resume (u, &e[i], want_id, err, errlen);
+  if (r == 0 && u->slots[UBLK_VOLUME].id < 0)
+    r = daemon_ublk_serve (u, UBLK_VOLUME, want_id[UBLK_VOLUME], false,
+                           err, errlen);
+  nsnaps = fssnap_snapshot_list (origin, nums, FSSNAP_MAX_SNAPSHOTS);
+  for (i = 0; r == 0 && i < (size_t) nsnaps && i < FSSNAP_MAX_SNAPSHOTS;
+       i++) {
+    char why[256];
+    if (u->slots[nums[i]].id >= 0
+        || daemon_ublk_serve (u, nums[i], want_id[nums[i]], false,
+                              why, sizeof why) == 0)
+      continue;
+    daemon_ublk_log (u, FSSNAP_LOG_WARN, "no ublk device for snapshot %u: "
+                     "%s", nums[i], why);
+  }
+  free (e);
+  if (u->ctrl)
+    daemon_ublk_save (u);
+  if (r < 0) {
+    if (u->ctrl)
+      daemon_ublk_stop (u);
+    else
+      free (u);
+    return r;
+  }
+  *up = u;
+  return 0;
+}
+
+void
+daemon_ublk_stop (struct daemon_ublk *u)
+{
+  char what[PATH_MAX + 64], snap[PATH_MAX + 8];
+  size_t i;
+
+  if (!u)
+    return;
+  pthread_mutex_lock (&u->lock);
+  for (i = 0; i < UBLK_NSLOTS; i++) {
+    struct daemon_ublk_slot *s = &u->slots[i];
+    if (!s->dev)
+      continue;
+    if (ublk_dev_recoverable (s->dev)
+        && ublk_dev_in_use (s->dev, what, sizeof what) > 0) {
+      daemon_ublk_log (u, FSSNAP_LOG_WARN, "%s is %s: left for the next "
+                       "fssnapd, which takes it over; its I/O waits until "
+                       "then", ublk_dev_path (s->dev), what);
+      ublk_dev_abandon (s->dev);
+      s->dev = NULL;
+      continue;
+    }
+    daemon_ublk_drop (u, i);
+  }
+  daemon_ublk_save (u);
+  snprintf (snap, sizeof snap, "%s/snap", u->dir);
+  if (rmdir (snap) == 0 && rmdir (u->dir) == 0)
+    rmdir (UBLK_DEV_DIR);       /* only if empty: other volumes may be there */
+  pthread_mutex_unlock (&u->lock);
+  ublk_ctrl_close (u->ctrl);
+  pthread_mutex_destroy (&u->lock);
+  free (u);
+}
+
+/* ---- Hooks ------------------------------------------------------------- */
+
+void
+daemon_ublk_devices (struct daemon_ublk *u, int target, ctl_device_fn fn,
+                     void *arg)
+{
+  size_t slot = target == FSSNAP_VOLUME ? UBLK_VOLUME : (size_t) target;
+  char link[PATH_MAX];
+  bool have;
+
+  if (!u || (target != FSSNAP_VOLUME
+             && (target < 0 || target >= FSSNAP_MAX_SNAPSHOTS)))
+    return;
+  pthread_mutex_lock (&u->lock);
+  have = u->slots[slot].dev != NULL;
+  pthread_mutex_unlock (&u->lock);
+  if (!have)
+    return;
+  daemon_ublk_link_path (u, slot, link, sizeof link);
+  fn (arg, "ublk", link);
+}
+
+/* Devices whose snapshot the engine deleted or disabled by itself, unless
+ * in use.  Called with ublk.lock held.
+ */
+static void
+daemon_ublk_reap (struct daemon_ublk *u)
+{
+  char uuid[FSSNAP_UUID_STRLEN], what[PATH_MAX + 64];
+  size_t i;
+
+  for (i = 0; i < FSSNAP_MAX_SNAPSHOTS; i++) {
+    struct daemon_ublk_slot *s = &u->slots[i];
+    if (!s->dev || daemon_ublk_servable (u, i, s->uuid, uuid)
+        || ublk_dev_in_use (s->dev, what, sizeof what) != 0)
+      continue;
+    daemon_ublk_log (u, FSSNAP_LOG_INFO, "removing %s: snapshot %zu is no "
+                     "longer served", ublk_dev_path (s->dev), i);
+    daemon_ublk_drop (u, i);
+  }
+}
+
+void
+daemon_ublk_created (struct daemon_ublk *u, unsigned num)
+{
+  char err[512];
+
+  if (!u || num >= FSSNAP_MAX_SNAPSHOTS)
+    return;
+  pthread_mutex_lock (&u->lock);
+  daemon_ublk_reap (u);
+  if (u->slots[num].id >= 0)    /* a dead device of a reused number */
+    daemon_ublk_drop (u, num);
+  if (daemon_ublk_serve (u, num, -1, false, err, sizeof err) < 0)
+    daemon_ublk_log (u, FSSNAP_LOG_ERR, "no ublk device for snapshot %u: "
+                     "%s", num, err);
+  daemon_ublk_save (u);
+  pthread_mutex_unlock (&u->lock);
+}
+
+int
+daemon_ublk_check_delete (struct daemon_ublk *u, unsigned num, bool force,
+                          char *err, size_t errlen)
+{
+  char what[PATH_MAX + 64], link[PATH_MAX];
+  int r = 0, busy;
+
+  if (!u || num >= FSSNAP_MAX_SNAPSHOTS)
+    return 0;
+  pthread_mutex_lock (&u->lock);
+  if (u->slots[num].dev) {
+    daemon_ublk_link_path (u, num, link, sizeof link);
+    busy = ublk_dev_in_use (u->slots[num].dev, what, sizeof what);
+    if (busy == 1) {
+      snprintf (err, errlen, "snapshot %u is %s (%s): unmount it first "
+                "(--force does not unmount)", num, what, link);
+      r = -EBUSY;
+    }
+    else if (busy == 2 && !force) {
+      snprintf (err, errlen, "snapshot %u's device %s is %s: close it first "
+                "or use --force", num, link, what);
+      r = -EBUSY;
+    }
+  }
+  pthread_mutex_unlock (&u->lock);
+  return r;
+}
+
+void
+daemon_ublk_deleted (struct daemon_ublk *u, unsigned num)
+{
+  if (!u || num >= FSSNAP_MAX_SNAPSHOTS)
+    return;
+  pthread_mutex_lock (&u->lock);
+  if (u->slots[num].id >= 0)
+    daemon_ublk_drop (u, num);
+  daemon_ublk_reap (u);
+  daemon_ublk_save (u);
+  pthread_mutex_unlock (&u->lock);
+}
