@@ -369,14 +369,15 @@ ublk_dev_abandon (struct ublk_dev *dev)
 
 /* ---- Is it in use? ----------------------------------------------------- */
 
-/* The mount point of the file system on rdev in the initial mount
- * namespace (where users mount), or "" if none.
+/* The mount point of the file system on rdev, or "" if none, as fssnapd's
+ * main thread sees it (the namespace fssnapd was started in: only the
+ * queue threads have their own).
  */
 static void
 ublk_find_mount (dev_t rdev, char *where, size_t len)
 {
   char line[2 * PATH_MAX], majmin[32], want[32], target[PATH_MAX];
-  FILE *f = fopen ("/proc/1/mountinfo", "re");
+  FILE *f = fopen ("/proc/self/mountinfo", "re");
 
   *where = '\0';
   if (!f)
