@@ -236,9 +236,14 @@ daemon_ublk_serve (struct daemon_ublk *u, size_t slot, int id, bool recover,
   }
   s->id = ublk_dev_id (s->dev);
   daemon_ublk_link (u, slot);
-  daemon_ublk_log (u, FSSNAP_LOG_INFO, "%s %s as %s", recover ? "recovered"
-                   : "serving", slot == UBLK_VOLUME ? "the volume"
-                   : "a snapshot", ublk_dev_path (s->dev));
+  if (slot == UBLK_VOLUME)
+    daemon_ublk_log (u, FSSNAP_LOG_INFO, "%s the volume as %s",
+                     recover ? "recovered" : "serving",
+                     ublk_dev_path (s->dev));
+  else
+    daemon_ublk_log (u, FSSNAP_LOG_INFO, "%s snapshot %zu as %s",
+                     recover ? "recovered" : "serving", slot,
+                     ublk_dev_path (s->dev));
   return 0;
 }
 
@@ -295,6 +300,23 @@ daemon_ublk_resume (struct daemon_ublk *u, const struct daemon_ublk_entry *e,
     return 0;
   }
   return daemon_ublk_serve (u, e->slot, e->id, true, err, errlen);
+}
+
+/* Names a dead fssnapd left for devices we do not serve.  Called before
+ * anyone else can take ublk.lock.
+ */
+static void
+daemon_ublk_sweep (struct daemon_ublk *u)
+{
+  char link[PATH_MAX];
+  size_t i;
+
+  for (i = 0; i < UBLK_NSLOTS; i++) {
+    if (u->slots[i].id >= 0)
+      continue;
+    daemon_ublk_link_path (u, i, link, sizeof link);
+    unlink (link);
+  }
 }
 
 int
@@ -366,8 +388,10 @@ daemon_ublk_start (struct fssnap_origin *origin, const char *state_dir,
                      "%s", nums[i], why);
   }
   free (e);
-  if (u->ctrl)
+  if (u->ctrl) {
+    daemon_ublk_sweep (u);
     daemon_ublk_save (u);
+  }
   if (r < 0) {
     if (u->ctrl)
       daemon_ublk_stop (u);
