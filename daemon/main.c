@@ -164,9 +164,9 @@ static const char daemon_usage[] =
 "fssnapd refuses to start, with one line on stderr, when ORIGIN is missing\n"
 "or cannot be opened read-write, is already served by another fssnapd\n"
 "(it holds an flock on ORIGIN), is in use (below), the run dir belongs to\n"
-"a live fssnapd, or TLS is asked for without usable credentials (a\n"
+"a live fssnapd, TLS is asked for without usable credentials (a\n"
 "missing or malformed key file, a certificate that does not match its\n"
-"key).  Sockets left behind by a dead fssnapd are removed.  Messages start\n"
+"key), or --ublk is given on a kernel without the ublk driver.  Sockets left behind by a dead fssnapd are removed.  Messages start\n"
 "with \"fssnapd: \".\n"
 "\n"
 "The origin is fssnapd's alone.  A block device is opened with O_EXCL, the\n"
@@ -190,7 +190,8 @@ static const char daemon_usage[] =
 "image cannot be watched.\n"
 "\n"
 "Signals: SIGTERM or SIGINT stops accepting clients, lets requests in\n"
-"flight finish, flushes the origin and exits 0.\n"
+"flight finish, flushes the origin and exits 0.  With --ublk, devices in\n"
+"use stay (see --ublk): unmount first to stop for good.\n"
 "\n"
 "Exit status: 0 after a clean stop, 1 when it could not start (bad\n"
 "options included).\n"
@@ -202,7 +203,8 @@ static const char daemon_usage[] =
 "\n"
 "  psktool -u backup -p /etc/fssnap/keys.psk\n"
 "  fssnapd --listen 0.0.0.0:10809 --tls-psk=/etc/fssnap/keys.psk disk.img\n"
-"  nbdcopy 'nbds://backup@HOST/snap/0?tls-psk-file=keys.psk' backup.img\n";
+"  nbdcopy 'nbds://backup@HOST/snap/0?tls-psk-file=keys.psk' backup.img\n"
+"  fssnapd --ublk disk.img && mount /dev/fssnap/disk.img/volume /mnt\n";
 
 enum { OPT_RUN_DIR = 256, OPT_STATE_DIR, OPT_LISTEN, OPT_CHUNKSIZE,
        OPT_PIDFILE, OPT_SYSLOG, OPT_NO_FUSE, OPT_TLS, OPT_TLS_PSK,
