@@ -10,7 +10,7 @@
 . "$(dirname "$0")/guest.sh"
 
 guest_modprobe ublk_drv
-make_image "$TESTDIR/vol.img" 256M
+make_image "$TESTDIR/vol.img" 128M
 VOL=/dev/fssnap/vol.img/volume
 MNT=$TESTDIR/mnt
 mkdir -p "$MNT"
@@ -24,7 +24,7 @@ dmesg -C
 
 # Workloads in a loop until told to stop; a failure leaves a file behind.
 fio_pass() {
-  fio --name=verify --filename="$MNT/fio.dat" --size=16M --bs=4k \
+  fio --name=verify --filename="$MNT/fio.dat" --size=8M --bs=4k \
     --rw=randwrite --ioengine=libaio --iodepth=16 --direct=1 \
     --fdatasync=64 --verify=crc32c --randseed="$1" "${@:2}" \
     --output="$TESTDIR/fio.$1.log" >/dev/null 2>&1
@@ -41,8 +41,8 @@ tree_loop() {
   local i=0
   while [ ! -e "$TESTDIR/stop" ]; do
     i=$((i + 1))
-    cp -a /usr/include/linux "$MNT/tree.$i" 2>>"$TESTDIR/errors" \
-      && diff -r /usr/include/linux "$MNT/tree.$i" >>"$TESTDIR/errors" 2>&1 \
+    cp -a /usr/include/linux/netfilter "$MNT/tree.$i" 2>>"$TESTDIR/errors" \
+      && diff -r /usr/include/linux/netfilter "$MNT/tree.$i" >>"$TESTDIR/errors" 2>&1 \
       && sync -f "$MNT" && rm -rf "$MNT/tree.$i" \
       || echo "tree pass $i failed" >>"$TESTDIR/errors"
   done

@@ -19,6 +19,9 @@ mkfs.ext4 -q -F "$DIR/volume" || fail "mkfs.ext4"
 mount "$DIR/volume" "$MNT" || fail "mount"
 echo before >"$MNT/file"
 cp -a /usr/include/linux/netfilter "$MNT/tree"
+# The store-on-self check knows the ublk device.
+expect_exit 4 "would copy into itself" "$FSSNAP" --run-dir "$RUN_DIR" \
+  create -o backing-store="$MNT/store"
 
 fssnap create --mount "$MNT" >/dev/null || fail "create"
 [ -b "$DIR/snap/0" ] || fail "no $DIR/snap/0 after create"
