@@ -223,6 +223,7 @@ ublk_dev_run_queues (struct ublk_dev *dev, char *err, size_t errlen)
   for (i = 0; i < n; i++) {
     struct ublk_queue *q = &dev->queues[i];
     *q = (struct ublk_queue) { .dev = dev, .id = i, .stop_fd = -1,
+                               .done_fd = -1,
                                .ready_lock = &lock, .ready_cond = &cond,
                                .nready = &nready };
     r = ublk_queue_start (q);

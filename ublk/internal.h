@@ -40,7 +40,27 @@ struct ublk_queue {
   size_t bufs_len;
   int stop_fd;                  /* eventfd: leave now */
   unsigned owned;               /* tags the kernel holds */
+  unsigned busy;                /* tags with the workers */
   bool leaving;
+
+  /* The workers run requests off the queue thread, so that a queue has
+   * several engine calls in flight (blk-mq sends all of one CPU's I/O to
+   * one queue).  Only the queue thread may answer the kernel: workers put
+   * the tag on done and poke done_fd.  Under lock: todo, done, results,
+   * quit.
+   */
+  pthread_mutex_t lock;
+  pthread_cond_t work;
+  unsigned *todo;               /* ring of depth tags */
+  unsigned todo_head, ntodo;
+  unsigned *done;
+  unsigned ndone;
+  int *results;                 /* per tag */
+  bool quit;
+  int done_fd;                  /* eventfd: workers -> queue thread */
+  uint64_t done_count;          /* read buffer for done_fd */
+  pthread_t *workers;
+  unsigned nworkers;
   int setup_error;              /* reported to ublk_dev_start */
   pthread_mutex_t *ready_lock;
   pthread_cond_t *ready_cond;

@@ -8,8 +8,13 @@
  * COMMIT_AND_FETCH_REQ, which also re-arms the tag.  Answers of one batch
  * of completions go out together in one io_uring_enter.
  *
+ * The queue thread hands each request to a few workers (so that several
+ * engine calls are in flight) and answers for them when they are done:
+ * the kernel takes io commands of a queue from one task only.
+ *
  * The thread leaves when every tag has come back aborted (STOP_DEV) or
- * when ublk_queue_leave writes to its eventfd (polled in the same ring);
+ * when ublk_queue_leave writes to its eventfd (polled in the same ring),
+ * after answering what the workers still had;
  * closing the ring then hands whatever the kernel still holds back to the
  * driver, which with user recovery keeps it for the next server.
  *
@@ -32,6 +37,8 @@
 #include "ublk/internal.h"
 
 #define UBLK_STOP_TAG UINT64_MAX
+#define UBLK_DONE_TAG (UINT64_MAX - 1)
+#define UBLK_WORKERS  4         /* engine calls in flight per queue */
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -190,15 +197,133 @@ ublk_queue_arm (struct ublk_queue *q, unsigned tag, bool commit, int result)
   return 0;
 }
 
+/* ---- Workers ----------------------------------------------------------- */
+
+static void *
+ublk_worker_thread (void *arg)
+{
+  struct ublk_queue *q = arg;
+  struct ublk_dev *dev = q->dev;
+  uint64_t one = 1;
+  unsigned tag;
+  int r;
+
+  prctl (PR_SET_IO_FLUSHER, 1, 0, 0, 0);        /* as the queue thread */
+  pthread_mutex_lock (&q->lock);
+  for (;;) {
+    while (q->ntodo == 0 && !q->quit)
+      pthread_cond_wait (&q->work, &q->lock);
+    if (q->ntodo == 0)
+      break;
+    tag = q->todo[q->todo_head];
+    q->todo_head = (q->todo_head + 1) % dev->info.queue_depth;
+    q->ntodo--;
+    pthread_mutex_unlock (&q->lock);
+    r = ublk_queue_run (dev, &q->iods[tag],
+                        q->bufs + (size_t) tag * dev->info.max_io_buf_bytes);
+    if (r < 0 && r != -EOPNOTSUPP)
+      ublk_log (dev->ctrl, FSSNAP_LOG_DEBUG, "ublk%u: op %u at sector %llu: "
+                "%s", dev->info.dev_id, q->iods[tag].op_flags & 0xff,
+                (unsigned long long) q->iods[tag].start_sector,
+                strerror (-r));
+    pthread_mutex_lock (&q->lock);
+    q->results[tag] = r;
+    q->done[q->ndone++] = tag;
+    pthread_mutex_unlock (&q->lock);
+    if (write (q->done_fd, &one, sizeof one) < 0)
+      ublk_log (dev->ctrl, FSSNAP_LOG_ERR, "ublk%u: queue %u: eventfd: %s",
+                dev->info.dev_id, q->id, strerror (errno));
+    pthread_mutex_lock (&q->lock);
+  }
+  pthread_mutex_unlock (&q->lock);
+  return NULL;
+}
+
+/* Read done_fd again (its next completion is the next batch). */
+static void
+ublk_queue_watch_done (struct ublk_queue *q)
+{
+  struct io_uring_sqe *sqe = io_uring_get_sqe (&q->ring);
+
+  io_uring_prep_read (sqe, q->done_fd, &q->done_count, sizeof q->done_count,
+                      0);
+  io_uring_sqe_set_data64 (sqe, UBLK_DONE_TAG);
+}
+
+/* Answer every request the workers have finished.  Takes queue.lock. */
+static void
+ublk_queue_answer (struct ublk_queue *q)
+{
+  unsigned i, n, *tags = q->done + q->dev->info.queue_depth;
+
+  pthread_mutex_lock (&q->lock);
+  n = q->ndone;
+  memcpy (tags, q->done, n * sizeof *tags);
+  q->ndone = 0;
+  pthread_mutex_unlock (&q->lock);
+  for (i = 0; i < n; i++) {
+    ublk_queue_arm (q, tags[i], true, q->results[tags[i]]);
+    q->busy--;
+  }
+  ublk_queue_watch_done (q);
+}
+
+static int
+ublk_queue_start_workers (struct ublk_queue *q)
+{
+  unsigned depth = q->dev->info.queue_depth;
+  int r;
+
+  q->todo = calloc (depth, sizeof *q->todo);
+  q->done = calloc (2 * depth, sizeof *q->done);  /* list + a copy */
+  q->results = calloc (depth, sizeof *q->results);
+  q->workers = calloc (UBLK_WORKERS, sizeof *q->workers);
+  if (!q->todo || !q->done || !q->results || !q->workers)
+    return -ENOMEM;
+  for (; q->nworkers < UBLK_WORKERS; q->nworkers++) {
+    r = pthread_create (&q->workers[q->nworkers], NULL, ublk_worker_thread,
+                        q);
+    if (r != 0)
+      return -r;
+  }
+  return 0;
+}
+
+static void
+ublk_queue_stop_workers (struct ublk_queue *q)
+{
+  unsigned i;
+
+  pthread_mutex_lock (&q->lock);
+  q->quit = true;
+  pthread_cond_broadcast (&q->work);
+  pthread_mutex_unlock (&q->lock);
+  for (i = 0; i < q->nworkers; i++)
+    pthread_join (q->workers[i], NULL);
+  q->nworkers = 0;
+  free (q->todo);
+  free (q->done);
+  free (q->results);
+  free (q->workers);
+  q->todo = q->done = NULL;
+  q->results = NULL;
+  q->workers = NULL;
+}
+
+/* ---- The queue thread --------------------------------------------------- */
+
 static void
 ublk_queue_complete (struct ublk_queue *q, struct io_uring_cqe *cqe)
 {
   unsigned tag = (unsigned) cqe->user_data;
   struct ublk_dev *dev = q->dev;
-  int r;
 
   if (cqe->user_data == UBLK_STOP_TAG) {
     q->leaving = true;
+    return;
+  }
+  if (cqe->user_data == UBLK_DONE_TAG) {
+    ublk_queue_answer (q);
     return;
   }
   q->owned--;
@@ -209,14 +334,11 @@ ublk_queue_complete (struct ublk_queue *q, struct io_uring_cqe *cqe)
               dev->info.dev_id, q->id, tag, strerror (-cqe->res));
     return;
   }
-  r = ublk_queue_run (dev, &q->iods[tag],
-                      q->bufs + (size_t) tag * dev->info.max_io_buf_bytes);
-  if (r < 0 && r != -EOPNOTSUPP)
-    ublk_log (dev->ctrl, FSSNAP_LOG_DEBUG, "ublk%u: op %u at sector %llu: "
-              "%s", dev->info.dev_id, q->iods[tag].op_flags & 0xff,
-              (unsigned long long) q->iods[tag].start_sector,
-              strerror (-r));
-  ublk_queue_arm (q, tag, true, r);
+  pthread_mutex_lock (&q->lock);
+  q->todo[(q->todo_head + q->ntodo++) % dev->info.queue_depth] = tag;
+  pthread_cond_signal (&q->work);
+  pthread_mutex_unlock (&q->lock);
+  q->busy++;
 }
 
 static void
@@ -226,7 +348,8 @@ ublk_queue_loop (struct ublk_queue *q)
   unsigned head, n;
   int r;
 
-  while (!q->leaving && q->owned > 0) {
+  /* Leaving or not, what the workers have is answered first. */
+  while (q->busy > 0 || (!q->leaving && q->owned > 0)) {
     r = io_uring_submit_and_wait (&q->ring, 1);
     if (r < 0 && r != -EINTR) {
       ublk_log (q->dev->ctrl, FSSNAP_LOG_ERR, "ublk%u: queue %u: %s",
@@ -271,7 +394,10 @@ ublk_queue_setup (struct ublk_queue *q)
   if (p == MAP_FAILED)
     return -errno;
   q->bufs = p;
-  r = io_uring_queue_init (info->queue_depth + 2, &q->ring,
+  r = ublk_queue_start_workers (q);
+  if (r < 0)
+    return r;
+  r = io_uring_queue_init (info->queue_depth + 4, &q->ring,
                            IORING_SETUP_SQE128);
   if (r < 0)
     return r;
@@ -279,6 +405,7 @@ ublk_queue_setup (struct ublk_queue *q)
   sqe = io_uring_get_sqe (&q->ring);
   io_uring_prep_poll_add (sqe, q->stop_fd, POLLIN);
   io_uring_sqe_set_data64 (sqe, UBLK_STOP_TAG);
+  ublk_queue_watch_done (q);
   for (tag = 0; tag < info->queue_depth; tag++)
     ublk_queue_arm (q, tag, false, 0);
   r = io_uring_submit (&q->ring);
@@ -313,6 +440,7 @@ ublk_queue_thread (void *arg)
   ublk_queue_ready (q, r);
   if (r == 0)
     ublk_queue_loop (q);
+  ublk_queue_stop_workers (q);
   return NULL;
 }
 
@@ -322,16 +450,30 @@ ublk_queue_start (struct ublk_queue *q)
   int r;
 
   q->stop_fd = eventfd (0, EFD_CLOEXEC);
-  if (q->stop_fd < 0)
-    return -errno;
+  q->done_fd = eventfd (0, EFD_CLOEXEC);
+  if (q->stop_fd < 0 || q->done_fd < 0) {
+    r = -errno;
+    goto fail;
+  }
+  pthread_mutex_init (&q->lock, NULL);
+  pthread_cond_init (&q->work, NULL);
   r = pthread_create (&q->thread, NULL, ublk_queue_thread, q);
   if (r != 0) {
-    close (q->stop_fd);
-    q->stop_fd = -1;
-    return -r;
+    r = -r;
+    pthread_mutex_destroy (&q->lock);
+    pthread_cond_destroy (&q->work);
+    goto fail;
   }
   q->started = true;
   return 0;
+
+fail:
+  if (q->stop_fd >= 0)
+    close (q->stop_fd);
+  if (q->done_fd >= 0)
+    close (q->done_fd);
+  q->stop_fd = q->done_fd = -1;
+  return r;
 }
 
 void
@@ -358,6 +500,10 @@ ublk_queue_join (struct ublk_queue *q)
   if (q->bufs)
     munmap (q->bufs, q->bufs_len);
   close (q->stop_fd);
+  close (q->done_fd);
+  pthread_mutex_destroy (&q->lock);
+  pthread_cond_destroy (&q->work);
+  q->done_fd = -1;
   q->ring_ok = false;
   q->iods = NULL;
   q->bufs = NULL;
