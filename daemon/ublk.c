@@ -377,8 +377,9 @@ daemon_ublk_start (struct fssnap_origin *origin, const char *state_dir,
     r = daemon_ublk_serve (u, UBLK_VOLUME, want_id[UBLK_VOLUME], false,
                            err, errlen);
   nsnaps = fssnap_snapshot_list (origin, nums, FSSNAP_MAX_SNAPSHOTS);
-  for (i = 0; r == 0 && i < (size_t) nsnaps && i < FSSNAP_MAX_SNAPSHOTS;
-       i++) {
+  if (nsnaps > FSSNAP_MAX_SNAPSHOTS)
+    nsnaps = FSSNAP_MAX_SNAPSHOTS;
+  for (i = 0; r == 0 && nsnaps > 0 && i < (size_t) nsnaps; i++) {
     char why[256];
     if (u->slots[nums[i]].id >= 0
         || daemon_ublk_serve (u, nums[i], want_id[nums[i]], false,
