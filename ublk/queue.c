@@ -38,7 +38,7 @@
 
 #define UBLK_STOP_TAG UINT64_MAX
 #define UBLK_DONE_TAG (UINT64_MAX - 1)
-#define UBLK_WORKERS  4         /* engine calls in flight per queue */
+#define UBLK_WORKERS  16        /* engine calls in flight per queue (as NBD) */
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
