@@ -206,6 +206,7 @@ ublk_worker_thread (void *arg)
   struct ublk_dev *dev = q->dev;
   uint64_t one = 1;
   unsigned tag;
+  bool first;
   int r;
 
   prctl (PR_SET_IO_FLUSHER, 1, 0, 0, 0);        /* as the queue thread */
@@ -229,8 +230,10 @@ ublk_worker_thread (void *arg)
     pthread_mutex_lock (&q->lock);
     q->results[tag] = r;
     q->done[q->ndone++] = tag;
+    first = q->ndone == 1;
     pthread_mutex_unlock (&q->lock);
-    if (write (q->done_fd, &one, sizeof one) < 0)
+    /* Only the first of a batch pokes: the queue thread takes them all. */
+    if (first && write (q->done_fd, &one, sizeof one) < 0)
       ublk_log (dev->ctrl, FSSNAP_LOG_ERR, "ublk%u: queue %u: eventfd: %s",
                 dev->info.dev_id, q->id, strerror (errno));
     pthread_mutex_lock (&q->lock);
