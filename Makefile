@@ -28,7 +28,7 @@ LIB_SRC    := $(wildcard engine/*.c common/*.c)
 DAEMON_SRC := $(wildcard fs/*.c nbd/*.c fuse/*.c ublk/*.c control/*.c daemon/*.c)
 # The CLI speaks only the control protocol: no engine in it.
 CLI_SRC    := $(wildcard cli/*.c) control/proto.c control/options.c \
-              common/size.c fs/freeze.c fs/loop.c
+              common/size.c common/sysfs.c fs/freeze.c fs/loop.c
 UNIT_SRC   := $(wildcard tests/unit/test-*.c tests/engine/test-*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
 

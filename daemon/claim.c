@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/sysfs.h"
 #include "daemon/claim.h"
 #include "daemon/log.h"
 #include "fs/loop.h"
@@ -81,22 +82,6 @@ claim_add (struct claim_report *r, const char *fmt, ...)
 
 /* ---- sysfs ------------------------------------------------------------ */
 
-static int
-claim_read_line (const char *path, char *buf, size_t len)
-{
-  FILE *fp = fopen (path, "re");
-  int ok;
-
-  if (fp == NULL)
-    return -1;
-  ok = fgets (buf, len, fp) != NULL;
-  fclose (fp);
-  if (!ok)
-    return -1;
-  buf[strcspn (buf, "\n")] = '\0';
-  return 0;
-}
-
 /* The sysfs name of a block device ("loop5p1"), from /sys/dev/block. */
 static int
 claim_dev_name (dev_t dev, char *name, size_t len)
@@ -125,7 +110,7 @@ claim_name_dev (const char *name, dev_t *devp)
   unsigned ma, mi;
 
   snprintf (path, sizeof path, "/sys/class/block/%s/dev", name);
-  if (claim_read_line (path, buf, sizeof buf) < 0
+  if (sysfs_read_line (path, buf, sizeof buf) < 0
       || sscanf (buf, "%u:%u", &ma, &mi) != 2)
     return -1;
   *devp = makedev (ma, mi);
@@ -207,7 +192,7 @@ claim_find_holders (const struct claim_dev *c, struct claim_report *r)
     if (e->d_name[0] == '.')
       continue;
     snprintf (path, sizeof path, "/sys/class/block/%s/dm/name", e->d_name);
-    if (claim_read_line (path, dmname, sizeof dmname) == 0)
+    if (sysfs_read_line (path, dmname, sizeof dmname) == 0)
       claim_add (r, "%sheld by device-mapper %s (remove it first: dmsetup "
                  "remove %s)", c->subject, dmname, dmname);
     else if (strncmp (e->d_name, "md", 2) == 0)
@@ -293,7 +278,7 @@ claim_find_loops (const struct claim_dev *c, struct claim_report *r)
       continue;
     snprintf (path, sizeof path, "/sys/block/%s/loop/backing_file",
               e->d_name);
-    if (claim_read_line (path, backing, sizeof backing) == 0
+    if (sysfs_read_line (path, backing, sizeof backing) == 0
         && claim_path_is_dev (backing, c->dev))
       claim_add (r, "%sbacking the loop device /dev/%s (detach it first: "
                  "losetup -d /dev/%s)", c->subject, e->d_name, e->d_name);
@@ -351,7 +336,7 @@ claim_find_openers (const struct claim_dev *devs, size_t ndevs,
     }
     closedir (fds);
     snprintf (path, sizeof path, "/proc/%s/comm", p->d_name);
-    if (found && claim_read_line (path, comm, sizeof comm) == 0)
+    if (found && sysfs_read_line (path, comm, sizeof comm) == 0)
       used += snprintf (out + used, len - used, "%s%s[%s]",
                         used ? ", " : "", comm, p->d_name);
   }

@@ -41,32 +41,17 @@
 #include <linux/fs.h>
 #include <linux/fsmap.h>
 
+#include "common/sysfs.h"
 #include "fs/fs.h"
 
 #define FSMAP_RECS 1024         /* records per ioctl */
-
-static int
-fsmap_read_line (const char *path, char *buf, size_t len)
-{
-  FILE *fp = fopen (path, "re");
-  int ok;
-
-  if (fp == NULL)
-    return -1;
-  ok = fgets (buf, len, fp) != NULL;
-  fclose (fp);
-  if (!ok)
-    return -1;
-  buf[strcspn (buf, "\n")] = '\0';
-  return 0;
-}
 
 static int
 fsmap_read_u64 (const char *path, uint64_t *v)
 {
   char buf[32];
 
-  return fsmap_read_line (path, buf, sizeof buf) == 0
+  return sysfs_read_line (path, buf, sizeof buf) == 0
     && sscanf (buf, "%" SCNu64, v) == 1 ? 0 : -1;
 }
 
@@ -79,7 +64,7 @@ fsmap_loop_of (const char *name, const char *const *files, uint64_t *offp)
 
   snprintf (path, sizeof path, "/sys/block/%s/loop/backing_file", name);
   if (strncmp (name, "loop", 4) != 0
-      || fsmap_read_line (path, backing, sizeof backing) < 0)
+      || sysfs_read_line (path, backing, sizeof backing) < 0)
     return false;
   snprintf (path, sizeof path, "/sys/block/%s/loop/offset", name);
   for (i = 0; files && files[i]; i++)

@@ -19,24 +19,8 @@
 
 #include <linux/loop.h>
 
+#include "common/sysfs.h"
 #include "fs/loop.h"
-
-/* Read a one-line sysfs file without its newline. */
-static int
-loop_read_sys (const char *path, char *buf, size_t len)
-{
-  FILE *fp = fopen (path, "re");
-  int ok;
-
-  if (fp == NULL)
-    return -1;
-  ok = fgets (buf, len, fp) != NULL;
-  fclose (fp);
-  if (!ok)
-    return -1;
-  buf[strcspn (buf, "\n")] = '\0';
-  return 0;
-}
 
 /* Is /sys/block/NAME a loop device backed by file (a canonical path)? */
 static int
@@ -47,7 +31,7 @@ loop_is_backed_by (const char *name, const char *file)
   if (strncmp (name, "loop", 4) != 0)
     return 0;
   snprintf (path, sizeof path, "/sys/block/%s/loop/backing_file", name);
-  return loop_read_sys (path, backing, sizeof backing) == 0 &&
+  return sysfs_read_line (path, backing, sizeof backing) == 0 &&
     strcmp (backing, file) == 0;
 }
 
@@ -161,7 +145,7 @@ loop_sys_dev_is (const char *name, dev_t devnum)
   unsigned ma, mi;
 
   snprintf (path, sizeof path, "/sys/class/block/%s/dev", name);
-  return loop_read_sys (path, buf, sizeof buf) == 0 &&
+  return sysfs_read_line (path, buf, sizeof buf) == 0 &&
     sscanf (buf, "%u:%u", &ma, &mi) == 2 && makedev (ma, mi) == devnum;
 }
 
@@ -205,7 +189,7 @@ loop_disk_of (dev_t devnum)
     return devnum;
   snprintf (path, sizeof path, "/sys/dev/block/%u:%u/../dev",
             major (devnum), minor (devnum));
-  if (loop_read_sys (path, buf, sizeof buf) == 0 &&
+  if (sysfs_read_line (path, buf, sizeof buf) == 0 &&
       sscanf (buf, "%u:%u", &ma, &mi) == 2)
     return makedev (ma, mi);
   return devnum;
