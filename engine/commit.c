@@ -143,17 +143,23 @@ commit_fail (struct fssnap_origin *o, struct commit_rec *recs, size_t n,
 }
 
 /* Make the epoch's bits durable: set them in the durable maps, then write
- * and fsync each file concerned once.
+ * and fsync each file concerned once.  A snapshot removed from the list is
+ * skipped: the store writers skip its copies (writer.c), so its owner bits
+ * would point at copies that were never written, and its files are going.
+ * A writer skips a copy only if the snapshot was already removed, and
+ * this runs after every store write of the epoch; removal is never undone.
  */
 static int
 commit_flush_bits (struct commit_log *log, uint64_t round)
 {
   int r = 0;
   for (size_t i = 0; i < log->n; i++)
-    meta_set_bit (log->recs[i].s->meta, log->recs[i].map, log->recs[i].chunk);
+    if (!atomic_load (&log->recs[i].s->removed))
+      meta_set_bit (log->recs[i].s->meta, log->recs[i].map,
+                    log->recs[i].chunk);
   for (size_t i = 0; r == 0 && i < log->n; i++) {
     struct snap *s = log->recs[i].s;
-    if (s->flushed_round != round) {
+    if (!atomic_load (&s->removed) && s->flushed_round != round) {
       s->flushed_round = round;
       r = meta_flush (s->meta);
     }
