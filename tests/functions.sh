@@ -99,7 +99,6 @@ stop_fssnapd() {
   local rc=0
   wait_exit "$FSSNAPD_PID" || rc=$?
   FSSNAPD_PID=
-FSSNAPD_LOG=$TESTDIR/fssnapd.log
   [ "$rc" -eq 0 ] || { cat "$FSSNAPD_LOG" >&2; fail "fssnapd exited with $rc"; }
 }
 
@@ -108,7 +107,6 @@ stop_fssnapd_quietly() {
   kill -TERM "$FSSNAPD_PID" 2>/dev/null
   wait "$FSSNAPD_PID" 2>/dev/null
   FSSNAPD_PID=
-FSSNAPD_LOG=$TESTDIR/fssnapd.log
 }
 
 # fssnap CLI against this test's daemon.
@@ -163,4 +161,24 @@ fs_cleanup() {
     [ -e "$f" ] && grep -q "^$TESTDIR/" "$f" && losetup -d "/dev/$(basename "$(dirname "$(dirname "$f")")")"
   done
   return 0
+}
+
+# A new image IMG of SIZE served by this test's fssnapd (further arguments
+# go to fssnapd), ext4 made on the volume's loop device and mounted:
+# VOL is the loop device, MNT ($TESTDIR/mnt) the mount point.  The mounts
+# and loop devices go with the test (fs_cleanup), the FUSE mount after
+# fssnapd.
+serve_ext4() {
+  local img=$1 size=$2
+  shift 2
+  cleanup_fn "umount -l '$RUN_DIR/dev' 2>/dev/null"
+  make_image "$img" "$size"
+  start_fssnapd "$img" "$@"
+  cleanup_fn fs_cleanup
+  wait_devfs
+  VOL=$(fssnap attach volume) || fail "attach volume"
+  mkfs.ext4 -q -F "$VOL" || fail "mkfs.ext4 on $VOL"
+  MNT=$TESTDIR/mnt
+  mkdir -p "$MNT"
+  mount "$VOL" "$MNT" || fail "mount of the volume $VOL"
 }

@@ -11,18 +11,9 @@ source "$(dirname "$0")/functions.sh"
 requires_root
 requires restic mkfs.ext4 losetup sha256sum
 [ -c /dev/fuse ] || { echo "skipped: no /dev/fuse"; exit 77; }
-cleanup_fn "umount -l '$RUN_DIR/dev' 2>/dev/null"
 
 img=$TESTDIR/disk.img
-make_image "$img" 256M
-start_fssnapd "$img"
-cleanup_fn fs_cleanup
-wait_devfs
-vol=$(fssnap attach volume) || fail "attach volume"
-mkfs.ext4 -q "$vol"
-MNT=$TESTDIR/mnt
-mkdir "$MNT"
-mount "$vol" "$MNT"
+serve_ext4 "$img" 256M
 for ((i = 0; i < 20; i++)); do
   mkdir -p "$MNT/d$i/sub"
   head -c $((i * 3000 + 1)) /dev/urandom >"$MNT/d$i/small"
@@ -85,5 +76,5 @@ restore_equals 2 "$id2"
 ls -d "$RUN_DIR"/exec.* 2>/dev/null && fail "a mount directory was left"
 [ "$(awk -v d="$RUN_DIR/exec" 'index($2, d) == 1' /proc/mounts | wc -l)" -eq 0 ] || fail "a snapshot stays mounted"
 umount "$MNT"
-fsck.ext4 -fn "$vol" >/dev/null || fail "fsck of the volume"
+fsck.ext4 -fn "$VOL" >/dev/null || fail "fsck of the volume"
 fssnap detach volume

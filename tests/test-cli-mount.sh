@@ -12,23 +12,15 @@ source "$(dirname "$0")/functions.sh"
 requires_root
 requires mkfs.ext4 losetup
 [ -c /dev/fuse ] || { echo "skipped: no /dev/fuse"; exit 77; }
-cleanup_fn "umount -l '$RUN_DIR/dev' 2>/dev/null"
 
 # Loop devices on this fssnapd's snapshot files (loop devices are global:
 # count only ours).
 snap_loops() { cat /sys/block/loop*/loop/backing_file 2>/dev/null | grep -c "^$RUN_DIR/dev/snap/" || true; }
 
 img=$TESTDIR/disk.img
-make_image "$img" 64M
-start_fssnapd "$img"
-cleanup_fn fs_cleanup
-wait_devfs
-
-vol=$(fssnap attach volume) || fail "attach volume"
-mkfs.ext4 -q "$vol"
-MNT=$TESTDIR/mnt SNAP=$TESTDIR/snap
-mkdir "$MNT" "$SNAP"
-mount "$vol" "$MNT" || fail "mount of the volume $vol"
+serve_ext4 "$img" 64M
+SNAP=$TESTDIR/snap
+mkdir "$SNAP"
 echo before >"$MNT/file"
 
 dev=$(fssnap create --mount "$MNT") || fail "create"

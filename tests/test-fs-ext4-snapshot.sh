@@ -11,7 +11,6 @@ requires_root
 requires mkfs.ext4 fsck.ext4 losetup fstrim sha256sum
 [ -c /dev/fuse ] || { echo "skipped: no /dev/fuse"; exit 77; }
 
-cleanup_fn "umount -l '$RUN_DIR/dev' 2>/dev/null"
 
 manifest() {
   (cd "$1" && find . -printf '%y %p %s\n' | sort && find . -type f -print0 | sort -z | xargs -0 sha256sum)
@@ -79,16 +78,7 @@ verify() {
 }
 
 img=$TESTDIR/disk.img
-make_image "$img" 384M
-start_fssnapd "$img"
-cleanup_fn fs_cleanup
-wait_devfs
-
-vol=$(fssnap attach volume) || fail "attach volume"
-mkfs.ext4 -q "$vol"
-MNT=$TESTDIR/mnt
-mkdir "$MNT"
-mount "$vol" "$MNT"
+serve_ext4 "$img" 384M
 populate "$MNT"
 sync
 
@@ -112,6 +102,6 @@ verify "$s0" "$TESTDIR/m0"
 verify "$s2" "$TESTDIR/m2"
 # The volume itself is still a sound file system.
 umount "$MNT"
-fsck.ext4 -fn "$vol" || fail "fsck of the volume"
+fsck.ext4 -fn "$VOL" || fail "fsck of the volume"
 fssnap detach volume || fail "detach volume"
 stop_fssnapd

@@ -10,18 +10,8 @@ requires_root
 requires mkfs.ext4 losetup nbdinfo
 [ -c /dev/fuse ] || { echo "skipped: no /dev/fuse"; exit 77; }
 
-cleanup_fn "umount -l '$RUN_DIR/dev' 2>/dev/null"
 img=$TESTDIR/disk.img
-make_image "$img" 256M
-start_fssnapd "$img"
-cleanup_fn fs_cleanup
-wait_devfs
-
-vol=$(fssnap attach volume) || fail "attach volume"
-mkfs.ext4 -q "$vol"
-MNT=$TESTDIR/mnt
-mkdir "$MNT"
-mount "$vol" "$MNT"
+serve_ext4 "$img" 256M
 for ((i = 0; i < 20; i++)); do
   mkdir -p "$MNT/d$i"
   head -c $((i * 53 * 1024 + 7)) /dev/urandom >"$MNT/d$i/f"

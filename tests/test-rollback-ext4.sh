@@ -7,16 +7,10 @@
 . "$(dirname "$0")/functions.sh"
 requires_root
 requires nbdcopy mkfs.ext4 e2fsck losetup
-cleanup_fn fs_cleanup
 
 img=$TESTDIR/vol.img
-make_image "$img" 32M
-start_fssnapd "$img"
-wait_devfs
-loop=$(fssnap attach volume) || fail "attach"
-mkfs.ext4 -q -F "$loop" || fail "mkfs"
-mnt=$TESTDIR/mnt
-mkdir "$mnt" && mount "$loop" "$mnt" || fail "mount"
+serve_ext4 "$img" 32M
+loop=$VOL mnt=$MNT
 for i in 1 2 3; do head -c 300000 /dev/urandom >"$mnt/keep$i"; done
 sync
 sums=$(cd "$mnt" && sha256sum keep*)

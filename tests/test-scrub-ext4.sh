@@ -9,16 +9,10 @@
 . "$(dirname "$0")/functions.sh"
 requires_root
 requires mkfs.ext4 e2fsck debugfs losetup
-cleanup_fn fs_cleanup
 
 img=$TESTDIR/vol.img
-make_image "$img" 64M
-start_fssnapd "$img"
-wait_devfs
-loop=$(fssnap attach volume) || fail "attach"
-mkfs.ext4 -q -F "$loop" || fail "mkfs"
-mnt=$TESTDIR/mnt
-mkdir "$mnt" && mount "$loop" "$mnt" || fail "mount"
+serve_ext4 "$img" 64M
+loop=$VOL mnt=$MNT
 
 # A busy writer: files written, fsynced, some kept open after unlink.
 /usr/bin/python3 - "$mnt" "$TESTDIR/stop" <<'PY' &

@@ -6,15 +6,9 @@
 . "$(dirname "$0")/functions.sh"
 requires_root
 requires mkfs.ext4 losetup setsid
-cleanup_fn fs_cleanup
 
 img=$TESTDIR/vol.img
-make_image "$img" 32M
-start_fssnapd "$img"
-wait_devfs
-loop=$(fssnap attach volume) || fail "attach"
-mkfs.ext4 -q -F "$loop" || fail "mkfs"
-mkdir "$TESTDIR/mnt" && mount "$loop" "$TESTDIR/mnt" || fail "mount"
+serve_ext4 "$img" 32M
 
 mkdir "$TESTDIR/bin"
 cat >"$TESTDIR/bin/e2fsck" <<EOF2
