@@ -163,6 +163,7 @@ struct fssnap_origin {
   /* Throttle on copies held in memory (throttle_lock). */
   pthread_mutex_t throttle_lock;
   pthread_cond_t throttle_cond;
+  bool throttle_full;           /* no slot until the batch is free */
   uint64_t mem_chunks, mem_chunks_peak, max_mem_chunks;
   uint64_t max_mem;
 
