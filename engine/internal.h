@@ -22,8 +22,9 @@
  *                            that chunk from the origin.  Never two at once.
  *   4. origin->snap_lock     rwlock over the list of snaps, the numbers in
  *                            use, open counts and reasons.  Shared by the
- *                            copy path and snapshot reads; exclusive for
- *                            create's publish, delete, open, close, reap.
+ *                            copy path, snapshot reads and a delete's
+ *                            marking (state_lock orders that); exclusive
+ *                            for create's publish, open, close, reap.
  *   5. origin->state_lock    snapshot state transitions and reasons.
  *   6. meta->lock            a snapshot's metadata file (header writes
  *                            against bitmap flushes).
