@@ -99,8 +99,20 @@ static struct snap *
 cow_pick_owner (struct snap **set, size_t n, bool *reap)
 {
   for (size_t i = 0; i < n; i++) {
-    if (cow_charge (set[i]))
+    bool charged = cow_charge (set[i]);
+    /* Charged first, validity checked after: a snapshot leaving the valid
+     * state meanwhile (a delete or a disable, under snap_lock shared like
+     * us) either sees our charge (and keeps its metadata file, which its
+     * copies need) or we see its state and choose another owner.
+     */
+    if (charged && !snap_is_valid (set[i])) {
+      atomic_fetch_sub (&set[i]->owned_count, 1);
+      continue;
+    }
+    if (charged)
       return set[i];
+    if (!snap_is_valid (set[i]))
+      continue;
     char why[128];
     snprintf (why, sizeof why, "backing store would exceed maxsize %llu",
               (unsigned long long) set[i]->maxsize);

@@ -22,8 +22,9 @@
  *                            that chunk from the origin.  Never two at once.
  *   4. origin->snap_lock     rwlock over the list of snaps, the numbers in
  *                            use, open counts and reasons.  Shared by the
- *                            copy path and snapshot reads; exclusive for
- *                            create's publish, delete, open, close, reap.
+ *                            copy path, snapshot reads and a delete's
+ *                            marking (state_lock orders that); exclusive
+ *                            for create's publish, open, close, reap.
  *   5. origin->state_lock    snapshot state transitions and reasons.
  *   6. meta->lock            a snapshot's metadata file (header writes
  *                            against bitmap flushes).
@@ -163,6 +164,7 @@ struct fssnap_origin {
   /* Throttle on copies held in memory (throttle_lock). */
   pthread_mutex_t throttle_lock;
   pthread_cond_t throttle_cond;
+  bool throttle_full;           /* no slot until the batch is free */
   uint64_t mem_chunks, mem_chunks_peak, max_mem_chunks;
   uint64_t max_mem;
 

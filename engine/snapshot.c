@@ -804,11 +804,17 @@ fssnap_candidates_mark_all (struct fssnap_candidates *c)
 
 /* ---- Delete, open, close --------------------------------------------- */
 
+/* snap_lock shared is enough to mark s deleted (state_lock orders its
+ * state, as for a snapshot disabled by a failed copy), and writers take
+ * it shared too: so they go on while the deleted state is made durable
+ * (an fsync of the metadata file).  Create, open, close and the reap,
+ * which change the list, wait for it.
+ */
 int
 fssnap_snapshot_delete (struct fssnap_origin *o, unsigned num)
 {
   int r = 0;
-  pthread_rwlock_wrlock (&o->snap_lock);
+  pthread_rwlock_rdlock (&o->snap_lock);
   struct snap *s = snap_find_locked (o, num);
   if (!s || atomic_load (&s->state) == SNAP_DELETED)
     r = -ENOENT;

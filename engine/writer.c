@@ -125,8 +125,9 @@ writer_queue (struct fssnap_origin *o, struct xentry *e)
     o->queue_head = e;
   o->queue_tail = e;
   o->queued++;
-  pthread_cond_signal (&o->queue_cond);
   pthread_mutex_unlock (&o->queue_lock);
+  /* After the unlock: a writer woken under it would block on it at once. */
+  pthread_cond_signal (&o->queue_cond);
 }
 
 /* Wait until every queued copy is in its store.  Takes queue_lock. */

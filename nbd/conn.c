@@ -1,39 +1,59 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Transmission phase of one connection.  The connection's thread reads
- * requests (and write payloads), checks them, and queues them; a small
- * pool of workers runs them against the export and sends the replies, so
- * several requests are in flight and replies may come out of order, as
- * the protocol allows.  The queue is bounded by NBD_MAX_INFLIGHT requests
- * and NBD_INFLIGHT_BYTES of payload, so a fast client cannot make the
- * server buffer without limit: the reader waits for room.
+ * Transmission phase of one connection.  A pool of workers (the
+ * connection's own thread is one of them) take turns at the stream: the
+ * worker holding conn->recv_lock reads one request (and its payload),
+ * checks it, lets go of the stream for the next worker, runs the request
+ * against the export and sends its reply.  So several requests are in
+ * flight and replies may come out of order, as the protocol allows, and
+ * a request is read, run and answered by one thread: no hand-off from a
+ * reader to a worker, no queue, and buffers freed by the thread that took
+ * them.  Requests in flight are bounded by the workers and their payloads
+ * by NBD_INFLIGHT_BYTES: the worker at the stream waits for room before
+ * taking a payload, so a fast client cannot make the server buffer
+ * without limit.
  *
- * A request that fails its checks is answered by the reader at once.  A
- * broken stream (bad magic, end of stream, a failed send) ends the
- * reader; NBD_CMD_DISC too.  Either way the workers finish what is
- * queued (sending replies while the peer still listens) and are joined,
- * and every buffer is freed.
+ * The stream is read through a read-ahead buffer (conn->rbuf): a recv
+ * takes whatever the client has sent, often several requests, and the
+ * next workers parse them without a system call.  Payloads too big for
+ * the buffer are received in place.
  *
- * Locks: conn->lock guards the queue and the budget (reader and workers);
+ * A request that fails its checks is answered at once by the worker that
+ * read it.  A broken stream (bad magic, end of stream, a failed send) or
+ * NBD_CMD_DISC marks the stream done: every worker finishes the request it
+ * holds (sending its reply while the peer still listens) and exits, and
+ * the connection's thread joins the others.
+ *
+ * Locks: conn->recv_lock guards the stream, the read-ahead buffer and
+ * done; conn->lock the payload budget, taken under recv_lock (the worker
+ * at the stream waits for room) and alone (a worker gives room back);
  * conn->send_lock is taken inside nbd_reply_* only, never with conn->lock.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "nbd/internal.h"
 
 #define NBD_DEFAULT_WORKERS 16
 #define NBD_MAX_WORKERS     64
-#define NBD_MAX_INFLIGHT    32
 #define NBD_INFLIGHT_BYTES  (64u << 20)
+#define NBD_RBUF_SIZE       (128u << 10)  /* read-ahead buffer */
+#define NBD_KEEP_BUF_SIZE   (128u << 10)  /* payload buffer a worker keeps */
 
 struct nbd_request {
-  struct nbd_request *next;
   uint16_t flags, type;
   uint64_t handle, offset;
   uint32_t length;
-  void *data;                   /* write payload */
+  void *data;                   /* read or write payload */
+};
+
+/* One worker: its thread and the payload buffer it reuses. */
+struct nbd_worker {
+  struct nbd_conn *c;
+  pthread_t thread;
+  void *buf;                    /* NBD_KEEP_BUF_SIZE bytes, or NULL */
 };
 
 /* Bytes of payload this request holds while in flight. */
@@ -104,18 +124,11 @@ nbd_request_check (const struct nbd_session *s, const struct nbd_request *r,
 static int
 nbd_run_read (struct nbd_conn *c, struct nbd_request *r)
 {
-  void *buf = malloc (r->length);
-  int e;
+  int e = nbd_export_read (&c->s->exp, r->data, r->length, r->offset);
 
-  if (!buf)
-    return nbd_reply_error (c, r->handle, -ENOMEM, "read");
-  e = nbd_export_read (&c->s->exp, buf, r->length, r->offset);
   if (e < 0)
-    e = nbd_reply_error (c, r->handle, e, "read");
-  else
-    e = nbd_reply_read (c, r->handle, r->offset, buf, r->length);
-  free (buf);
-  return e;
+    return nbd_reply_error (c, r->handle, e, "read");
+  return nbd_reply_read (c, r->handle, r->offset, r->data, r->length);
 }
 
 /* Fill chunk i of a block status reply with the extents of context
@@ -211,80 +224,87 @@ nbd_run (struct nbd_conn *c, struct nbd_request *r)
     nbd_reply_ok (c, r->handle);
 }
 
-/* Worker thread: run queued requests until the queue is empty and the
- * connection is closing.  Takes conn->lock around queue operations.
+/* A buffer for len bytes of payload: the worker's own up to
+ * NBD_KEEP_BUF_SIZE, else one of its own.  NULL when out of memory.
  */
 static void *
-nbd_worker (void *opaque)
+nbd_buf_get (struct nbd_worker *w, uint32_t len)
 {
-  struct nbd_conn *c = opaque;
-  struct nbd_request *r;
-
-  for (;;) {
-    pthread_mutex_lock (&c->lock);
-    while (!c->head && !c->closing)
-      pthread_cond_wait (&c->work_cv, &c->lock);
-    r = c->head;
-    if (r) {
-      c->head = r->next;
-      if (!c->head)
-        c->tail = NULL;
-    }
-    pthread_mutex_unlock (&c->lock);
-    if (!r)
-      return NULL;
-    nbd_run (c, r);
-    pthread_mutex_lock (&c->lock);
-    c->inflight--;
-    c->inflight_bytes -= nbd_request_bytes (r);
-    pthread_cond_signal (&c->room_cv);
-    pthread_mutex_unlock (&c->lock);
-    free (r->data);
-    free (r);
-  }
+  if (len > NBD_KEEP_BUF_SIZE)
+    return malloc (len);
+  if (!w->buf)
+    w->buf = malloc (NBD_KEEP_BUF_SIZE);
+  return w->buf;
 }
 
-/* Wait until the request fits the in-flight budget, then count it.  One
- * request always fits when nothing else is in flight.  Takes conn->lock.
+static void
+nbd_buf_put (struct nbd_worker *w, void *buf)
+{
+  if (buf != w->buf)
+    free (buf);
+}
+
+/* Wait until a payload of bytes fits the budget, then count it.  One
+ * always fits when no other is in flight.  Takes conn->lock (under
+ * conn->recv_lock).
  */
 static void
 nbd_reserve (struct nbd_conn *c, uint32_t bytes)
 {
+  if (bytes == 0)
+    return;
   pthread_mutex_lock (&c->lock);
-  while (c->inflight > 0
-         && (c->inflight >= NBD_MAX_INFLIGHT
-             || c->inflight_bytes + bytes > NBD_INFLIGHT_BYTES))
+  while (c->inflight_bytes > 0
+         && c->inflight_bytes + bytes > NBD_INFLIGHT_BYTES)
     pthread_cond_wait (&c->room_cv, &c->lock);
-  c->inflight++;
   c->inflight_bytes += bytes;
   pthread_mutex_unlock (&c->lock);
 }
 
-/* Undo nbd_reserve for a request that will not be queued.  Takes
- * conn->lock.
- */
+/* Give a payload's budget back.  Takes conn->lock. */
 static void
 nbd_unreserve (struct nbd_conn *c, uint32_t bytes)
 {
+  if (bytes == 0)
+    return;
   pthread_mutex_lock (&c->lock);
-  c->inflight--;
   c->inflight_bytes -= bytes;
   pthread_cond_signal (&c->room_cv);
   pthread_mutex_unlock (&c->lock);
 }
 
-/* Queue a reserved request for the workers.  Takes conn->lock. */
-static void
-nbd_enqueue (struct nbd_conn *c, struct nbd_request *r)
+/* Receive exactly len bytes of the stream into dst (NULL: drop them),
+ * through the read-ahead buffer.  Caller holds conn->recv_lock.
+ */
+static int
+nbd_conn_recv (struct nbd_conn *c, void *dst, uint64_t len)
 {
-  pthread_mutex_lock (&c->lock);
-  if (c->tail)
-    c->tail->next = r;
-  else
-    c->head = r;
-  c->tail = r;
-  pthread_cond_signal (&c->work_cv);
-  pthread_mutex_unlock (&c->lock);
+  const struct nbd_transport *t = c->s->t;
+  uint8_t *p = dst;
+
+  while (len > 0) {
+    if (c->rpos == c->rlen) {
+      if (p && len >= NBD_RBUF_SIZE)
+        return nbd_recv_all (t, p, (size_t) len);
+      ssize_t n = t->recv (t->opaque, c->rbuf, NBD_RBUF_SIZE);
+      if (n == -EINTR)
+        continue;
+      if (n <= 0)
+        return n < 0 ? (int) n : -ECONNRESET;
+      c->rpos = 0;
+      c->rlen = (size_t) n;
+    }
+    size_t k = c->rlen - c->rpos;
+    if (k > len)
+      k = (size_t) len;
+    if (p) {
+      memcpy (p, c->rbuf + c->rpos, k);
+      p += k;
+    }
+    c->rpos += k;
+    len -= k;
+  }
+  return 0;
 }
 
 static void
@@ -297,70 +317,105 @@ nbd_parse_request (const uint8_t *h, struct nbd_request *r)
   r->length = nbd_get32 (h + 24);
 }
 
-/* Read a write's payload, or drain it if the request is refused.
- * 0: go on (*err says whether to refuse); negative: the stream is broken.
+/* Take the budget and a buffer for a checked request, and receive a
+ * write's payload; a refused write's payload is dropped.  0: go on (*err
+ * says whether to refuse); negative: the stream is broken.  Caller holds
+ * conn->recv_lock.
  */
 static int
-nbd_read_payload (struct nbd_conn *c, struct nbd_request *r, int *err)
+nbd_take_payload (struct nbd_worker *w, struct nbd_request *r, int *err)
 {
+  struct nbd_conn *c = w->c;
+  uint32_t bytes = *err == 0 ? nbd_request_bytes (r) : 0;
+
+  if (bytes > 0) {
+    nbd_reserve (c, bytes);
+    r->data = nbd_buf_get (w, bytes);
+    if (!r->data) {
+      nbd_unreserve (c, bytes);
+      *err = -ENOMEM;
+    }
+  }
   if (r->type != NBD_CMD_WRITE)
     return 0;
-  if (*err == 0) {
-    r->data = malloc (r->length);
-    if (!r->data)
-      *err = -ENOMEM;
+  int e = nbd_conn_recv (c, *err < 0 ? NULL : r->data, r->length);
+  if (e < 0 && r->data) {
+    nbd_buf_put (w, r->data);
+    r->data = NULL;
+    nbd_unreserve (c, bytes);
   }
-  if (*err < 0)
-    return nbd_recv_discard (c->s->t, r->length);
-  return nbd_recv_all (c->s->t, r->data, r->length);
+  return e;
 }
 
-/* Read, check and queue one request.  Returns 1 to go on, 0 at
- * NBD_CMD_DISC, negative errno when the stream is broken.
+/* Read requests until one is to be run (answering those refused).
+ * Returns 1 with *r to run, 0 at NBD_CMD_DISC, negative errno when the
+ * stream is broken.  Caller holds conn->recv_lock.
  */
 static int
-nbd_read_request (struct nbd_conn *c)
+nbd_read_request (struct nbd_worker *w, struct nbd_request *r)
 {
+  struct nbd_conn *c = w->c;
   uint8_t h[NBD_REQUEST_SIZE];
-  struct nbd_request *r;
   const char *what = "";
-  uint32_t bytes;
   int err, e;
 
-  e = nbd_recv_all (c->s->t, h, sizeof h);
-  if (e < 0)
-    return e;
-  if (nbd_get32 (h) != NBD_REQUEST_MAGIC) {
-    nbd_log (c->s->env, FSSNAP_LOG_INFO,
-             "nbd: bad request magic 0x%08x, dropping client",
-             nbd_get32 (h));
-    return -EPROTO;
-  }
-  r = calloc (1, sizeof *r);
-  if (!r)
-    return -ENOMEM;
-  nbd_parse_request (h, r);
-  if (r->type == NBD_CMD_DISC) {
-    free (r);
-    return 0;
-  }
-  err = nbd_request_check (c->s, r, &what);
-  bytes = err == 0 ? nbd_request_bytes (r) : 0;
-  nbd_reserve (c, bytes);
-  e = nbd_read_payload (c, r, &err);
-  if (e == 0 && err == 0) {
-    nbd_enqueue (c, r);
-    return 1;
-  }
-  nbd_unreserve (c, bytes);
-  if (e == 0) {
+  for (;;) {
+    e = nbd_conn_recv (c, h, sizeof h);
+    if (e < 0)
+      return e;
+    if (nbd_get32 (h) != NBD_REQUEST_MAGIC) {
+      nbd_log (c->s->env, FSSNAP_LOG_INFO,
+               "nbd: bad request magic 0x%08x, dropping client",
+               nbd_get32 (h));
+      return -EPROTO;
+    }
+    *r = (struct nbd_request) { 0 };
+    nbd_parse_request (h, r);
+    if (r->type == NBD_CMD_DISC)
+      return 0;
+    err = nbd_request_check (c->s, r, &what);
+    e = nbd_take_payload (w, r, &err);
+    if (e < 0)
+      return e;
+    if (err == 0)
+      return 1;
     nbd_log (c->s->env, FSSNAP_LOG_DEBUG, "nbd: request %u refused: %s",
              r->type, what);
     e = nbd_reply_error (c, r->handle, err, what);
+    if (e < 0)
+      return e;
   }
-  free (r->data);
-  free (r);
-  return e < 0 ? e : 1;
+}
+
+/* Worker: take the stream, read a request, let go of the stream, run the
+ * request and answer it; until the stream is done.  Takes
+ * conn->recv_lock around reading, conn->lock to give room back.
+ */
+static void *
+nbd_worker (void *opaque)
+{
+  struct nbd_worker *w = opaque;
+  struct nbd_conn *c = w->c;
+  struct nbd_request r;
+  int e;
+
+  for (;;) {
+    pthread_mutex_lock (&c->recv_lock);
+    e = c->done ? 0 : nbd_read_request (w, &r);
+    if (e <= 0)
+      c->done = true;
+    pthread_mutex_unlock (&c->recv_lock);
+    if (e <= 0)
+      break;
+    nbd_run (c, &r);
+    if (r.data) {
+      nbd_buf_put (w, r.data);
+      nbd_unreserve (c, nbd_request_bytes (&r));
+    }
+  }
+  free (w->buf);
+  w->buf = NULL;
+  return NULL;
 }
 
 static unsigned
@@ -371,43 +426,37 @@ nbd_worker_count (const struct nbd_env *env)
   return env->workers < NBD_MAX_WORKERS ? env->workers : NBD_MAX_WORKERS;
 }
 
-/* Tell the workers to finish the queue and exit.  Takes conn->lock. */
-static void
-nbd_close_queue (struct nbd_conn *c)
-{
-  pthread_mutex_lock (&c->lock);
-  c->closing = true;
-  pthread_cond_broadcast (&c->work_cv);
-  pthread_mutex_unlock (&c->lock);
-}
-
 void
 nbd_transmission (struct nbd_session *s)
 {
   struct nbd_conn c = { .s = s };
-  pthread_t workers[NBD_MAX_WORKERS];
-  unsigned n = 0, want = nbd_worker_count (s->env), i;
-  int r = 1;
+  struct nbd_worker workers[NBD_MAX_WORKERS];
+  unsigned n = 1, want = nbd_worker_count (s->env), i;
 
-  pthread_mutex_init (&c.send_lock, NULL);
-  pthread_mutex_init (&c.lock, NULL);
-  pthread_cond_init (&c.work_cv, NULL);
-  pthread_cond_init (&c.room_cv, NULL);
-  while (n < want && pthread_create (&workers[n], NULL, nbd_worker, &c) == 0)
-    n++;
-  if (n == 0) {
-    nbd_log (s->env, FSSNAP_LOG_ERR, "nbd: cannot start a worker thread");
-    r = -EAGAIN;
+  c.rbuf = malloc (NBD_RBUF_SIZE);
+  if (!c.rbuf) {
+    nbd_log (s->env, FSSNAP_LOG_ERR, "nbd: out of memory for a client");
+    return;
   }
-  while (r > 0)
-    r = nbd_read_request (&c);
-  nbd_close_queue (&c);
-  for (i = 0; i < n; i++)
-    pthread_join (workers[i], NULL);
+  pthread_mutex_init (&c.send_lock, NULL);
+  pthread_mutex_init (&c.recv_lock, NULL);
+  pthread_mutex_init (&c.lock, NULL);
+  pthread_cond_init (&c.room_cv, NULL);
+  for (i = 0; i < want; i++)
+    workers[i] = (struct nbd_worker) { .c = &c };
+  /* This thread is worker 0; fewer workers than wanted still work. */
+  while (n < want
+         && pthread_create (&workers[n].thread, NULL, nbd_worker,
+                            &workers[n]) == 0)
+    n++;
+  nbd_worker (&workers[0]);
+  for (i = 1; i < n; i++)
+    pthread_join (workers[i].thread, NULL);
   pthread_cond_destroy (&c.room_cv);
-  pthread_cond_destroy (&c.work_cv);
   pthread_mutex_destroy (&c.lock);
+  pthread_mutex_destroy (&c.recv_lock);
   pthread_mutex_destroy (&c.send_lock);
+  free (c.rbuf);
 }
 
 /* A client that connects and never chooses an export must not hold one of

@@ -14,9 +14,13 @@
  * without knowing where the bytes come from, so that the fuzzer and the
  * unit tests can run it in-process.
  *
- * Locks of a connection (struct nbd_conn), never held together:
- *   conn->lock        the request queue and the in-flight budget
+ * Locks of a connection (struct nbd_conn), in the order they may be
+ * taken (never an earlier one while holding a later one):
+ *   conn->recv_lock   the incoming stream and its read-ahead buffer: the
+ *                     worker holding it is the one reading requests
+ *   conn->lock        the in-flight payload budget
  *   conn->send_lock   one reply at a time on the wire
+ * conn->lock and conn->send_lock are never held together.
  */
 #ifndef FSSNAP_NBD_INTERNAL_H
 #define FSSNAP_NBD_INTERNAL_H
@@ -202,13 +206,13 @@ struct nbd_conn {
   struct nbd_session *s;
   pthread_mutex_t send_lock;    /* guards the wire and send_failed */
   bool send_failed;
-  pthread_mutex_t lock;         /* guards everything below */
-  pthread_cond_t work_cv;       /* a request was queued, or closing */
-  pthread_cond_t room_cv;       /* a request finished */
-  struct nbd_request *head, *tail;
-  unsigned inflight;            /* queued or running */
-  uint64_t inflight_bytes;      /* their read or write payloads */
-  bool closing;
+  pthread_mutex_t recv_lock;    /* guards the fields up to lock */
+  uint8_t *rbuf;                /* read-ahead: bytes received, not parsed */
+  size_t rpos, rlen;            /* unparsed bytes are rbuf[rpos, rlen) */
+  bool done;                    /* the stream ended: no more requests */
+  pthread_mutex_t lock;         /* guards the fields below */
+  pthread_cond_t room_cv;       /* a request gave its payload budget back */
+  uint64_t inflight_bytes;      /* payloads of requests read, not done */
 };
 
 /* NBD error value for a negative errno. */
