@@ -590,7 +590,7 @@ staging_add (struct fssnap_origin *o, enum staging_kind kind, const void *buf,
     free (rec);
     return r;
   }
-  st->next_seq++;
+  int64_t seq = (int64_t) st->next_seq++;
   st->write_off = where + rec->log_size;
   if (st->tail)
     st->tail->next = rec;
@@ -604,7 +604,7 @@ staging_add (struct fssnap_origin *o, enum staging_kind kind, const void *buf,
     st->bytes_peak = st->bytes;
   pthread_cond_signal (&st->work);
   pthread_mutex_unlock (&st->lock);
-  return (int64_t) rec->seq;
+  return seq;                   /* rec may be applied and freed by now */
 }
 
 void

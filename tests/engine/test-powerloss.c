@@ -22,7 +22,13 @@
  *     it had at creation; every snapshot created (and not being deleted)
  *     before the cut comes back; none deleted before the cut does;
  *   - the volume holds every byte as of the last flush acknowledged before
- *     the cut, except bytes written after that flush.
+ *     the cut, except bytes written after that flush, and every byte of a
+ *     FUA write acknowledged before the cut, unless written again since.
+ * Writes are staged (engine/staging.c) while the copies they need are not
+ * durable, so the cut also lands inside the staging path: one crash
+ * point in three cuts right after the n-th write to the staging log, one
+ * in three right after the n-th write to the origin (whichever comes
+ * first, that or the timed cut).
  * FSSNAP_CRASH_POINTS sets how many cuts (default 300).
  */
 #include <dirent.h>
@@ -61,6 +67,10 @@ struct recorder {
   struct fssnap_io io;
   pthread_mutex_t lock;
   bool recording;
+  /* Crash points inside the staging path: cut right after the n-th write
+   * to the staging log, or to the origin (0: no such cut).
+   */
+  unsigned cut_at_log_write, cut_at_origin_write;
   struct rfile files[MAX_FILES];
   int nfiles;
   int fd_file[HARNESS_MAX_FD];  /* -1: not recorded */
@@ -183,8 +193,13 @@ rec_pwrite (void *opaque, int fd, const void *buf, size_t len, off_t off)
   pthread_mutex_lock (&r->lock);
   ssize_t n = fssnap_io_posix ()->pwrite (NULL, fd, buf, len, off);
   struct rfile *f = rec_file (r, fd);
-  if (n > 0 && f && r->recording)
+  if (n > 0 && f && r->recording) {
     rec_add_pending (f, off, n, buf);
+    unsigned *cut = f == &r->files[0] ? &r->cut_at_origin_write
+      : strstr (f->path, ".staging") ? &r->cut_at_log_write : NULL;
+    if (cut && *cut && --*cut == 0)
+      r->recording = false;
+  }
   pthread_mutex_unlock (&r->lock);
   return n;
 }
@@ -416,8 +431,9 @@ struct run {
   unsigned cut_us;                      /* chosen before the crasher starts */
 };
 
+/* A write (or write-zeroes), with FUA or not. */
 static void
-run_write (struct run *w, bool zero)
+run_write (struct run *w, bool zero, bool fua)
 {
   uint64_t off = rng_next (&w->rng) % SIZE;
   uint64_t len = 1 + rng_next (&w->rng) % (3 * CHUNK);
@@ -427,10 +443,15 @@ run_write (struct run *w, bool zero)
   for (uint64_t i = 0; i < len; i++)
     buf[i] = zero ? 0 : (unsigned char) rng_next (&w->rng);
   memset (w->dirty + off, 1, len);      /* before: it may land at any time */
-  int r = zero ? fssnap_origin_zero (w->o, len, off, 0)
-               : fssnap_origin_write (w->o, buf, len, off, 0);
+  unsigned flags = fua ? FSSNAP_FUA : 0;
+  int r = zero ? fssnap_origin_zero (w->o, len, off, flags)
+               : fssnap_origin_write (w->o, buf, len, off, flags);
   assert_int_equal (r, 0);
   memcpy (w->model + off, buf, len);
+  if (fua && rec_still_recording (w->rec)) {    /* durable now */
+    memcpy (w->flushed + off, buf, len);
+    memset (w->dirty + off, 0, len);
+  }
 }
 
 static void
@@ -496,8 +517,9 @@ run_workload (struct run *w)
   pthread_create (&t, NULL, crasher, w);
   while (rec_still_recording (w->rec)) {
     unsigned p = rng_next (&w->rng) % 100;
-    if (p < 60) run_write (w, false);
-    else if (p < 65) run_write (w, true);
+    if (p < 56) run_write (w, false, false);
+    else if (p < 60) run_write (w, false, true);
+    else if (p < 65) run_write (w, true, p == 64);
     else if (p < 78) run_flush (w);
     else if (p < 92) run_create (w);
     else run_delete (w);
@@ -628,7 +650,7 @@ test_power_loss (void **state)
 {
   (void) state;
   unsigned points = crash_points ();
-  unsigned long long recovered_snaps = 0;
+  unsigned long long recovered_snaps = 0, staged = 0;
   for (unsigned k = 0; k < points; k++) {
     uint64_t seed = 1000 + k;
     struct harness *h = harness_new (SIZE);
@@ -636,6 +658,10 @@ test_power_loss (void **state)
     w->rng = seed * 0x9E3779B97F4A7C15ull | 1;
     w->max_cut_us = 2000 + k % 40 * 500;   /* early cuts and later ones */
     w->rec = rec_new (h);
+    if (k % 3 == 1)             /* a cut inside the staging path */
+      w->rec->cut_at_log_write = 1 + rng_next (&w->rng) % 60;
+    else if (k % 3 == 2)
+      w->rec->cut_at_origin_write = 1 + rng_next (&w->rng) % 200;
     memcpy (w->model, w->rec->files[0].durable, SIZE);
     memcpy (w->flushed, w->model, SIZE);
     struct fssnap_origin_opts oo = {
@@ -644,6 +670,9 @@ test_power_loss (void **state)
     };
     assert_int_equal (fssnap_origin_open (&oo, &w->o), 0);
     run_workload (w);
+    struct fssnap_stats st;
+    fssnap_origin_stats (w->o, &st);
+    staged += st.staged_writes;
     fssnap_origin_close (w->o);
     rec_rebuild (w->rec, h->dir, &w->rng);
 
@@ -661,7 +690,8 @@ test_power_loss (void **state)
     harness_free (h);
   }
   printf ("power loss: %u crash points checked, %llu snapshots recovered "
-          "and verified\n", points, recovered_snaps);
+          "and verified, %llu writes staged\n", points, recovered_snaps,
+          staged);
 }
 
 int
