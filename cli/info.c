@@ -277,6 +277,7 @@ static const struct {
   { "staged_bytes_peak", "Staged writes in memory, peak", true },
   { "max_staged_bytes", "Staged writes in memory, limit", true },
   { "staged_writes", "Writes staged", false },
+  { "staging_waits", "Staging waits", false },
 };
 
 static void

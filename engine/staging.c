@@ -97,6 +97,7 @@ struct staging {
   uint64_t ring_end;            /* records lie in [LOG_START, ring_end) */
   uint64_t write_off;           /* where the next record goes */
   uint64_t staged_total;
+  uint64_t waits;               /* writers that waited for room */
   int fd;                       /* the log; -1 until first needed */
   char *path;
   int error;                    /* first apply error not reported yet */
@@ -570,9 +571,13 @@ staging_add (struct fssnap_origin *o, enum staging_kind kind, const void *buf,
   pthread_mutex_lock (&st->lock);
   int r = st->fd < 0 ? staging_create_log (o) : 0;
   uint64_t where = 0;
+  bool waited = false;
   while (r == 0 && ((st->bytes && st->bytes + rec->log_size > st->max_bytes)
-                    || !staging_place_locked (st, rec->log_size, &where)))
+                    || !staging_place_locked (st, rec->log_size, &where))) {
+    waited = true;
     pthread_cond_wait (&st->room, &st->lock);
+  }
+  st->waits += waited;
   if (r == 0) {
     rec->seq = st->next_seq;
     rec->log_off = where;
@@ -699,5 +704,6 @@ staging_stats (struct fssnap_origin *o, struct fssnap_stats *s)
   s->staged_bytes_peak = st->bytes_peak;
   s->max_staged_bytes = st->max_bytes;
   s->staged_writes = st->staged_total;
+  s->staging_waits = st->waits;
   pthread_mutex_unlock (&st->lock);
 }

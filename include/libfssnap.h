@@ -431,6 +431,7 @@ struct fssnap_stats {
   uint64_t staged_bytes_peak;
   uint64_t max_staged_bytes;
   uint64_t staged_writes;       /* changes staged since the origin opened */
+  uint64_t staging_waits;       /* writers that waited for staging room */
 };
 FSSNAP_API void fssnap_origin_stats (struct fssnap_origin *origin,
                           struct fssnap_stats *stats);
