@@ -312,7 +312,9 @@ staging_read_rec (struct fssnap_origin *o, uint64_t *offp, uint64_t seq)
   return NULL;
 }
 
-/* Replay what the log holds after its marker.  Runs alone, at open. */
+/* Replay what the log holds after its marker; 1 if it has no valid
+ * header (then it holds nothing acknowledged).  Runs alone, at open.
+ */
 static int
 staging_replay (struct fssnap_origin *o)
 {
@@ -322,8 +324,9 @@ staging_replay (struct fssnap_origin *o)
   int r = io_pread_full (o->io, st->fd, h, sizeof h, 0);
   if (r < 0 || !staging_header_ok (h, &applied, &off)) {
     engine_log (o, FSSNAP_LOG_WARN, "staging log %s has no valid header "
-                "(a crash as it was created): nothing to replay", st->path);
-    return 0;
+                "(a crash as it was created): nothing to replay; removed",
+                st->path);
+    return 1;
   }
   uint64_t n = 0;
   unsigned char *b;
@@ -450,7 +453,15 @@ staging_recover (struct fssnap_origin *o)
     return fd == -ENOENT ? 0 : fd;
   st->fd = fd;
   r = staging_replay (o);
-  return r < 0 ? r : staging_create_log (o);
+  if (r != 1)
+    return r < 0 ? r : staging_create_log (o);
+  /* Whatever records it holds, their numbers may come again: remove it
+   * (durably) and start a new log when something is staged.
+   */
+  o->io->close (o->io->opaque, st->fd);
+  st->fd = -1;
+  r = o->io->unlink (o->io->opaque, st->path);
+  return r < 0 ? r : origin_sync_state_dir (o);
 }
 
 int

@@ -12,7 +12,8 @@
  *   - staged bytes stay under their bound;
  *   - a process killed with SIGKILL while writes are staged loses none:
  *     the next open replays the staging log (a child process is killed;
- *     the parent reopens and checks).
+ *     the parent reopens and checks);
+ *   - a log with a damaged header is removed, nothing replayed.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -208,6 +209,31 @@ test_kill_loses_no_acknowledged_write (void **state)
   harness_free (h);
 }
 
+/* A log whose header is damaged holds nothing acknowledged (the header
+ * is durable before the first record): nothing is replayed, it goes.
+ */
+static void
+test_log_without_header_is_removed (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (SIZE);
+  char *before = harness_image (h);
+  char log[160];
+  snprintf (log, sizeof log, "%s/origin.img.staging", h->dir);
+  int fd = open (log, O_WRONLY | O_CREAT, 0600);
+  char junk[8192];
+  memset (junk, 'j', sizeof junk);
+  assert_int_equal (pwrite (fd, junk, sizeof junk, 0), sizeof junk);
+  close (fd);
+  struct fssnap_origin *o = harness_origin (h, CHUNK, 0);
+  struct stat sb;
+  assert_int_equal (stat (log, &sb), -1);
+  assert_reads (o, -1, before);
+  fssnap_origin_close (o);
+  free (before);
+  harness_free (h);
+}
+
 int
 main (void)
 {
@@ -216,6 +242,7 @@ main (void)
     cmocka_unit_test (test_fua_reaches_origin),
     cmocka_unit_test (test_staged_bytes_bounded),
     cmocka_unit_test (test_kill_loses_no_acknowledged_write),
+    cmocka_unit_test (test_log_without_header_is_removed),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
