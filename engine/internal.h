@@ -28,7 +28,7 @@
  *   6. meta->lock            a snapshot's metadata file (header writes
  *                            against bitmap flushes).
  *   7. xtable.lock, the store's file_lock, origin->throttle_lock,
- *      origin->queue_lock, origin->commit_lock:
+ *      origin->queue_lock, origin->commit_lock, staging->lock:
  *                            leaves; nothing is taken while holding them.
  *
  * Waiting: the copy path waits for a throttle slot holding only io_lock

@@ -189,6 +189,8 @@ staging_free (struct fssnap_origin *o)
   struct staging *st = o->staging;
   if (!st)
     return;
+  if (st->fd >= 0)              /* an open that failed after reopening it */
+    o->io->close (o->io->opaque, st->fd);
   pthread_mutex_destroy (&st->lock);
   pthread_cond_destroy (&st->room);
   pthread_cond_destroy (&st->work);
