@@ -30,6 +30,9 @@
  * in three right after the n-th write to the origin (whichever comes
  * first, that or the timed cut).
  * FSSNAP_CRASH_POINTS sets how many cuts (default 300).
+ * FSSNAP_POWERLOSS_TRACE=DIR logs every open, write, fsync, rename, unlink
+ * and close the engine made, the cut, and what the rebuild applied, to
+ * DIR/trace-SEED.txt; the file is kept only for a crash point that fails.
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -75,7 +78,11 @@ struct recorder {
   int nfiles;
   int fd_file[HARNESS_MAX_FD];  /* -1: not recorded */
   char *fd_dir[HARNESS_MAX_FD]; /* directories open for a sync */
+  FILE *trace;                  /* FSSNAP_POWERLOSS_TRACE: event log */
 };
+
+#define TRACE(r, ...) \
+  do { if ((r)->trace) fprintf ((r)->trace, __VA_ARGS__); } while (0)
 
 static struct rfile *
 rec_file (struct recorder *r, int fd)
@@ -169,6 +176,8 @@ rec_open (void *opaque, const char *path, int flags, mode_t mode)
         i = rec_register (r, path, "", 0);
       r->fd_file[fd] = i;
     }
+    TRACE (r, "open %s flags %#x fd %d file %d rec %d\n", path, flags, fd,
+           r->fd_file[fd], r->recording);
   }
   pthread_mutex_unlock (&r->lock);
   return fd;
@@ -179,8 +188,10 @@ rec_close (void *opaque, int fd)
 {
   struct recorder *r = opaque;
   pthread_mutex_lock (&r->lock);
-  if (fd >= 0 && fd < HARNESS_MAX_FD)
+  if (fd >= 0 && fd < HARNESS_MAX_FD) {
+    TRACE (r, "close fd %d file %d\n", fd, r->fd_file[fd]);
     r->fd_file[fd] = -1;
+  }
   int ret = fssnap_io_posix ()->close (NULL, fd);
   pthread_mutex_unlock (&r->lock);
   return ret;
@@ -193,12 +204,17 @@ rec_pwrite (void *opaque, int fd, const void *buf, size_t len, off_t off)
   pthread_mutex_lock (&r->lock);
   ssize_t n = fssnap_io_posix ()->pwrite (NULL, fd, buf, len, off);
   struct rfile *f = rec_file (r, fd);
+  TRACE (r, "pwrite fd %d file %d off %lld len %zd rec %d\n", fd,
+         fd >= 0 && fd < HARNESS_MAX_FD ? r->fd_file[fd] : -1,
+         (long long) off, n, r->recording);
   if (n > 0 && f && r->recording) {
     rec_add_pending (f, off, n, buf);
     unsigned *cut = f == &r->files[0] ? &r->cut_at_origin_write
       : strstr (f->path, ".staging") ? &r->cut_at_log_write : NULL;
-    if (cut && *cut && --*cut == 0)
+    if (cut && *cut && --*cut == 0) {
       r->recording = false;
+      TRACE (r, "cut after write\n");
+    }
   }
   pthread_mutex_unlock (&r->lock);
   return n;
@@ -241,6 +257,9 @@ rec_fsync (void *opaque, int fd)
       rfile_apply (&f->durable, &f->size, p);
     rfile_free_pending (f);
   }
+  TRACE (r, "fsync fd %d file %d size %zd rec %d\n", fd,
+         fd >= 0 && fd < HARNESS_MAX_FD ? r->fd_file[fd] : -1,
+         f ? f->size : 0, r->recording);
   pthread_mutex_unlock (&r->lock);
   return 0;
 }
@@ -280,6 +299,7 @@ rec_unlink (void *opaque, const char *path)
   int i = rec_find (r, path);
   if (ret == 0 && i >= 0 && r->recording)
     r->files[i].unlinked = true;
+  TRACE (r, "unlink %s file %d rec %d\n", path, i, r->recording);
   pthread_mutex_unlock (&r->lock);
   return ret;
 }
@@ -291,6 +311,8 @@ rec_rename (void *opaque, const char *from, const char *to)
   pthread_mutex_lock (&r->lock);
   int ret = fssnap_io_posix ()->rename (NULL, from, to);
   int i = rec_find (r, from);
+  TRACE (r, "rename %s -> %s file %d (target file %d) rec %d\n", from, to, i,
+         rec_find (r, to), r->recording);
   if (ret == 0 && i >= 0 && r->recording) {
     free (r->files[i].path);
     r->files[i].path = strdup (to);
@@ -312,6 +334,8 @@ static void
 rec_cut (struct recorder *r)
 {
   pthread_mutex_lock (&r->lock);
+  if (r->recording)
+    TRACE (r, "timed cut\n");
   r->recording = false;
   pthread_mutex_unlock (&r->lock);
 }
@@ -398,9 +422,14 @@ rec_rebuild (struct recorder *r, const char *dir, uint64_t *rng)
     size_t size = f->size;
     unsigned char *img = malloc (size ? size : 1);
     memcpy (img, f->durable, size);
+    TRACE (r, "rebuild file %d %s durable %zu\n", i, f->path, size);
     for (struct pending *p = f->head; p; p = p->next)
-      if (rng_bit (rng))
+      if (rng_bit (rng)) {
         rfile_apply (&img, &size, p);
+        TRACE (r, "  apply off %llu len %zu\n", (unsigned long long) p->off,
+               p->len);
+      }
+    TRACE (r, "  final size %zu\n", size);
     int fd = open (names[i], O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || pwrite (fd, img, size, 0) != (ssize_t) size)
       abort ();
@@ -658,6 +687,13 @@ test_power_loss (void **state)
     w->rng = seed * 0x9E3779B97F4A7C15ull | 1;
     w->max_cut_us = 2000 + k % 40 * 500;   /* early cuts and later ones */
     w->rec = rec_new (h);
+    const char *tdir = getenv ("FSSNAP_POWERLOSS_TRACE");
+    char tpath[256];
+    snprintf (tpath, sizeof tpath, "%s/trace-%llu.txt", tdir ? tdir : "",
+              (unsigned long long) seed);
+    static char tbuf[1 << 25];  /* written out only at the end: no syscalls */
+    if (tdir && (w->rec->trace = fopen (tpath, "w")) != NULL)
+      setvbuf (w->rec->trace, tbuf, _IOFBF, sizeof tbuf);
     if (k % 3 == 1)             /* a cut inside the staging path */
       w->rec->cut_at_log_write = 1 + rng_next (&w->rng) % 60;
     else if (k % 3 == 2)
@@ -675,11 +711,17 @@ test_power_loss (void **state)
     staged += st.staged_writes;
     fssnap_origin_close (w->o);
     rec_rebuild (w->rec, h->dir, &w->rng);
+    if (w->rec->trace)
+      fflush (w->rec->trace);
 
     oo.io = NULL;
     struct fssnap_origin *o;
     assert_int_equal (fssnap_origin_open (&oo, &o), 0);
     check_after_crash (w, o, seed);
+    if (w->rec->trace) {
+      fclose (w->rec->trace);
+      unlink (tpath);
+    }
     recovered_snaps += fssnap_snapshot_list (o, NULL, 0);
     fssnap_origin_close (o);
 
