@@ -340,8 +340,8 @@ origin_stage (struct fssnap_origin *o, enum staging_kind kind,
     return 1;                   /* logged; the caller waits instead */
   if (!(flags & FSSNAP_FUA))
     return 0;
-  staging_wait (o, seq);
-  return origin_sync (o);
+  int r = staging_wait (o, seq);
+  return r < 0 ? r : origin_sync (o);
 }
 
 /* Check the range, run the copy-on-write path over it, then stage the
@@ -364,10 +364,12 @@ origin_modify (struct fssnap_origin *o, enum staging_kind kind,
     r = origin_stage (o, kind, buf, len, off, epoch, flags);
   else if (r == 0)
     r = 1;
-  if (r == 1) {                 /* apply it here */
-    staging_wait (o, 0);
-    commit_wait (o, epoch);     /* holding only io_lock */
-    r = len > 0 ? origin_apply_change (o, kind, buf, len, off) : 0;
+  if (r == 1) {                 /* apply it here, after what is staged */
+    r = staging_wait (o, 0);
+    if (r == 0)
+      commit_wait (o, epoch);   /* holding only io_lock */
+    if (r == 0 && len > 0)
+      r = origin_apply_change (o, kind, buf, len, off);
     if (r == 0 && (flags & FSSNAP_FUA))
       r = origin_sync (o);
   }
@@ -406,15 +408,14 @@ fssnap_origin_trim (struct fssnap_origin *o, size_t len, uint64_t off,
 }
 
 /* Everything acknowledged so far, staged or not, on the origin and
- * durable; reports a staged change that could not be applied.
+ * durable; fails while a staged change cannot be applied (it stays
+ * staged, in memory and in the log, and is retried).
  */
 int
 fssnap_origin_flush (struct fssnap_origin *o)
 {
-  staging_wait (o, 0);
-  int r = origin_sync (o);
-  int err = staging_take_error (o);
-  return r < 0 ? r : err;
+  int r = staging_wait (o, 0);
+  return r < 0 ? r : origin_sync (o);
 }
 
 void

@@ -38,6 +38,15 @@
  * the snapshots read; re-applying a change already on the origin writes
  * the same bytes again.  A power cut may lose unflushed changes, as on any
  * disk: the log is replayed up to its first missing or damaged record.
+ * A log that cannot be read (a fault, not damage) refuses the open and
+ * stays for the next one.
+ *
+ * Faults: a change the applier cannot put on the origin, or whose marker
+ * it cannot write, stays staged (in memory, in the log, seen by reads)
+ * and is retried every RETRY_MS; meanwhile FLUSH, FUA and snapshot
+ * create fail with the error, and a close keeps the log for the next
+ * start.  Applying a change again writes the same bytes: nothing reaches
+ * the origin past a change that is still staged.
  *
  * The log (format in docs/format.md): a 512-byte header at offset 0
  * (applied marker, offset of the first record after it), then records in
@@ -61,6 +70,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/crc32c.h"
 #include "engine/internal.h"
@@ -71,6 +81,7 @@
 #define REC_HDR_SIZE 64
 #define REC_ALIGN 512
 #define APPLY_BATCH 256
+#define RETRY_MS 20                     /* after a failed apply */
 static const char log_magic[8] = "FSSNAPSL";
 static const char rec_magic[8] = "FSSNAPSR";
 
@@ -100,7 +111,7 @@ struct staging {
   uint64_t waits;               /* writers that waited for room */
   int fd;                       /* the log; -1 until first needed */
   char *path;
-  int error;                    /* first apply error not reported yet */
+  int failing;                  /* the head cannot be applied: errno */
   bool stopping;
   bool running;
   pthread_t applier;
@@ -191,6 +202,12 @@ staging_free (struct fssnap_origin *o)
     return;
   if (st->fd >= 0)              /* an open that failed after reopening it */
     o->io->close (o->io->opaque, st->fd);
+  while (st->head) {            /* left by a failure: they are in the log */
+    struct srec *next = st->head->next;
+    free (st->head->buf);
+    free (st->head);
+    st->head = next;
+  }
   pthread_mutex_destroy (&st->lock);
   pthread_cond_destroy (&st->room);
   pthread_cond_destroy (&st->work);
@@ -277,20 +294,38 @@ staging_create_log (struct fssnap_origin *o)
   return r;
 }
 
+/* Whether the log ends before 'end' (a read there fails with -EIO as
+ * the end of the file: a record a crash cut off, not a fault).
+ */
+static bool
+staging_past_end (struct fssnap_origin *o, uint64_t end)
+{
+  uint64_t size;
+  return o->io->getsize (o->io->opaque, o->staging->fd, &size) == 0
+    && size < end;
+}
+
 /* ---- Replay at start --------------------------------------------------- */
 
 /* Read the record with number seq at off, or at the ring's start if it
- * wrapped there; NULL if neither holds it intact (the end of the log).
+ * wrapped there, into *bp: 1; 0 if neither holds it intact (the end of
+ * the log); a negative errno if the log cannot be read (a fault, which
+ * proves nothing about the log).
  */
-static unsigned char *
-staging_read_rec (struct fssnap_origin *o, uint64_t *offp, uint64_t seq)
+static int
+staging_read_rec (struct fssnap_origin *o, uint64_t *offp, uint64_t seq,
+                  unsigned char **bp)
 {
   struct staging *st = o->staging;
   uint64_t tries[2] = { *offp, LOG_START };
   for (int i = 0; i < (*offp == LOG_START ? 1 : 2); i++) {
     unsigned char h[REC_HDR_SIZE];
-    if (io_pread_full (o->io, st->fd, h, sizeof h, tries[i]) < 0
-        || !rec_header_ok (h, seq))
+    int r = io_pread_full (o->io, st->fd, h, sizeof h, tries[i]);
+    if (r == -EIO && staging_past_end (o, tries[i] + sizeof h))
+      continue;                 /* a record cut off by the end */
+    if (r < 0)
+      return r;
+    if (!rec_header_ok (h, seq))
       continue;
     uint64_t off = get_le64 (h + 32), len = get_le64 (h + 40);
     uint64_t data = get_le64 (h + 48);
@@ -301,17 +336,21 @@ staging_read_rec (struct fssnap_origin *o, uint64_t *offp, uint64_t seq)
       continue;
     unsigned char *b = malloc (REC_HDR_SIZE + data);
     if (!b)
-      return NULL;
+      return -ENOMEM;
     memcpy (b, h, sizeof h);
-    if (io_pread_full (o->io, st->fd, b + REC_HDR_SIZE, data,
-                       tries[i] + REC_HDR_SIZE) == 0
-        && crc32c (0, b + REC_HDR_SIZE, data) == get_le32 (b + 20)) {
+    r = io_pread_full (o->io, st->fd, b + REC_HDR_SIZE, data,
+                       tries[i] + REC_HDR_SIZE);
+    if (r == 0 && crc32c (0, b + REC_HDR_SIZE, data) == get_le32 (b + 20)) {
       *offp = tries[i] + rec_size (data);
-      return b;
+      *bp = b;
+      return 1;
     }
     free (b);
+    if (r < 0 && !(r == -EIO && staging_past_end (o, tries[i] + REC_HDR_SIZE
+                                                     + data)))
+      return r;
   }
-  return NULL;
+  return 0;
 }
 
 /* Replay what the log holds after its marker; 1 if it has no valid
@@ -324,6 +363,8 @@ staging_replay (struct fssnap_origin *o)
   unsigned char h[LOG_HDR_SIZE];
   uint64_t applied, off;
   int r = io_pread_full (o->io, st->fd, h, sizeof h, 0);
+  if (r < 0 && !(r == -EIO && staging_past_end (o, sizeof h)))
+    return r;                   /* a fault: keep the log for the next try */
   if (r < 0 || !staging_header_ok (h, &applied, &off)) {
     engine_log (o, FSSNAP_LOG_WARN, "staging log %s has no valid header "
                 "(a crash as it was created): nothing to replay; removed",
@@ -332,7 +373,7 @@ staging_replay (struct fssnap_origin *o)
   }
   uint64_t n = 0;
   unsigned char *b;
-  while ((b = staging_read_rec (o, &off, applied + 1)) != NULL) {
+  while ((r = staging_read_rec (o, &off, applied + 1, &b)) == 1) {
     r = origin_change_now (o, get_le32 (b + 16), b + REC_HDR_SIZE,
                            get_le64 (b + 40), get_le64 (b + 32));
     free (b);
@@ -344,6 +385,11 @@ staging_replay (struct fssnap_origin *o)
     }
     applied++;
     n++;
+  }
+  if (r < 0) {
+    engine_log (o, FSSNAP_LOG_ERR, "reading staged change %llu from %s: %s",
+                (unsigned long long) applied + 1, st->path, strerror (-r));
+    return r;
   }
   if (n > 0) {
     engine_log (o, FSSNAP_LOG_WARN, "replayed %llu staged changes from %s "
@@ -359,38 +405,19 @@ staging_replay (struct fssnap_origin *o)
 
 /* ---- The applier ------------------------------------------------------- */
 
-/* Apply one record to the origin; an error is kept for the next flush. */
-static void
-staging_apply (struct fssnap_origin *o, struct srec *rec)
-{
-  struct staging *st = o->staging;
-  int r = origin_apply_change (o, rec->kind, rec->buf + REC_HDR_SIZE,
-                               rec->len, rec->off);
-  if (r < 0) {
-    engine_log (o, FSSNAP_LOG_ERR, "applying a staged change at offset %llu "
-                "of %s: %s; the next flush reports it",
-                (unsigned long long) rec->off, o->path, strerror (-r));
-    pthread_mutex_lock (&st->lock);
-    if (!st->error)
-      st->error = r;
-    pthread_mutex_unlock (&st->lock);
-  }
-}
-
-/* Mark records up to 'last' applied in the log header, then drop them.
- * Caller holds staging->lock.
+/* Mark records up to 'last' applied in the log header, then drop them;
+ * if the header cannot be written they stay (applied again later, which
+ * writes the same bytes: nothing was applied after them).  Caller holds
+ * staging->lock.
  */
-static void
+static int
 staging_retire_locked (struct fssnap_origin *o, struct srec *last)
 {
   struct staging *st = o->staging;
   uint64_t head_off = last->next ? last->next->log_off : st->write_off;
   int r = staging_write_header (o, last->seq, head_off);
-  if (r < 0 && !st->error) {
-    engine_log (o, FSSNAP_LOG_ERR, "writing the staging log %s: %s",
-                st->path, strerror (-r));
-    st->error = r;
-  }
+  if (r < 0)
+    return r;
   struct srec *p = st->head;
   st->head = last->next;
   if (!st->head)
@@ -406,6 +433,39 @@ staging_retire_locked (struct fssnap_origin *o, struct srec *last)
   }
   pthread_cond_broadcast (&st->room);
   pthread_cond_broadcast (&st->applied_cond);
+  return 0;
+}
+
+/* After a batch: note whether it failed (r), wake the waiters (they
+ * return the error), and wait a little before a retry.  A change that
+ * cannot be applied stays staged (in memory, in the log, seen by reads)
+ * and is retried: a transient fault loses no acknowledged write.  Caller
+ * holds staging->lock.
+ */
+static void
+staging_note_locked (struct fssnap_origin *o, int r)
+{
+  struct staging *st = o->staging;
+  if (r < 0 && !st->failing)
+    engine_log (o, FSSNAP_LOG_ERR, "applying staged changes to %s: %s; "
+                "they stay staged and are retried, flushes fail meanwhile",
+                o->path, strerror (-r));
+  else if (r == 0 && st->failing)
+    engine_log (o, FSSNAP_LOG_INFO, "staged changes reach %s again", o->path);
+  st->failing = r < 0 ? r : 0;
+  if (r == 0)
+    return;
+  pthread_cond_broadcast (&st->applied_cond);
+  if (st->stopping)
+    return;
+  struct timespec ts;
+  clock_gettime (CLOCK_REALTIME, &ts);
+  ts.tv_nsec += RETRY_MS * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_cond_timedwait (&st->work, &st->lock, &ts);
 }
 
 static void *
@@ -417,26 +477,34 @@ staging_main (void *arg)
   for (;;) {
     while (!st->head && !st->stopping)
       pthread_cond_wait (&st->work, &st->lock);
-    if (!st->head)
-      break;
+    if (!st->head || (st->stopping && st->failing))
+      break;                    /* what failed stays in the log */
     struct srec *rec = st->head, *last = NULL;
     pthread_mutex_unlock (&st->lock);
     commit_wait (o, rec->epoch);        /* holding no lock */
     /* Only this thread removes records, so rec stays; appends only add
      * after the tail, so next is read under the lock.
      */
+    int r = 0;
     for (unsigned n = 0; rec && n < APPLY_BATCH; n++) {
       if (rec->epoch > atomic_load (&o->committed_epoch))
         break;
-      staging_apply (o, rec);
+      r = origin_apply_change (o, rec->kind, rec->buf + REC_HDR_SIZE,
+                               rec->len, rec->off);
+      if (r < 0)
+        break;
       last = rec;
       pthread_mutex_lock (&st->lock);
       rec = rec->next;
       pthread_mutex_unlock (&st->lock);
     }
     pthread_mutex_lock (&st->lock);
-    if (last)
-      staging_retire_locked (o, last);
+    if (last) {
+      int rr = staging_retire_locked (o, last);
+      if (r == 0)
+        r = rr;
+    }
+    staging_note_locked (o, r);
   }
   pthread_mutex_unlock (&st->lock);
   return NULL;
@@ -496,10 +564,11 @@ staging_stop (struct fssnap_origin *o)
   if (st->fd < 0)
     return;
   /* Everything is on the origin: make it durable, then the log has
-   * nothing left to say (kept if that fails, for the next start).
+   * nothing left to say (kept if that fails or something could not be
+   * applied, for the next start to replay).
    */
-  bool done = o->io->fsync (o->io->opaque, o->fd) == 0
-    && staging_sync_marker (o) == 0 && !st->error;
+  bool done = !st->head && o->io->fsync (o->io->opaque, o->fd) == 0
+    && staging_sync_marker (o) == 0;
   o->io->close (o->io->opaque, st->fd);
   st->fd = -1;
   if (done)
@@ -625,27 +694,20 @@ staging_add (struct fssnap_origin *o, enum staging_kind kind, const void *buf,
   return seq;                   /* rec may be applied and freed by now */
 }
 
-void
+int
 staging_wait (struct fssnap_origin *o, uint64_t seq)
 {
   struct staging *st = o->staging;
   if (seq == 0 && atomic_load (&st->count) == 0)
-    return;                     /* nothing staged: nothing to wait for */
+    return 0;                   /* nothing staged: nothing to wait for */
   pthread_mutex_lock (&st->lock);
   if (seq == 0)
     seq = st->next_seq - 1;
-  while (st->applied_seq < seq)
+  int r = 0;
+  while (r == 0 && st->applied_seq < seq) {
     pthread_cond_wait (&st->applied_cond, &st->lock);
-  pthread_mutex_unlock (&st->lock);
-}
-
-int
-staging_take_error (struct fssnap_origin *o)
-{
-  struct staging *st = o->staging;
-  pthread_mutex_lock (&st->lock);
-  int r = st->error;
-  st->error = 0;
+    r = st->failing;
+  }
   pthread_mutex_unlock (&st->lock);
   return r;
 }

@@ -49,11 +49,11 @@ int64_t staging_add (struct fssnap_origin *o, enum staging_kind kind,
                      const void *buf, size_t len, uint64_t off,
                      uint64_t epoch);
 /* Wait until every change staged up to seq (0: everything staged so far)
- * is on the origin (written, not synced).  Takes staging->lock.
+ * is on the origin (written, not synced): 0, or the errno of a change
+ * that cannot be applied now (it stays staged and is retried).  Takes
+ * staging->lock.
  */
-void staging_wait (struct fssnap_origin *o, uint64_t seq);
-/* The first error an applied change met since the last call, or 0. */
-int staging_take_error (struct fssnap_origin *o);
+int staging_wait (struct fssnap_origin *o, uint64_t seq);
 /* Make the log's applied marker durable (after an origin fsync), so that
  * no change already on the origin is replayed over later ones.
  */
