@@ -51,7 +51,9 @@
  * The log (format in docs/format.md): a 512-byte header at offset 0
  * (applied marker, offset of the first record after it), then records in
  * a ring from offset 4096, each 512-byte aligned, never overwriting a
- * record the header does not yet mark as applied.
+ * record the header does not yet mark as applied; the space of records
+ * it marks applied is punched out, so the file holds about what is
+ * staged (at most max_mem) in the state dir.
  *
  * Memory: staged records (header and data) take at most max_mem bytes (the
  * same bound as copies in memory, so copies and staged data together stay
@@ -405,6 +407,18 @@ staging_replay (struct fssnap_origin *o)
 
 /* ---- The applier ------------------------------------------------------- */
 
+/* Free the log's space in [from, to), records the header marks applied:
+ * the log takes about as much room in the state dir as is staged, not
+ * its whole ring.  Only advice: a failure leaves the space used.  Caller
+ * holds staging->lock.
+ */
+static void
+staging_punch (struct fssnap_origin *o, uint64_t from, uint64_t to)
+{
+  if (to > from)
+    o->io->discard (o->io->opaque, o->staging->fd, from, to - from);
+}
+
 /* Mark records up to 'last' applied in the log header, then drop them;
  * if the header cannot be written they stay (applied again later, which
  * writes the same bytes: nothing was applied after them).  Caller holds
@@ -423,14 +437,21 @@ staging_retire_locked (struct fssnap_origin *o, struct srec *last)
   if (!st->head)
     st->tail = NULL;
   st->applied_seq = last->seq;
+  uint64_t run_off = p->log_off, run_end = p->log_off;
   while (p != st->head) {
     struct srec *next = p->next;
+    if (p->log_off != run_end) {        /* the ring wrapped */
+      staging_punch (o, run_off, run_end);
+      run_off = p->log_off;
+    }
+    run_end = p->log_off + p->log_size;
     st->bytes -= p->log_size;
     atomic_fetch_sub (&st->count, 1);
     free (p->buf);
     free (p);
     p = next;
   }
+  staging_punch (o, run_off, run_end);
   pthread_cond_broadcast (&st->room);
   pthread_cond_broadcast (&st->applied_cond);
   return 0;
