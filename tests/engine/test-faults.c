@@ -510,6 +510,7 @@ test_failed_copy_spares_older_after_restart (void **state)
   w->img[1] = harness_image (w->h);
   assert_int_equal (harness_snap (w->o, NULL), 1);
   world_write (w, 2 * CHUNK, CHUNK, 'q');       /* 1 owns chunk 2 */
+  assert_int_equal (fssnap_origin_flush (w->o), 0);     /* staged: settle */
   atomic_store (&w->h->store_errno, ENOSPC);
   atomic_store (&w->h->store_budget, 0);
   world_write (w, 14 * CHUNK, CHUNK, 'r');      /* only 1 needs it */
@@ -746,9 +747,9 @@ mx_run_phase (struct mx *w, enum phase p, enum harness_op op, int k)
     r = w->o ? 0 : -EIO;
     break;
   case PH_CREATE: r = mx_create (w); break;
-  case PH_COPY:
-  case PH_COMMIT: r = mx_write (w, 8 * CHUNK + 100, CHUNK, 'c'); break;
-  case PH_STAGE:                /* a staged write, then a flush */
+  case PH_COPY:                 /* a write, then a flush: the write is */
+  case PH_COMMIT:               /* staged, its copy and commit follow */
+  case PH_STAGE:
     r = mx_write (w, 8 * CHUNK + 100, CHUNK, 'c');
     if (r == 0)
       r = fssnap_origin_flush (w->o);
