@@ -107,6 +107,8 @@ world_new (void)
     assert_int_equal (harness_snap (w->o, NULL), i);
     world_write (w, (uint64_t) i * 40 * KiB + 777, 50 * KiB, 'a' + i);
   }
+  /* Settled: the writes are staged, their copies may still be in flight. */
+  assert_int_equal (fssnap_origin_flush (w->o), 0);
   return w;
 }
 
