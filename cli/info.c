@@ -273,6 +273,11 @@ static const struct {
   { "max_mem_chunks", "Chunks in memory, limit", false },
   { "store_errors", "Backing store errors", false },
   { "origin_opened_elsewhere", "Origin opened elsewhere", false },
+  { "staged_bytes", "Staged writes in memory", true },
+  { "staged_bytes_peak", "Staged writes in memory, peak", true },
+  { "max_staged_bytes", "Staged writes in memory, limit", true },
+  { "staged_writes", "Writes staged", false },
+  { "staging_waits", "Staging waits", false },
 };
 
 static void

@@ -3,6 +3,7 @@
 #ifndef FSSNAP_CRC32C_H
 #define FSSNAP_CRC32C_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 

@@ -74,7 +74,8 @@
  * unlinked, seq, group.  Short info (list): number, uuid, device, devices,
  * state, create_time, group ("" when not in a group).  Stats: size, chunksize, snapshots, retained, highest_number,
  * chunks_copied, bytes_copied, throttle_waits, mem_chunks, mem_chunks_peak,
- * max_mem_chunks, store_errors.  Sizes are in bytes.
+ * max_mem_chunks, store_errors, staged_bytes, staged_bytes_peak,
+ * max_staged_bytes, staged_writes, staging_waits.  Sizes are in bytes.
  */
 #ifndef FSSNAP_CONTROL_PROTO_H
 #define FSSNAP_CONTROL_PROTO_H

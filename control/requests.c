@@ -678,6 +678,11 @@ ctl_stats (const struct ctl_context *ctx, json_object *req)
   ctl_add_u64 (obj, "max_mem_chunks", st.max_mem_chunks);
   ctl_add_u64 (obj, "store_errors", st.store_errors);
   ctl_add_u64 (obj, "origin_opened_elsewhere", st.opened_elsewhere);
+  ctl_add_u64 (obj, "staged_bytes", st.staged_bytes);
+  ctl_add_u64 (obj, "staged_bytes_peak", st.staged_bytes_peak);
+  ctl_add_u64 (obj, "max_staged_bytes", st.max_staged_bytes);
+  ctl_add_u64 (obj, "staged_writes", st.staged_writes);
+  ctl_add_u64 (obj, "staging_waits", st.staging_waits);
   json_object_object_add (reply, "stats", obj);
   return reply;
 }

@@ -32,10 +32,14 @@
  * valid (disabled, deleted, creating) never join N and never become owners.
  *
  * Durability: when a persistent snapshot needs the copy, the copy's bits
- * are logged for group commit (commit.c) and the write waits, after all
- * its chunks are copied and before it touches the origin, until the copy
- * and its bits are durable; so does the change-tracking bit of the first
- * write to a chunk since the newest snapshot (changes.c).
+ * are logged for group commit (commit.c) and cow_range returns the epoch
+ * that must commit before the change may touch the origin: the write is
+ * staged until then (staging.c).  So does the change-tracking bit of the
+ * first write to a chunk since the newest snapshot (changes.c).  A write
+ * that finds N empty because another write has just copied the chunk
+ * waits for that copy's epoch too (copy_epoch, per chunk lock), so no
+ * write reaches the origin before the copy of what it overwrites is
+ * durable.
  *
  * A copy charges the owner's maxsize; an owner that would exceed it is
  * deleted on the spot (logged) and the next newest member of N takes the
@@ -162,6 +166,8 @@ cow_copy_locked (struct fssnap_origin *o, uint64_t c, struct snap **set,
       atomic_fetch_add (&set[i]->pres_count, 1);
   snap_ref (owner);
   *epochp = commit_add_copy (o, e, set, n);
+  if (*epochp)
+    o->copy_epoch[chunk_lock_index (c)] = *epochp;
   writer_queue (o, e);
   atomic_fetch_add (&o->chunks_copied, 1);
   atomic_fetch_add (&o->bytes_copied, len);
@@ -193,6 +199,8 @@ cow_chunk (struct fssnap_origin *o, uint64_t c, uint64_t *epochp)
   }
   if (n > 0)
     r = cow_copy_locked (o, c, set, n, &reap, epochp);
+  else                          /* a copy by another write may be pending */
+    *epochp = o->copy_epoch[chunk_lock_index (c)];
   pthread_rwlock_unlock (&o->snap_lock);
   pthread_mutex_unlock (lock);
 
@@ -204,8 +212,10 @@ cow_chunk (struct fssnap_origin *o, uint64_t c, uint64_t *epochp)
 }
 
 int
-cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len)
+cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len,
+           uint64_t *epochp)
 {
+  *epochp = 0;
   if (len == 0)
     return 0;
   uint64_t first = off >> o->chunk_shift;
@@ -224,7 +234,6 @@ cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len)
     if (epoch > wait_for)
       wait_for = epoch;
   }
-  if (wait_for)
-    commit_wait (o, wait_for);  /* holding only io_lock */
+  *epochp = wait_for;
   return r;
 }

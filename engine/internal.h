@@ -29,7 +29,7 @@
  *   6. meta->lock            a snapshot's metadata file (header writes
  *                            against bitmap flushes).
  *   7. xtable.lock, the store's file_lock, origin->throttle_lock,
- *      origin->queue_lock, origin->commit_lock:
+ *      origin->queue_lock, origin->commit_lock, staging->lock:
  *                            leaves; nothing is taken while holding them.
  *
  * Waiting: the copy path waits for a throttle slot holding only io_lock
@@ -49,6 +49,7 @@
 #include "libfssnap.h"
 #include "common/bitmap.h"
 #include "engine/meta.h"
+#include "engine/staging.h"
 #include "engine/store.h"
 #include "engine/xtable.h"
 
@@ -182,12 +183,20 @@ struct fssnap_origin {
   pthread_mutex_t commit_lock;
   pthread_cond_t commit_cond;   /* records or finished store writes */
   pthread_cond_t commit_done;   /* an epoch was committed */
-  uint64_t open_epoch, committed_epoch;
+  uint64_t open_epoch;
+  _Atomic uint64_t committed_epoch;  /* written under commit_lock */
   struct commit_log logs[2];    /* by epoch parity */
   bool commit_stopping;
   pthread_t committer;
   bool committer_running;
   uint64_t commit_round;        /* committer only */
+  /* The newest epoch of a copy made under each chunk lock: a write to a
+   * chunk whose copy another write made must wait for the same epoch
+   * (written and read under that chunk lock).
+   */
+  uint64_t copy_epoch[CHUNK_LOCKS];
+
+  struct staging *staging;      /* write-back staging (staging.c) */
 
   _Atomic uint64_t chunks_copied, bytes_copied, throttle_waits, store_errors;
   _Atomic uint64_t opened_elsewhere;
@@ -235,10 +244,16 @@ chunk_bytes (const struct fssnap_origin *o, uint64_t c)
   return o->size - start < o->chunksize ? o->size - start : o->chunksize;
 }
 
+static inline unsigned
+chunk_lock_index (uint64_t c)
+{
+  return (c * UINT64_C (0x9E3779B97F4A7C15)) >> 54;
+}
+
 static inline pthread_mutex_t *
 chunk_lock (struct fssnap_origin *o, uint64_t c)
 {
-  return &o->chunk_locks[(c * UINT64_C (0x9E3779B97F4A7C15)) >> 54];
+  return &o->chunk_locks[chunk_lock_index (c)];
 }
 
 static inline bool
@@ -260,9 +275,24 @@ void origin_read_failed (struct fssnap_origin *o, uint64_t off,
                          uint64_t len, int err);
 /* fsync the state dir (new or removed files).  No lock needed. */
 int origin_sync_state_dir (struct fssnap_origin *o);
+/* Apply a change to the origin now, whatever waits for it (the applier of
+ * staged changes).  No lock needed.
+ */
+int origin_apply_change (struct fssnap_origin *o, enum staging_kind kind,
+                         const void *buf, size_t len, uint64_t off);
+/* A change through the copy-on-write path, waiting for its commit (no
+ * staging): the replay of a staging log.  Takes io_lock shared.
+ */
+int origin_change_now (struct fssnap_origin *o, enum staging_kind kind,
+                       const void *buf, size_t len, uint64_t off);
 
-/* cow.c: the copy-on-write path and the owner rule. */
-int cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len);
+/* cow.c: the copy-on-write path and the owner rule.  cow_range makes the
+ * copies [off, off+len) needs and sets *epochp to the commit epoch the
+ * change must wait for before it reaches the origin (0: none).  Caller
+ * holds io_lock shared.
+ */
+int cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len,
+               uint64_t *epochp);
 struct snap *cow_owner_of (struct fssnap_origin *o, struct snap *s,
                            uint64_t c);
 

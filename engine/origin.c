@@ -72,6 +72,7 @@ origin_free (struct fssnap_origin *o)
   if (o->fd >= 0)
     o->io->close (o->io->opaque, o->fd);
   origin_destroy_locks (o);
+  staging_free (o);
   bitmap_free (&o->changed);
   free (o->snaps);
   free (o->path);
@@ -147,7 +148,8 @@ fssnap_origin_open (const struct fssnap_origin_opts *opts,
   o->path = strdup (opts->path);
   o->state_dir = opts->state_dir ? strdup (opts->state_dir) : NULL;
   int r = -ENOMEM;
-  if (!o->path || (opts->state_dir && !o->state_dir))
+  if (!o->path || (opts->state_dir && !o->state_dir)
+      || staging_init (o) < 0)
     goto fail;
 
   if (!opts->use_fd)
@@ -175,13 +177,17 @@ fssnap_origin_open (const struct fssnap_origin_opts *opts,
                                             : WRITER_THREADS_DEFAULT);
   if (r == 0)
     r = commit_start (o);
+  if (r == 0)
+    r = staging_start (o);      /* replays what a crash left staged */
   if (r < 0)
     goto fail;
   *originp = o;
   return 0;
 
 fail:
+  staging_stop (o);
   writer_stop (o);
+  commit_stop (o);
   origin_release_snaps (o);
   origin_free (o);
   return r;
@@ -203,6 +209,7 @@ origin_release_snaps (struct fssnap_origin *o)
 void
 fssnap_origin_close (struct fssnap_origin *o)
 {
+  staging_stop (o);
   writer_drain (o);
   writer_stop (o);
   commit_stop (o);
@@ -243,56 +250,20 @@ fssnap_origin_path (const struct fssnap_origin *o)
   return o->path;
 }
 
+/* The volume: the origin with staged changes laid over it. */
 int
 fssnap_origin_read (struct fssnap_origin *o, void *buf, size_t len,
                     uint64_t off)
 {
   if (!origin_range_ok (o, off, len))
     return -EINVAL;
-  int r = io_pread_full (o->io, o->fd, buf, len, off);
-  if (r < 0)
-    origin_read_failed (o, off, len, r);
-  return r;
-}
-
-/* How a change reaches the origin once its chunks are safe. */
-typedef int (*origin_apply_fn) (struct fssnap_origin *o, const void *buf,
-                                size_t len, uint64_t off);
-
-/* Check the range, run the copy-on-write path over it, apply the change,
- * sync it for FUA.  Takes io_lock shared.
- */
-static int
-origin_modify (struct fssnap_origin *o, const void *buf, size_t len,
-               uint64_t off, unsigned flags, origin_apply_fn apply)
-{
-  if (!origin_range_ok (o, off, len))
-    return -EINVAL;
-  pthread_rwlock_rdlock (&o->io_lock);
-  int r = snap_mark_missed (o);
-  if (r == 0)
-    r = cow_range (o, off, len);
-  if (r == 0 && len > 0)
-    r = apply (o, buf, len, off);
-  if (r == 0 && (flags & FSSNAP_FUA))
-    r = o->io->fsync (o->io->opaque, o->fd);
-  pthread_rwlock_unlock (&o->io_lock);
-  return r;
-}
-
-static int
-origin_apply_write (struct fssnap_origin *o, const void *buf, size_t len,
-                    uint64_t off)
-{
-  return io_pwrite_full (o->io, o->fd, buf, len, off);
+  return staging_read (o, buf, len, off);
 }
 
 /* Write zeros over the range: it stays allocated, whatever the device. */
 static int
-origin_apply_zero_alloc (struct fssnap_origin *o, const void *buf, size_t len,
-                         uint64_t off)
+origin_apply_zero_alloc (struct fssnap_origin *o, size_t len, uint64_t off)
 {
-  (void) buf;
   size_t n = len < ZERO_BUF_SIZE ? len : ZERO_BUF_SIZE;
   void *zeros = calloc (1, n ? n : 1);
   if (!zeros)
@@ -312,51 +283,139 @@ origin_apply_zero_alloc (struct fssnap_origin *o, const void *buf, size_t len,
  * cannot, write zeros.
  */
 static int
-origin_apply_zero (struct fssnap_origin *o, const void *buf, size_t len,
-                   uint64_t off)
+origin_apply_zero (struct fssnap_origin *o, size_t len, uint64_t off)
 {
   int r = o->io->zero (o->io->opaque, o->fd, off, len);
   if (r != -EOPNOTSUPP && r != -ENOTTY)
     return r;
-  return origin_apply_zero_alloc (o, buf, len, off);
+  return origin_apply_zero_alloc (o, len, off);
 }
 
 static int
-origin_apply_discard (struct fssnap_origin *o, const void *buf, size_t len,
-                      uint64_t off)
+origin_apply_discard (struct fssnap_origin *o, size_t len, uint64_t off)
 {
-  (void) buf;
   int r = o->io->discard (o->io->opaque, o->fd, off, len);
   return r == -EOPNOTSUPP || r == -ENOTTY ? 0 : r;   /* only advice */
+}
+
+int
+origin_apply_change (struct fssnap_origin *o, enum staging_kind kind,
+                     const void *buf, size_t len, uint64_t off)
+{
+  switch (kind) {
+  case STAGING_WRITE:
+    return io_pwrite_full (o->io, o->fd, buf, len, off);
+  case STAGING_ZERO:
+    return origin_apply_zero (o, len, off);
+  case STAGING_ZERO_ALLOC:
+    return origin_apply_zero_alloc (o, len, off);
+  case STAGING_TRIM:
+    return origin_apply_discard (o, len, off);
+  }
+  return -EINVAL;
+}
+
+/* FUA: the origin and the staging log's marker, durable. */
+static int
+origin_sync (struct fssnap_origin *o)
+{
+  int r = o->io->fsync (o->io->opaque, o->fd);
+  return r < 0 ? r : staging_sync_marker (o);
+}
+
+/* Write-back: stage the change (it reaches the origin once its epoch has
+ * committed, after the changes staged before it); for FUA wait for it and
+ * make it durable.  Returns 1 if it could not be staged.  Caller holds
+ * io_lock shared.
+ */
+static int
+origin_stage (struct fssnap_origin *o, enum staging_kind kind,
+              const void *buf, size_t len, uint64_t off, uint64_t epoch,
+              unsigned flags)
+{
+  if (!staging_fits (o, kind, len))
+    return 1;
+  int64_t seq = staging_add (o, kind, buf, len, off, epoch);
+  if (seq < 0)
+    return 1;                   /* logged; the caller waits instead */
+  if (!(flags & FSSNAP_FUA))
+    return 0;
+  int r = staging_wait (o, seq);
+  return r < 0 ? r : origin_sync (o);
+}
+
+/* Check the range, run the copy-on-write path over it, then stage the
+ * change or apply it (after what is staged and its commit epoch); sync it
+ * for FUA.  Takes io_lock shared.
+ */
+static int
+origin_modify (struct fssnap_origin *o, enum staging_kind kind,
+               const void *buf, size_t len, uint64_t off, unsigned flags,
+               bool may_stage)
+{
+  if (!origin_range_ok (o, off, len))
+    return -EINVAL;
+  uint64_t epoch = 0;
+  pthread_rwlock_rdlock (&o->io_lock);
+  int r = snap_mark_missed (o);
+  if (r == 0)
+    r = cow_range (o, off, len, &epoch);
+  if (r == 0 && len > 0 && may_stage && staging_needed (o, epoch))
+    r = origin_stage (o, kind, buf, len, off, epoch, flags);
+  else if (r == 0)
+    r = 1;
+  if (r == 1) {                 /* apply it here, after what is staged */
+    r = staging_wait (o, 0);
+    if (r == 0)
+      commit_wait (o, epoch);   /* holding only io_lock */
+    if (r == 0 && len > 0)
+      r = origin_apply_change (o, kind, buf, len, off);
+    if (r == 0 && (flags & FSSNAP_FUA))
+      r = origin_sync (o);
+  }
+  pthread_rwlock_unlock (&o->io_lock);
+  return r;
+}
+
+int
+origin_change_now (struct fssnap_origin *o, enum staging_kind kind,
+                   const void *buf, size_t len, uint64_t off)
+{
+  return origin_modify (o, kind, buf, len, off, 0, false);
 }
 
 int
 fssnap_origin_write (struct fssnap_origin *o, const void *buf, size_t len,
                      uint64_t off, unsigned flags)
 {
-  return origin_modify (o, buf, len, off, flags, origin_apply_write);
+  return origin_modify (o, STAGING_WRITE, buf, len, off, flags, true);
 }
 
 int
 fssnap_origin_zero (struct fssnap_origin *o, size_t len, uint64_t off,
                     unsigned flags)
 {
-  return origin_modify (o, NULL, len, off, flags,
-                        flags & FSSNAP_ZERO_NO_HOLE ? origin_apply_zero_alloc
-                                                    : origin_apply_zero);
+  return origin_modify (o, flags & FSSNAP_ZERO_NO_HOLE ? STAGING_ZERO_ALLOC
+                                                    : STAGING_ZERO,
+                        NULL, len, off, flags, true);
 }
 
 int
 fssnap_origin_trim (struct fssnap_origin *o, size_t len, uint64_t off,
                     unsigned flags)
 {
-  return origin_modify (o, NULL, len, off, flags, origin_apply_discard);
+  return origin_modify (o, STAGING_TRIM, NULL, len, off, flags, true);
 }
 
+/* Everything acknowledged so far, staged or not, on the origin and
+ * durable; fails while a staged change cannot be applied (it stays
+ * staged, in memory and in the log, and is retried).
+ */
 int
 fssnap_origin_flush (struct fssnap_origin *o)
 {
-  return o->io->fsync (o->io->opaque, o->fd);
+  int r = staging_wait (o, 0);
+  return r < 0 ? r : origin_sync (o);
 }
 
 void
@@ -395,4 +454,5 @@ fssnap_origin_stats (struct fssnap_origin *o, struct fssnap_stats *st)
   st->throttle_waits = atomic_load (&o->throttle_waits);
   st->store_errors = atomic_load (&o->store_errors);
   st->opened_elsewhere = atomic_load (&o->opened_elsewhere);
+  staging_stats (o, st);
 }

@@ -660,10 +660,15 @@ snap_fill_and_publish (struct fssnap_origin *o, struct snap *s,
     return -ENOMEM;
   }
   int r;
-  /* The snapshot is the origin as acknowledged so far: what it reads from
-   * the origin must survive a crash as it is, so make it durable first.
+  /* The snapshot is the origin as acknowledged so far, staged writes
+   * included: what it reads from the origin must survive a crash as it
+   * is, so make it durable first (and the staging log's marker with it).
    */
-  r = snap_persistent (s) ? o->io->fsync (o->io->opaque, o->fd) : 0;
+  r = staging_wait (o, 0);
+  if (r == 0 && snap_persistent (s))
+    r = o->io->fsync (o->io->opaque, o->fd);
+  if (r == 0 && snap_persistent (s))
+    r = staging_sync_marker (o);
   if (r < 0) {
     snprintf (err, errlen, "cannot flush %s before the snapshot: %s",
               o->path, strerror (-r));

@@ -423,6 +423,15 @@ struct fssnap_stats {
   uint64_t max_mem_chunks;
   uint64_t store_errors;
   uint64_t opened_elsewhere;    /* fssnap_origin_note_opened_elsewhere */
+  /* Write-back staging: changes acknowledged before their copies were
+   * durable, held in memory (and in the staging log) until they reach the
+   * origin.  Bounded by max_staged_bytes (= max_mem).
+   */
+  uint64_t staged_bytes;        /* staged now, record headers included */
+  uint64_t staged_bytes_peak;
+  uint64_t max_staged_bytes;
+  uint64_t staged_writes;       /* changes staged since the origin opened */
+  uint64_t staging_waits;       /* writers that waited for staging room */
 };
 FSSNAP_API void fssnap_origin_stats (struct fssnap_origin *origin,
                           struct fssnap_stats *stats);

@@ -45,8 +45,9 @@ fio --name=storm --thread --ioengine=nbd --uri="$(nbd_uri volume)" \
     --verify_state_save=0 --group_reporting >"$TESTDIR/fio.log" 2>&1 \
   || { cat "$TESTDIR/fio.log" >&2; fail "a write of the storm failed"; }
 grep -q "err= 0" "$TESTDIR/fio.log" || fail "fio reports errors"
-df -k "$STATE_DIR" | awk 'NR == 2 && $4 > 64 { exit 1 }' \
-  || fail "the state dir did not fill up"
+# That the state dir filled up is what check() sees below: 2 and 3 are
+# disabled for "No space left on device" (free space now says nothing:
+# the staging log gives its room back once its writes are applied).
 
 # The volume stays writable; what it holds now survives a restart.
 head -c 65536 /dev/urandom >"$TESTDIR/tail"

@@ -107,6 +107,8 @@ world_new (void)
     assert_int_equal (harness_snap (w->o, NULL), i);
     world_write (w, (uint64_t) i * 40 * KiB + 777, 50 * KiB, 'a' + i);
   }
+  /* Settled: the writes are staged, their copies may still be in flight. */
+  assert_int_equal (fssnap_origin_flush (w->o), 0);
   return w;
 }
 
@@ -435,6 +437,8 @@ test_disable_durable_when_meta_fails (void **state)
   atomic_store (&w->h->store_budget, 0);
   unsigned syncs = atomic_load (&w->h->dir_syncs);
   world_write (w, 10 * CHUNK, CHUNK, 'r');
+  /* Staged: the copy fails after the write returned; a flush waits. */
+  assert_int_equal (fssnap_origin_flush (w->o), 0);
   assert_state (w, 1, FSSNAP_STATE_DISABLED, NULL);
   assert_true (atomic_load (&w->h->fault.hits) > 0);
   assert_true (atomic_load (&w->h->dir_syncs) > syncs);
@@ -470,6 +474,7 @@ test_lost_change_map_merge (void **state)
   char *img2 = harness_image (w->h);    /* 1 owns nothing */
   assert_int_equal (harness_snap (w->o, NULL), 2);
   world_write (w, 12 * CHUNK, CHUNK, 'n');
+  assert_int_equal (fssnap_origin_flush (w->o), 0);     /* staged: settle */
   harness_fault (w->h, HOP_WRITE, "snap2.2.meta", -EIO, -1);
   assert_int_equal (fssnap_snapshot_delete (w->o, 1), 0);
   assert_true (atomic_load (&w->h->fault.hits) > 0);
@@ -507,9 +512,11 @@ test_failed_copy_spares_older_after_restart (void **state)
   w->img[1] = harness_image (w->h);
   assert_int_equal (harness_snap (w->o, NULL), 1);
   world_write (w, 2 * CHUNK, CHUNK, 'q');       /* 1 owns chunk 2 */
+  assert_int_equal (fssnap_origin_flush (w->o), 0);     /* staged: settle */
   atomic_store (&w->h->store_errno, ENOSPC);
   atomic_store (&w->h->store_budget, 0);
   world_write (w, 14 * CHUNK, CHUNK, 'r');      /* only 1 needs it */
+  assert_int_equal (fssnap_origin_flush (w->o), 0);     /* staged: settle */
   atomic_store (&w->h->store_errno, 0);
   assert_state (w, 1, FSSNAP_STATE_DISABLED, "No space left");
   assert_state (w, 0, FSSNAP_STATE_IDLE, NULL);
@@ -603,11 +610,11 @@ test_zero_no_hole (void **state)
 
 /* ---- The fault matrix ------------------------------------------------ */
 
-enum phase { PH_START, PH_CREATE, PH_COPY, PH_COMMIT, PH_DELETE, PH_REAP,
-             PH_DIFF, PH_MERGE, PH_N };
+enum phase { PH_START, PH_CREATE, PH_COPY, PH_COMMIT, PH_STAGE, PH_DELETE,
+             PH_REAP, PH_DIFF, PH_MERGE, PH_N };
 static const char *const phase_name[PH_N] = {
-  "start-up recovery", "create", "copy", "commit", "delete", "reap", "diff",
-  "change-map merge",
+  "start-up recovery", "create", "copy", "commit", "staging", "delete",
+  "reap", "diff", "change-map merge",
 };
 static const char *const op_name[HOP_NOPS] = {
   "open", "read", "write", "sync", "dir sync", "rename", "unlink",
@@ -689,6 +696,8 @@ mx_new (void)
   assert_int_equal (mx_create (w), 0);
   assert_int_equal (mx_create (w), 0);
   assert_int_equal (mx_write (w, 40 * KiB + 777, 50 * KiB, 'b'), 0);
+  /* Settled: the phase meets no copy or staged write still in flight. */
+  assert_int_equal (fssnap_origin_flush (w->o), 0);
   return w;
 }
 
@@ -721,8 +730,14 @@ static int
 mx_run_phase (struct mx *w, enum phase p, enum harness_op op, int k)
 {
   const char *match = p == PH_COPY ? ".cow" : p == PH_COMMIT ? ".meta"
-                    : p == PH_START ? ".snap" : "";
+                    : p == PH_START ? ".snap" : p == PH_STAGE ? ".staging"
+                    : "";
   int r = 0;
+  if (p == PH_STAGE) {          /* the log is made afresh by the write */
+    fssnap_origin_close (w->o);
+    w->o = open_origin (w->h);
+    assert_non_null (w->o);
+  }
   if (p == PH_START) {
     fssnap_origin_close (w->o);
     w->o = NULL;
@@ -734,8 +749,13 @@ mx_run_phase (struct mx *w, enum phase p, enum harness_op op, int k)
     r = w->o ? 0 : -EIO;
     break;
   case PH_CREATE: r = mx_create (w); break;
-  case PH_COPY:
-  case PH_COMMIT: r = mx_write (w, 8 * CHUNK + 100, CHUNK, 'c'); break;
+  case PH_COPY:                 /* a write, then a flush: the write is */
+  case PH_COMMIT:               /* staged, its copy and commit follow */
+  case PH_STAGE:
+    r = mx_write (w, 8 * CHUNK + 100, CHUNK, 'c');
+    if (r == 0)
+      r = fssnap_origin_flush (w->o);
+    break;
   case PH_DELETE: r = mx_delete (w, 2); break;   /* retained: S0 reads it */
   case PH_REAP: r = mx_delete (w, 0); break;     /* the oldest: freed */
   case PH_DIFF: {

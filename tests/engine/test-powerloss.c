@@ -22,8 +22,17 @@
  *     it had at creation; every snapshot created (and not being deleted)
  *     before the cut comes back; none deleted before the cut does;
  *   - the volume holds every byte as of the last flush acknowledged before
- *     the cut, except bytes written after that flush.
+ *     the cut, except bytes written after that flush, and every byte of a
+ *     FUA write acknowledged before the cut, unless written again since.
+ * Writes are staged (engine/staging.c) while the copies they need are not
+ * durable, so the cut also lands inside the staging path: one crash
+ * point in three cuts right after the n-th write to the staging log, one
+ * in three right after the n-th write to the origin (whichever comes
+ * first, that or the timed cut).
  * FSSNAP_CRASH_POINTS sets how many cuts (default 300).
+ * FSSNAP_POWERLOSS_TRACE=DIR logs every open, write, fsync, rename, unlink
+ * and close the engine made, the cut, and what the rebuild applied, to
+ * DIR/trace-SEED.txt; the file is kept only for a crash point that fails.
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -61,11 +70,19 @@ struct recorder {
   struct fssnap_io io;
   pthread_mutex_t lock;
   bool recording;
+  /* Crash points inside the staging path: cut right after the n-th write
+   * to the staging log, or to the origin (0: no such cut).
+   */
+  unsigned cut_at_log_write, cut_at_origin_write;
   struct rfile files[MAX_FILES];
   int nfiles;
   int fd_file[HARNESS_MAX_FD];  /* -1: not recorded */
   char *fd_dir[HARNESS_MAX_FD]; /* directories open for a sync */
+  FILE *trace;                  /* FSSNAP_POWERLOSS_TRACE: event log */
 };
+
+#define TRACE(r, ...) \
+  do { if ((r)->trace) fprintf ((r)->trace, __VA_ARGS__); } while (0)
 
 static struct rfile *
 rec_file (struct recorder *r, int fd)
@@ -159,6 +176,8 @@ rec_open (void *opaque, const char *path, int flags, mode_t mode)
         i = rec_register (r, path, "", 0);
       r->fd_file[fd] = i;
     }
+    TRACE (r, "open %s flags %#x fd %d file %d rec %d\n", path, flags, fd,
+           r->fd_file[fd], r->recording);
   }
   pthread_mutex_unlock (&r->lock);
   return fd;
@@ -169,8 +188,10 @@ rec_close (void *opaque, int fd)
 {
   struct recorder *r = opaque;
   pthread_mutex_lock (&r->lock);
-  if (fd >= 0 && fd < HARNESS_MAX_FD)
+  if (fd >= 0 && fd < HARNESS_MAX_FD) {
+    TRACE (r, "close fd %d file %d\n", fd, r->fd_file[fd]);
     r->fd_file[fd] = -1;
+  }
   int ret = fssnap_io_posix ()->close (NULL, fd);
   pthread_mutex_unlock (&r->lock);
   return ret;
@@ -183,8 +204,18 @@ rec_pwrite (void *opaque, int fd, const void *buf, size_t len, off_t off)
   pthread_mutex_lock (&r->lock);
   ssize_t n = fssnap_io_posix ()->pwrite (NULL, fd, buf, len, off);
   struct rfile *f = rec_file (r, fd);
-  if (n > 0 && f && r->recording)
+  TRACE (r, "pwrite fd %d file %d off %lld len %zd rec %d\n", fd,
+         fd >= 0 && fd < HARNESS_MAX_FD ? r->fd_file[fd] : -1,
+         (long long) off, n, r->recording);
+  if (n > 0 && f && r->recording) {
     rec_add_pending (f, off, n, buf);
+    unsigned *cut = f == &r->files[0] ? &r->cut_at_origin_write
+      : strstr (f->path, ".staging") ? &r->cut_at_log_write : NULL;
+    if (cut && *cut && --*cut == 0) {
+      r->recording = false;
+      TRACE (r, "cut after write\n");
+    }
+  }
   pthread_mutex_unlock (&r->lock);
   return n;
 }
@@ -226,6 +257,9 @@ rec_fsync (void *opaque, int fd)
       rfile_apply (&f->durable, &f->size, p);
     rfile_free_pending (f);
   }
+  TRACE (r, "fsync fd %d file %d size %zd rec %d\n", fd,
+         fd >= 0 && fd < HARNESS_MAX_FD ? r->fd_file[fd] : -1,
+         f ? f->size : 0, r->recording);
   pthread_mutex_unlock (&r->lock);
   return 0;
 }
@@ -265,6 +299,7 @@ rec_unlink (void *opaque, const char *path)
   int i = rec_find (r, path);
   if (ret == 0 && i >= 0 && r->recording)
     r->files[i].unlinked = true;
+  TRACE (r, "unlink %s file %d rec %d\n", path, i, r->recording);
   pthread_mutex_unlock (&r->lock);
   return ret;
 }
@@ -276,6 +311,8 @@ rec_rename (void *opaque, const char *from, const char *to)
   pthread_mutex_lock (&r->lock);
   int ret = fssnap_io_posix ()->rename (NULL, from, to);
   int i = rec_find (r, from);
+  TRACE (r, "rename %s -> %s file %d (target file %d) rec %d\n", from, to, i,
+         rec_find (r, to), r->recording);
   if (ret == 0 && i >= 0 && r->recording) {
     free (r->files[i].path);
     r->files[i].path = strdup (to);
@@ -297,6 +334,8 @@ static void
 rec_cut (struct recorder *r)
 {
   pthread_mutex_lock (&r->lock);
+  if (r->recording)
+    TRACE (r, "timed cut\n");
   r->recording = false;
   pthread_mutex_unlock (&r->lock);
 }
@@ -383,9 +422,14 @@ rec_rebuild (struct recorder *r, const char *dir, uint64_t *rng)
     size_t size = f->size;
     unsigned char *img = malloc (size ? size : 1);
     memcpy (img, f->durable, size);
+    TRACE (r, "rebuild file %d %s durable %zu\n", i, f->path, size);
     for (struct pending *p = f->head; p; p = p->next)
-      if (rng_bit (rng))
+      if (rng_bit (rng)) {
         rfile_apply (&img, &size, p);
+        TRACE (r, "  apply off %llu len %zu\n", (unsigned long long) p->off,
+               p->len);
+      }
+    TRACE (r, "  final size %zu\n", size);
     int fd = open (names[i], O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || pwrite (fd, img, size, 0) != (ssize_t) size)
       abort ();
@@ -416,8 +460,9 @@ struct run {
   unsigned cut_us;                      /* chosen before the crasher starts */
 };
 
+/* A write (or write-zeroes), with FUA or not. */
 static void
-run_write (struct run *w, bool zero)
+run_write (struct run *w, bool zero, bool fua)
 {
   uint64_t off = rng_next (&w->rng) % SIZE;
   uint64_t len = 1 + rng_next (&w->rng) % (3 * CHUNK);
@@ -427,10 +472,15 @@ run_write (struct run *w, bool zero)
   for (uint64_t i = 0; i < len; i++)
     buf[i] = zero ? 0 : (unsigned char) rng_next (&w->rng);
   memset (w->dirty + off, 1, len);      /* before: it may land at any time */
-  int r = zero ? fssnap_origin_zero (w->o, len, off, 0)
-               : fssnap_origin_write (w->o, buf, len, off, 0);
+  unsigned flags = fua ? FSSNAP_FUA : 0;
+  int r = zero ? fssnap_origin_zero (w->o, len, off, flags)
+               : fssnap_origin_write (w->o, buf, len, off, flags);
   assert_int_equal (r, 0);
   memcpy (w->model + off, buf, len);
+  if (fua && rec_still_recording (w->rec)) {    /* durable now */
+    memcpy (w->flushed + off, buf, len);
+    memset (w->dirty + off, 0, len);
+  }
 }
 
 static void
@@ -496,8 +546,9 @@ run_workload (struct run *w)
   pthread_create (&t, NULL, crasher, w);
   while (rec_still_recording (w->rec)) {
     unsigned p = rng_next (&w->rng) % 100;
-    if (p < 60) run_write (w, false);
-    else if (p < 65) run_write (w, true);
+    if (p < 56) run_write (w, false, false);
+    else if (p < 60) run_write (w, false, true);
+    else if (p < 65) run_write (w, true, p == 64);
     else if (p < 78) run_flush (w);
     else if (p < 92) run_create (w);
     else run_delete (w);
@@ -628,7 +679,7 @@ test_power_loss (void **state)
 {
   (void) state;
   unsigned points = crash_points ();
-  unsigned long long recovered_snaps = 0;
+  unsigned long long recovered_snaps = 0, staged = 0;
   for (unsigned k = 0; k < points; k++) {
     uint64_t seed = 1000 + k;
     struct harness *h = harness_new (SIZE);
@@ -636,6 +687,17 @@ test_power_loss (void **state)
     w->rng = seed * 0x9E3779B97F4A7C15ull | 1;
     w->max_cut_us = 2000 + k % 40 * 500;   /* early cuts and later ones */
     w->rec = rec_new (h);
+    const char *tdir = getenv ("FSSNAP_POWERLOSS_TRACE");
+    char tpath[256];
+    snprintf (tpath, sizeof tpath, "%s/trace-%llu.txt", tdir ? tdir : "",
+              (unsigned long long) seed);
+    static char tbuf[1 << 25];  /* written out only at the end: no syscalls */
+    if (tdir && (w->rec->trace = fopen (tpath, "w")) != NULL)
+      setvbuf (w->rec->trace, tbuf, _IOFBF, sizeof tbuf);
+    if (k % 3 == 1)             /* a cut inside the staging path */
+      w->rec->cut_at_log_write = 1 + rng_next (&w->rng) % 60;
+    else if (k % 3 == 2)
+      w->rec->cut_at_origin_write = 1 + rng_next (&w->rng) % 200;
     memcpy (w->model, w->rec->files[0].durable, SIZE);
     memcpy (w->flushed, w->model, SIZE);
     struct fssnap_origin_opts oo = {
@@ -644,13 +706,22 @@ test_power_loss (void **state)
     };
     assert_int_equal (fssnap_origin_open (&oo, &w->o), 0);
     run_workload (w);
+    struct fssnap_stats st;
+    fssnap_origin_stats (w->o, &st);
+    staged += st.staged_writes;
     fssnap_origin_close (w->o);
     rec_rebuild (w->rec, h->dir, &w->rng);
+    if (w->rec->trace)
+      fflush (w->rec->trace);
 
     oo.io = NULL;
     struct fssnap_origin *o;
     assert_int_equal (fssnap_origin_open (&oo, &o), 0);
     check_after_crash (w, o, seed);
+    if (w->rec->trace) {
+      fclose (w->rec->trace);
+      unlink (tpath);
+    }
     recovered_snaps += fssnap_snapshot_list (o, NULL, 0);
     fssnap_origin_close (o);
 
@@ -661,7 +732,8 @@ test_power_loss (void **state)
     harness_free (h);
   }
   printf ("power loss: %u crash points checked, %llu snapshots recovered "
-          "and verified\n", points, recovered_snaps);
+          "and verified, %llu writes staged\n", points, recovered_snaps,
+          staged);
 }
 
 int

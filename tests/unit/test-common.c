@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "common/bitmap.h"
+#include "common/crc32c.h"
 #include "common/size.h"
 
 static void
@@ -102,6 +103,22 @@ test_size_format (void **state)
   assert_string_equal (buf, "1.5 GiB");
 }
 
+/* The standard check value, and any split of the input gives the same. */
+static void
+test_crc32c (void **state)
+{
+  (void) state;
+  assert_int_equal (crc32c (0, "123456789", 9), 0xE3069283u);
+  assert_int_equal (crc32c (0, "", 0), 0);
+  unsigned char buf[1000];
+  for (size_t i = 0; i < sizeof buf; i++)
+    buf[i] = (unsigned char) (i * 31 + 7);
+  uint32_t whole = crc32c (0, buf, sizeof buf);
+  for (size_t cut = 0; cut <= 17; cut++)
+    assert_int_equal (crc32c (crc32c (0, buf, cut), buf + cut,
+                              sizeof buf - cut), whole);
+}
+
 int
 main (void)
 {
@@ -111,6 +128,7 @@ main (void)
     cmocka_unit_test (test_bitmap_find),
     cmocka_unit_test (test_size_parse),
     cmocka_unit_test (test_size_format),
+    cmocka_unit_test (test_crc32c),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
