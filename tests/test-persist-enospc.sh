@@ -40,7 +40,8 @@ done
 
 fio --name=storm --thread --ioengine=nbd --uri="$(nbd_uri volume)" \
     --numjobs=4 --offset_increment=$((size / 4)) --size=$((size / 4)) \
-    --rw=randwrite --bsrange=4k-128k --iodepth=4 --time_based --runtime=5 \
+    --rw=randwrite --bsrange=4k-128k --iodepth=4 --serialize_overlap=1 \
+    --time_based --runtime=5 \
     --verify=crc32c --verify_backlog=128 --verify_fatal=1 \
     --verify_state_save=0 --group_reporting >"$TESTDIR/fio.log" 2>&1 \
   || { cat "$TESTDIR/fio.log" >&2; fail "a write of the storm failed"; }
