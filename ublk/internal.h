@@ -27,6 +27,8 @@ struct ublk_ctrl {
   void *log_opaque;
 };
 
+#define UBLK_KINDS 2            /* reads and writes, judged apart (queue.c) */
+
 struct ublk_queue {
   struct ublk_dev *dev;
   unsigned id;
@@ -42,6 +44,9 @@ struct ublk_queue {
   unsigned owned;               /* tags the kernel holds */
   unsigned busy;                /* tags with the workers */
   bool leaving;
+  bool slow[UBLK_KINDS];        /* the last run here slept (queue.c) */
+  unsigned slow_count[UBLK_KINDS];      /* picked while slow, for probing */
+  uint64_t ran_here, handed_off;        /* for the log */
 
   /* The workers run requests off the queue thread, so that a queue has
    * several engine calls in flight (blk-mq sends all of one CPU's I/O to

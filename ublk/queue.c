@@ -10,7 +10,12 @@
  *
  * The queue thread hands each request to a few workers (so that several
  * engine calls are in flight) and answers for them when they are done:
- * the kernel takes io commands of a queue from one task only.
+ * the kernel takes io commands of a queue from one task only.  A hand-off
+ * costs two thread wake-ups, more than a write into the page cache; so
+ * reads and writes that have lately been quick (they did not sleep, see
+ * ublk_queue_pick) run in the queue thread, and only the slow ones (a
+ * cold read, a copy-on-write write waiting on a group commit, flushes) go
+ * to the workers.
  *
  * The thread leaves when every tag has come back aborted (STOP_DEV) or
  * when ublk_queue_leave writes to its eventfd (polled in the same ring),
@@ -32,6 +37,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "ublk/internal.h"
@@ -39,6 +45,7 @@
 #define UBLK_STOP_TAG UINT64_MAX
 #define UBLK_DONE_TAG (UINT64_MAX - 1)
 #define UBLK_WORKERS  16        /* engine calls in flight per queue (as NBD) */
+#define UBLK_PROBE    32        /* one in this many slow ones is run there */
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -313,12 +320,77 @@ ublk_queue_stop_workers (struct ublk_queue *q)
   q->workers = NULL;
 }
 
+/* ---- Quick requests in the queue thread ------------------------------
+ *
+ * A request is quick if running it did not make the thread sleep (no
+ * voluntary context switch: the data was in the page cache, the write
+ * needed no copy-on-write commit), whatever the CPU's speed.  Per kind
+ * (read, write) the queue remembers whether the last one it ran itself
+ * was quick: while it was, the kind runs in the queue thread; after one
+ * that slept, the kind goes to the workers, but one request in UBLK_PROBE
+ * still runs here to see whether the kind has become quick again (a fresh
+ * snapshot's chunks all copied, the data cached).  Flushes, FUA writes,
+ * discards and zeroing always go to the workers.
+ */
+
+static long
+ublk_sleeps (void)
+{
+  struct rusage ru;
+
+  return getrusage (RUSAGE_THREAD, &ru) == 0 ? ru.ru_nvcsw : -1;
+}
+
+/* The kind of request a tag holds (UBLK_KINDS: always a worker's). */
+static unsigned
+ublk_queue_kind (const struct ublksrv_io_desc *iod)
+{
+  switch (iod->op_flags & 0xff) {
+  case UBLK_IO_OP_READ:
+    return 0;
+  case UBLK_IO_OP_WRITE:
+    return iod->op_flags & UBLK_IO_F_FUA ? UBLK_KINDS : 1;
+  default:
+    return UBLK_KINDS;
+  }
+}
+
+/* Whether the queue thread runs this request itself. */
+static bool
+ublk_queue_pick (struct ublk_queue *q, unsigned kind)
+{
+  if (kind >= UBLK_KINDS)
+    return false;
+  if (!q->slow[kind])
+    return true;
+  return ++q->slow_count[kind] % UBLK_PROBE == 0;
+}
+
+/* Run tag here, note whether it slept, queue its answer. */
+static void
+ublk_queue_run_here (struct ublk_queue *q, unsigned tag, unsigned kind)
+{
+  struct ublk_dev *dev = q->dev;
+  long before = ublk_sleeps ();
+  int r;
+
+  r = ublk_queue_run (dev, &q->iods[tag],
+                      q->bufs + (size_t) tag * dev->info.max_io_buf_bytes);
+  q->slow[kind] = before < 0 || ublk_sleeps () != before;
+  q->ran_here++;
+  if (r < 0 && r != -EOPNOTSUPP)
+    ublk_log (dev->ctrl, FSSNAP_LOG_DEBUG, "ublk%u: op %u at sector %llu: "
+              "%s", dev->info.dev_id, q->iods[tag].op_flags & 0xff,
+              (unsigned long long) q->iods[tag].start_sector, strerror (-r));
+  ublk_queue_arm (q, tag, true, r);
+}
+
 /* ---- The queue thread --------------------------------------------------- */
 
 static void
 ublk_queue_complete (struct ublk_queue *q, struct io_uring_cqe *cqe)
 {
-  unsigned tag = (unsigned) cqe->user_data;
+  unsigned tag = (unsigned) cqe->user_data, kind;
   struct ublk_dev *dev = q->dev;
 
   if (cqe->user_data == UBLK_STOP_TAG) {
@@ -337,6 +409,12 @@ ublk_queue_complete (struct ublk_queue *q, struct io_uring_cqe *cqe)
               dev->info.dev_id, q->id, tag, strerror (-cqe->res));
     return;
   }
+  kind = ublk_queue_kind (&q->iods[tag]);
+  if (ublk_queue_pick (q, kind)) {
+    ublk_queue_run_here (q, tag, kind);
+    return;
+  }
+  q->handed_off++;
   pthread_mutex_lock (&q->lock);
   q->todo[(q->todo_head + q->ntodo++) % dev->info.queue_depth] = tag;
   pthread_cond_signal (&q->work);
@@ -443,6 +521,10 @@ ublk_queue_thread (void *arg)
   ublk_queue_ready (q, r);
   if (r == 0)
     ublk_queue_loop (q);
+  ublk_log (q->dev->ctrl, FSSNAP_LOG_DEBUG, "ublk%u: queue %u ran %llu "
+            "requests itself, handed %llu to its workers", q->dev->info.dev_id,
+            q->id, (unsigned long long) q->ran_here,
+            (unsigned long long) q->handed_off);
   ublk_queue_stop_workers (q);
   return NULL;
 }
