@@ -12,6 +12,7 @@
 
 #include <liburing.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "ublk/compat.h"
@@ -44,8 +45,8 @@ struct ublk_queue {
   unsigned owned;               /* tags the kernel holds */
   unsigned busy;                /* tags with the workers */
   bool leaving;
-  bool slow[UBLK_KINDS];        /* the last run here slept (queue.c) */
-  unsigned slow_count[UBLK_KINDS];      /* picked while slow, for probing */
+  /* Quick ones in a row, counted by whichever thread ran them (queue.c). */
+  atomic_uint quick_run[UBLK_KINDS];
   uint64_t ran_here, handed_off;        /* for the log */
 
   /* The workers run requests off the queue thread, so that a queue has
