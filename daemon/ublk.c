@@ -350,7 +350,7 @@ daemon_ublk_dirs (struct daemon_ublk *u, char *err, size_t errlen)
 
 /* ---- The watcher: devices of snapshots the engine removed ------------ */
 
-static void daemon_ublk_reap (struct daemon_ublk *u);
+static bool daemon_ublk_reap (struct daemon_ublk *u);
 
 static bool
 daemon_ublk_has_snapshot_devices (struct daemon_ublk *u)
@@ -380,10 +380,9 @@ daemon_ublk_watch (void *arg)
       at.tv_nsec -= 1000000000;
     }
     pthread_cond_timedwait (&u->wake, &u->lock, &at);
-    if (!u->quit && daemon_ublk_has_snapshot_devices (u)) {
-      daemon_ublk_reap (u);
+    if (!u->quit && daemon_ublk_has_snapshot_devices (u)
+        && daemon_ublk_reap (u))
       daemon_ublk_save (u);
-    }
   }
   pthread_mutex_unlock (&u->lock);
   return NULL;
@@ -562,12 +561,13 @@ daemon_ublk_devices (struct daemon_ublk *u, int target, ctl_device_fn fn,
 }
 
 /* Devices whose snapshot the engine deleted or disabled by itself, unless
- * in use.  Called with ublk.lock held.
+ * in use; whether there were any.  Called with ublk.lock held.
  */
-static void
+static bool
 daemon_ublk_reap (struct daemon_ublk *u)
 {
   char uuid[FSSNAP_UUID_STRLEN], what[PATH_MAX + 64];
+  bool dropped = false;
   size_t i;
 
   for (i = 0; i < FSSNAP_MAX_SNAPSHOTS; i++) {
@@ -578,7 +578,9 @@ daemon_ublk_reap (struct daemon_ublk *u)
     daemon_ublk_log (u, FSSNAP_LOG_INFO, "removing %s: snapshot %zu is no "
                      "longer served", ublk_dev_path (s->dev), i);
     daemon_ublk_drop (u, i);
+    dropped = true;
   }
+  return dropped;
 }
 
 void
