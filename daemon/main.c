@@ -83,7 +83,7 @@ struct daemon {
   struct fs_candidates_ctx fs_ctx;      /* the engine calls it serially */
   struct claim_watch watch;             /* the lease on an image origin */
   char volume_file[PATH_MAX];           /* RUN_DIR/dev/volume */
-  const char *volume_files[2];          /* fs_ctx.volume_files */
+  const char *volume_files[3];          /* fs_ctx.volume_files */
 };
 
 static const char daemon_usage[] =
@@ -736,13 +736,14 @@ daemon_start_control (struct daemon *d)
 {
   int r;
 
-  /* A file system mounted from a loop device on the volume file is this
-   * volume: its GETFSMAP map may be used.
+  /* A file system mounted from a loop device on the volume file, or from
+   * the volume's ublk device, is this volume: its GETFSMAP map may be used.
    */
   snprintf (d->volume_file, sizeof d->volume_file, "%s/dev/volume",
             d->run_dir);
   d->volume_files[0] = d->volume_file;
-  d->volume_files[1] = NULL;
+  d->volume_files[1] = daemon_ublk_volume_device (d->ublk_devs);
+  d->volume_files[2] = NULL;
   d->fs_ctx = (struct fs_candidates_ctx) { .log = daemon_log_engine,
                                            .volume_files = d->volume_files };
   d->ctl_ctx = (struct ctl_context) { .origin = d->origin,

@@ -18,12 +18,14 @@
  *
  * Snapshots created and deleted at run time reach us through the control
  * server's hooks (created, check_delete, deleted).  A snapshot the engine
- * deletes by itself (maxsize, store error) loses its device at the next
- * create or delete, or at restart; meanwhile its reads fail.
+ * deletes or disables by itself (maxsize, store error) loses its device
+ * within a second: a watcher thread looks every UBLK_WATCH_MS (and at the
+ * next create or delete), unless the device is in use.
  *
- * Locks: ublk.lock guards the slots, the symlinks and the state file; it
- * is held across device start and delete (control commands, which never
- * wait on the engine's locks) and never taken by the queue threads.
+ * Locks: ublk.lock guards the slots, the symlinks, the state file and
+ * quit; it is held across device start and delete (control commands,
+ * which never wait on the engine's locks) and never taken by the queue
+ * threads.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/setup.h"
@@ -45,6 +48,7 @@
 #define UBLK_DEV_DIR    "/dev/fssnap"
 #define UBLK_VOLUME     FSSNAP_MAX_SNAPSHOTS    /* the volume's slot */
 #define UBLK_NSLOTS     (FSSNAP_MAX_SNAPSHOTS + 1)
+#define UBLK_WATCH_MS   1000    /* how often the watcher looks */
 
 struct daemon_ublk_slot {
   struct ublk_dev *dev;         /* NULL: none, or left for the next server */
@@ -58,8 +62,13 @@ struct daemon_ublk {
   fssnap_log_fn log;
   char state_file[PATH_MAX];
   char dir[PATH_MAX - 64];      /* /dev/fssnap/NAME */
+  char volume_link[PATH_MAX];   /* dir/volume */
   pthread_mutex_t lock;
   struct daemon_ublk_slot slots[UBLK_NSLOTS];   /* under lock */
+  pthread_t watcher;            /* daemon_ublk_watch */
+  bool watching;
+  bool quit;                    /* under lock: the watcher leaves */
+  pthread_cond_t wake;          /* for the watcher, with lock */
 };
 
 static void __attribute__ ((format (printf, 3, 4)))
@@ -339,6 +348,81 @@ daemon_ublk_dirs (struct daemon_ublk *u, char *err, size_t errlen)
   return daemon_mkdirs (snap, 0755, err, errlen) < 0 ? -EIO : 0;
 }
 
+/* ---- The watcher: devices of snapshots the engine removed ------------ */
+
+static bool daemon_ublk_reap (struct daemon_ublk *u);
+
+static bool
+daemon_ublk_has_snapshot_devices (struct daemon_ublk *u)
+{
+  size_t i;
+
+  for (i = 0; i < FSSNAP_MAX_SNAPSHOTS; i++)
+    if (u->slots[i].dev)
+      return true;
+  return false;
+}
+
+/* Every UBLK_WATCH_MS, reap.  Takes ublk.lock (held but while waiting). */
+static void *
+daemon_ublk_watch (void *arg)
+{
+  struct daemon_ublk *u = arg;
+  struct timespec at;
+
+  pthread_mutex_lock (&u->lock);
+  while (!u->quit) {
+    clock_gettime (CLOCK_MONOTONIC, &at);
+    at.tv_sec += UBLK_WATCH_MS / 1000;
+    at.tv_nsec += (long) (UBLK_WATCH_MS % 1000) * 1000000;
+    if (at.tv_nsec >= 1000000000) {
+      at.tv_sec++;
+      at.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait (&u->wake, &u->lock, &at);
+    if (!u->quit && daemon_ublk_has_snapshot_devices (u)
+        && daemon_ublk_reap (u))
+      daemon_ublk_save (u);
+  }
+  pthread_mutex_unlock (&u->lock);
+  return NULL;
+}
+
+static void
+daemon_ublk_watch_init (struct daemon_ublk *u)
+{
+  pthread_condattr_t attr;
+
+  pthread_condattr_init (&attr);
+  pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+  pthread_cond_init (&u->wake, &attr);
+  pthread_condattr_destroy (&attr);
+}
+
+static int
+daemon_ublk_watch_start (struct daemon_ublk *u)
+{
+  int r;
+
+  r = pthread_create (&u->watcher, NULL, daemon_ublk_watch, u);
+  u->watching = r == 0;
+  return -r;
+}
+
+/* Takes ublk.lock. */
+static void
+daemon_ublk_watch_stop (struct daemon_ublk *u)
+{
+  if (!u->watching)
+    return;
+  pthread_mutex_lock (&u->lock);
+  u->quit = true;
+  pthread_cond_signal (&u->wake);
+  pthread_mutex_unlock (&u->lock);
+  pthread_join (u->watcher, NULL);
+  u->watching = false;
+}
+
 int
 daemon_ublk_start (struct fssnap_origin *origin, const char *state_dir,
                    const char *name, fssnap_log_fn log,
@@ -359,9 +443,12 @@ daemon_ublk_start (struct fssnap_origin *origin, const char *state_dir,
   u->origin = origin;
   u->log = log;
   pthread_mutex_init (&u->lock, NULL);
+  daemon_ublk_watch_init (u);
   snprintf (u->state_file, sizeof u->state_file, "%s/%s", state_dir,
             UBLK_STATE_FILE);
   snprintf (u->dir, sizeof u->dir, "%s/%s", UBLK_DEV_DIR, name);
+  daemon_ublk_link_path (u, UBLK_VOLUME, u->volume_link,
+                         sizeof u->volume_link);
   for (i = 0; i < UBLK_NSLOTS; i++) {
     u->slots[i].id = -1;
     want_id[i] = -1;
@@ -393,6 +480,11 @@ daemon_ublk_start (struct fssnap_origin *origin, const char *state_dir,
     daemon_ublk_sweep (u);
     daemon_ublk_save (u);
   }
+  if (r == 0) {
+    r = daemon_ublk_watch_start (u);
+    if (r < 0)
+      snprintf (err, errlen, "ublk watcher thread: %s", strerror (-r));
+  }
   if (r < 0) {
     if (u->ctrl)
       daemon_ublk_stop (u);
@@ -412,6 +504,7 @@ daemon_ublk_stop (struct daemon_ublk *u)
 
   if (!u)
     return;
+  daemon_ublk_watch_stop (u);
   pthread_mutex_lock (&u->lock);
   for (i = 0; i < UBLK_NSLOTS; i++) {
     struct daemon_ublk_slot *s = &u->slots[i];
@@ -434,11 +527,18 @@ daemon_ublk_stop (struct daemon_ublk *u)
     rmdir (UBLK_DEV_DIR);       /* only if empty: other volumes may be there */
   pthread_mutex_unlock (&u->lock);
   ublk_ctrl_close (u->ctrl);
+  pthread_cond_destroy (&u->wake);
   pthread_mutex_destroy (&u->lock);
   free (u);
 }
 
 /* ---- Hooks ------------------------------------------------------------- */
+
+const char *
+daemon_ublk_volume_device (struct daemon_ublk *u)
+{
+  return u ? u->volume_link : NULL;
+}
 
 void
 daemon_ublk_devices (struct daemon_ublk *u, int target, ctl_device_fn fn,
@@ -461,12 +561,13 @@ daemon_ublk_devices (struct daemon_ublk *u, int target, ctl_device_fn fn,
 }
 
 /* Devices whose snapshot the engine deleted or disabled by itself, unless
- * in use.  Called with ublk.lock held.
+ * in use; whether there were any.  Called with ublk.lock held.
  */
-static void
+static bool
 daemon_ublk_reap (struct daemon_ublk *u)
 {
   char uuid[FSSNAP_UUID_STRLEN], what[PATH_MAX + 64];
+  bool dropped = false;
   size_t i;
 
   for (i = 0; i < FSSNAP_MAX_SNAPSHOTS; i++) {
@@ -477,7 +578,9 @@ daemon_ublk_reap (struct daemon_ublk *u)
     daemon_ublk_log (u, FSSNAP_LOG_INFO, "removing %s: snapshot %zu is no "
                      "longer served", ublk_dev_path (s->dev), i);
     daemon_ublk_drop (u, i);
+    dropped = true;
   }
+  return dropped;
 }
 
 void

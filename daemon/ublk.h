@@ -32,6 +32,9 @@ int daemon_ublk_start (struct fssnap_origin *origin, const char *state_dir,
  */
 void daemon_ublk_stop (struct daemon_ublk *u);
 
+/* The volume's device name (/dev/fssnap/NAME/volume); NULL when u is. */
+const char *daemon_ublk_volume_device (struct daemon_ublk *u);
+
 /* ctl_context hooks (see control/requests.h). */
 void daemon_ublk_devices (struct daemon_ublk *u, int target, ctl_device_fn fn,
                           void *arg);

@@ -19,8 +19,9 @@
  *
  * Offsets: records carry physical offsets on the device the file system
  * is mounted from.  That device must be shown to be this volume (a loop
- * device over one of the volume's files, or a partition of one: the loop
- * offset and the partition start are added), else the map is not used.
+ * device over one of the volume's files, the block device one of them is,
+ * such as fssnapd's ublk device, or a partition of either: the loop offset
+ * and the partition start are added), else the map is not used.
  * A file system with another device (an XFS realtime or external log
  * device) is not mapped here either: the caller falls back.
  */
@@ -73,8 +74,29 @@ fsmap_loop_of (const char *name, const char *const *files, uint64_t *offp)
   return false;
 }
 
+/* Is the block device NAME (in /sys/class/block) one of files? */
+static bool
+fsmap_bdev_of (const char *name, const char *const *files)
+{
+  char path[PATH_MAX + NAME_MAX], majmin[32];
+  unsigned ma, mi;
+  struct stat st;
+  size_t i;
+
+  snprintf (path, sizeof path, "/sys/class/block/%s/dev", name);
+  if (sysfs_read_line (path, majmin, sizeof majmin) < 0
+      || sscanf (majmin, "%u:%u", &ma, &mi) != 2)
+    return false;
+  for (i = 0; files && files[i]; i++)
+    if (stat (files[i], &st) == 0 && S_ISBLK (st.st_mode)
+        && st.st_rdev == makedev (ma, mi))
+      return true;
+  return false;
+}
+
 /* Where the block device dev starts on the volume: a loop device over one
- * of files, or a partition of one.  -EXDEV when it is not the volume.
+ * of files, one of files itself, or a partition of either.  -EXDEV when
+ * it is not the volume.
  */
 static int
 fsmap_volume_offset (dev_t dev, const char *const *files, uint64_t *offp)
@@ -102,7 +124,9 @@ fsmap_volume_offset (dev_t dev, const char *const *files, uint64_t *offp)
     slash = strrchr (target, '/');
     name = slash ? slash + 1 : target;
   }
-  if (!fsmap_loop_of (name, files, &loopoff))
+  if (fsmap_bdev_of (name, files))
+    loopoff = 0;
+  else if (!fsmap_loop_of (name, files, &loopoff))
     return -EXDEV;
   *offp = loopoff + start;
   return 0;

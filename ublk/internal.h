@@ -12,6 +12,7 @@
 
 #include <liburing.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "ublk/compat.h"
@@ -26,6 +27,8 @@ struct ublk_ctrl {
   fssnap_log_fn log;
   void *log_opaque;
 };
+
+#define UBLK_KINDS 2            /* reads and writes, judged apart (queue.c) */
 
 struct ublk_queue {
   struct ublk_dev *dev;
@@ -42,6 +45,9 @@ struct ublk_queue {
   unsigned owned;               /* tags the kernel holds */
   unsigned busy;                /* tags with the workers */
   bool leaving;
+  /* Quick ones in a row, counted by whichever thread ran them (queue.c). */
+  atomic_uint quick_run[UBLK_KINDS];
+  uint64_t ran_here, handed_off;        /* for the log */
 
   /* The workers run requests off the queue thread, so that a queue has
    * several engine calls in flight (blk-mq sends all of one CPU's I/O to

@@ -10,7 +10,12 @@
  *
  * The queue thread hands each request to a few workers (so that several
  * engine calls are in flight) and answers for them when they are done:
- * the kernel takes io commands of a queue from one task only.
+ * the kernel takes io commands of a queue from one task only.  A hand-off
+ * costs two thread wake-ups, more than a write into the page cache; so
+ * reads and writes that have lately been quick (they did not sleep, see
+ * ublk_queue_pick) run in the queue thread, and only the slow ones (a
+ * cold read, a copy-on-write write waiting on a group commit, flushes) go
+ * to the workers.
  *
  * The thread leaves when every tag has come back aborted (STOP_DEV) or
  * when ublk_queue_leave writes to its eventfd (polled in the same ring),
@@ -25,6 +30,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +38,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "ublk/internal.h"
@@ -39,6 +46,8 @@
 #define UBLK_STOP_TAG UINT64_MAX
 #define UBLK_DONE_TAG (UINT64_MAX - 1)
 #define UBLK_WORKERS  16        /* engine calls in flight per queue (as NBD) */
+#define UBLK_QUICK_RUN 8        /* quick ones in a row before the queue
+                                   thread runs that kind itself */
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -197,6 +206,81 @@ ublk_queue_arm (struct ublk_queue *q, unsigned tag, bool commit, int result)
   return 0;
 }
 
+/* ---- Quick requests in the queue thread ------------------------------
+ *
+ * A request is quick if running it did not make its thread sleep (no
+ * voluntary context switch: the data was in the page cache, the write
+ * needed no copy-on-write commit), whatever the CPU's speed.  Per kind
+ * (read, write) the queue counts how many in a row were quick, wherever
+ * they ran: after UBLK_QUICK_RUN of them the kind runs in the queue
+ * thread, and one that sleeps sends it back to the workers.  The run
+ * keeps the queue thread from taking a kind that is only sometimes quick
+ * (a fresh snapshot's writes, most of which wait on a group commit): while
+ * the queue thread sleeps in one, it answers and dispatches nothing.
+ * Flushes, FUA writes, discards and zeroing always go to the workers.
+ */
+
+static long
+ublk_sleeps (void)
+{
+  struct rusage ru;
+
+  return getrusage (RUSAGE_THREAD, &ru) == 0 ? ru.ru_nvcsw : -1;
+}
+
+/* The kind of request a tag holds (UBLK_KINDS: always a worker's). */
+static unsigned
+ublk_queue_kind (const struct ublksrv_io_desc *iod)
+{
+  switch (iod->op_flags & 0xff) {
+  case UBLK_IO_OP_READ:
+    return 0;
+  case UBLK_IO_OP_WRITE:
+    return iod->op_flags & UBLK_IO_F_FUA ? UBLK_KINDS : 1;
+  default:
+    return UBLK_KINDS;
+  }
+}
+
+/* Whether the queue thread runs this request itself. */
+static bool
+ublk_queue_pick (struct ublk_queue *q, unsigned kind)
+{
+  return kind < UBLK_KINDS
+         && atomic_load_explicit (&q->quick_run[kind], memory_order_relaxed)
+            >= UBLK_QUICK_RUN;
+}
+
+/* Run tag's request in this thread (the queue's or a worker) and count
+ * whether it slept; its result.
+ */
+static int
+ublk_queue_run_timed (struct ublk_queue *q, unsigned tag)
+{
+  struct ublk_dev *dev = q->dev;
+  unsigned kind = ublk_queue_kind (&q->iods[tag]);
+  long before = ublk_sleeps ();
+  int r;
+
+  r = ublk_queue_run (dev, &q->iods[tag],
+                      q->bufs + (size_t) tag * dev->info.max_io_buf_bytes);
+  if (kind < UBLK_KINDS) {
+    if (before >= 0 && ublk_sleeps () == before) {
+      if (atomic_load_explicit (&q->quick_run[kind], memory_order_relaxed)
+          < UBLK_QUICK_RUN)
+        atomic_fetch_add_explicit (&q->quick_run[kind], 1,
+                                   memory_order_relaxed);
+    }
+    else
+      atomic_store_explicit (&q->quick_run[kind], 0, memory_order_relaxed);
+  }
+  if (r < 0 && r != -EOPNOTSUPP)
+    ublk_log (dev->ctrl, FSSNAP_LOG_DEBUG, "ublk%u: op %u at sector %llu: "
+              "%s", dev->info.dev_id, q->iods[tag].op_flags & 0xff,
+              (unsigned long long) q->iods[tag].start_sector, strerror (-r));
+  return r;
+}
+
 /* ---- Workers ----------------------------------------------------------- */
 
 static void *
@@ -220,13 +304,7 @@ ublk_worker_thread (void *arg)
     q->todo_head = (q->todo_head + 1) % dev->info.queue_depth;
     q->ntodo--;
     pthread_mutex_unlock (&q->lock);
-    r = ublk_queue_run (dev, &q->iods[tag],
-                        q->bufs + (size_t) tag * dev->info.max_io_buf_bytes);
-    if (r < 0 && r != -EOPNOTSUPP)
-      ublk_log (dev->ctrl, FSSNAP_LOG_DEBUG, "ublk%u: op %u at sector %llu: "
-                "%s", dev->info.dev_id, q->iods[tag].op_flags & 0xff,
-                (unsigned long long) q->iods[tag].start_sector,
-                strerror (-r));
+    r = ublk_queue_run_timed (q, tag);
     pthread_mutex_lock (&q->lock);
     q->results[tag] = r;
     q->done[q->ndone++] = tag;
@@ -337,6 +415,12 @@ ublk_queue_complete (struct ublk_queue *q, struct io_uring_cqe *cqe)
               dev->info.dev_id, q->id, tag, strerror (-cqe->res));
     return;
   }
+  if (ublk_queue_pick (q, ublk_queue_kind (&q->iods[tag]))) {
+    q->ran_here++;
+    ublk_queue_arm (q, tag, true, ublk_queue_run_timed (q, tag));
+    return;
+  }
+  q->handed_off++;
   pthread_mutex_lock (&q->lock);
   q->todo[(q->todo_head + q->ntodo++) % dev->info.queue_depth] = tag;
   pthread_cond_signal (&q->work);
@@ -443,6 +527,10 @@ ublk_queue_thread (void *arg)
   ublk_queue_ready (q, r);
   if (r == 0)
     ublk_queue_loop (q);
+  ublk_log (q->dev->ctrl, FSSNAP_LOG_DEBUG, "ublk%u: queue %u ran %llu "
+            "requests itself, handed %llu to its workers", q->dev->info.dev_id,
+            q->id, (unsigned long long) q->ran_here,
+            (unsigned long long) q->handed_off);
   ublk_queue_stop_workers (q);
   return NULL;
 }

@@ -4,7 +4,9 @@
 # contents, passes e2fsck and is byte for byte the NBD export of the same
 # snapshot.  Deleting it is refused while it is mounted (naming the mount,
 # even with --force) and while a process holds it open (unless --force);
-# snapshots created and deleted at run time get and lose their device.
+# snapshots created and deleted at run time get and lose their device, and
+# so does one the engine deletes by itself.  create --mount uses the
+# GETFSMAP map of the ext4 on the ublk device.
 . "$(dirname "$0")/guest.sh"
 
 guest_modprobe ublk_drv
@@ -25,6 +27,9 @@ expect_exit 4 "would copy into itself" "$FSSNAP" --run-dir "$RUN_DIR" \
 
 fssnap create --mount "$MNT" >/dev/null || fail "create"
 [ -b "$DIR/snap/0" ] || fail "no $DIR/snap/0 after create"
+# The file system on the ublk device is the volume: its GETFSMAP map is used.
+grep -q "$MNT: ext4, candidates from its GETFSMAP map" "$FSSNAPD_LOG" ||
+  { cat "$FSSNAPD_LOG"; fail "the GETFSMAP map of the ublk-mounted ext4 was not used"; }
 [ "$(fssnap attach 0)" = "$DIR/snap/0" ] || fail "attach 0 does not name the ublk device"
 [ "$(fssnap attach volume)" = "$DIR/volume" ] || fail "attach volume does not name the ublk device"
 [ "$(fssnap info 0 -o device)" = "$DIR/snap/0" ] || fail "info 0 -o device"
@@ -68,6 +73,23 @@ for ((i = 0; i < 100; i++)); do
   sleep 0.05
 done
 [ "$(ls /sys/class/ublk-char)" = ublkc0 ] || fail "devices left: $(ls /sys/class/ublk-char)"
+
+# Deleted by the engine itself (its maxsize exceeded): the device goes
+# within seconds, with no create or delete to notice it.
+dd if=/dev/urandom of="$MNT/big" bs=1M count=4 conv=fsync status=none || fail "dd"
+fssnap create --mount "$MNT" -o maxsize=1m >/dev/null || fail "create 3"
+n=$(fssnap list --json | grep -o '"number": *[0-9]*' | tail -1 | grep -o '[0-9]*$')
+[ -b "$DIR/snap/$n" ] || fail "no $DIR/snap/$n"
+# Overwritten in place: its old blocks must be copied, more than 1 MiB.
+dd if=/dev/urandom of="$MNT/big" bs=1M count=4 conv=notrunc,fsync status=none || fail "overwrite"
+for ((i = 0; i < 100 && $(fssnap list --json | grep -c '"number"') > 0; i++)); do sleep 0.1; done
+[ "$(fssnap list --json | grep -c '"number"')" = 0 ] || fail "snapshot $n outlived its maxsize"
+for ((i = 0; i < 100; i++)); do
+  [ ! -e "$DIR/snap/$n" ] && [ "$(ls /sys/class/ublk-char)" = ublkc0 ] && break
+  sleep 0.05
+done
+[ ! -e "$DIR/snap/$n" ] || fail "$DIR/snap/$n outlives the snapshot the engine deleted"
+[ "$(ls /sys/class/ublk-char)" = ublkc0 ] || fail "devices left after the engine's delete: $(ls /sys/class/ublk-char)"
 
 umount "$MNT" || fail "umount"
 stop_fssnapd
