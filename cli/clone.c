@@ -141,8 +141,12 @@ cli_drop_clone (struct cli *cli, long num, int force)
                         "detach it first or use --force", num, loop);
     r = cli_detach_file (file);
   }
-  if (r == CLI_EXIT_OK)
-    r = cli_request (cli, cli_numbered_req ("delete-clone", num), &reply);
+  if (r == CLI_EXIT_OK) {
+    json_object *req = cli_numbered_req ("delete-clone", num);
+    if (force)
+      json_object_object_add (req, "force", json_object_new_boolean (1));
+    r = cli_request (cli, req, &reply);
+  }
   if (r == CLI_EXIT_OK)
     json_object_put (reply);
   return r;

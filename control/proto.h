@@ -52,7 +52,9 @@
  *   {"request":"clone", "number":N}           a writable clone of snapshot
  *       N.  Reply: "clone": {number, base, base_uuid, device, devices,
  *       size, chunksize, written_chunks, create_time, overlay}.
- *   {"request":"delete-clone", "number":K}    Reply: "number": K.
+ *   {"request":"delete-clone", "number":K[, "force":true]}
+ *       Reply: "number": K.  Refused (EBUSY) while its block device is
+ *       mounted, or open by a process unless "force".
  *       list and info replies carry "clones": [clone objects].  delete of
  *       a snapshot that has clones is refused (EBUSY).
  *

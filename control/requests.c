@@ -436,6 +436,8 @@ ctl_delete (const struct ctl_context *ctx, json_object *req)
 /* ---- clones ------------------------------------------------------------ */
 
 static const char *const ctl_clone_fields[] = { "number", NULL };
+static const char *const ctl_delete_clone_fields[] = { "number", "force",
+                                                       NULL };
 
 static json_object *
 ctl_clone_json (const struct ctl_context *ctx,
@@ -499,6 +501,8 @@ ctl_clone (const struct ctl_context *ctx, json_object *req)
   r = fssnap_clones_create (ctx->clones, num, &k, errmsg, sizeof errmsg);
   if (r < 0)
     return ctl_engine_error (r, errmsg, "cannot clone");
+  if (ctx->clone_created)
+    ctx->clone_created (ctx->hooks_opaque, k);
   if (fssnap_clones_info (ctx->clones, k, &info) < 0)
     return ctl_reply_error (ENOENT, "clone %u vanished", k);
   ctl_log (ctx, FSSNAP_LOG_INFO, "control: clone %u of snapshot %u created",
@@ -512,6 +516,8 @@ static json_object *
 ctl_delete_clone (const struct ctl_context *ctx, json_object *req)
 {
   json_object *reply = NULL;
+  char errmsg[CTL_ERRMSG] = "";
+  bool force = false;
   unsigned num;
   int r;
 
@@ -521,11 +527,19 @@ ctl_delete_clone (const struct ctl_context *ctx, json_object *req)
     return reply;
   if (r == 0)
     return ctl_reply_error (EINVAL, "delete-clone needs \"number\"");
+  if (ctl_get_bool (req, "force", &force, &reply) < 0)
+    return reply;
+  if (ctx->clone_check_delete
+      && (r = ctx->clone_check_delete (ctx->hooks_opaque, num, force, errmsg,
+                                       sizeof errmsg)) < 0)
+    return ctl_engine_error (r, errmsg, "cannot delete the clone");
   r = fssnap_clones_delete (ctx->clones, num);
   if (r == -ENOENT)
     return ctl_reply_error (ENOENT, "no clone %u", num);
   if (r < 0)
     return ctl_engine_error (r, NULL, "cannot delete the clone");
+  if (ctx->clone_deleted)
+    ctx->clone_deleted (ctx->hooks_opaque, num);
   ctl_log (ctx, FSSNAP_LOG_INFO, "control: clone %u deleted", num);
   reply = ctl_reply_ok ();
   ctl_add_u64 (reply, "number", num);
@@ -1011,7 +1025,7 @@ static const struct ctl_request ctl_requests[] = {
   { "diff", ctl_diff_fields, ctl_diff },
   { "rollback", ctl_rollback_fields, ctl_rollback },
   { "clone", ctl_clone_fields, ctl_clone },
-  { "delete-clone", ctl_clone_fields, ctl_delete_clone },
+  { "delete-clone", ctl_delete_clone_fields, ctl_delete_clone },
   { "rollback-status", ctl_rollback_status_fields, ctl_rollback_status },
 };
 
