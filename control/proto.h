@@ -55,7 +55,8 @@
  *   {"request":"delete-clone", "number":K[, "force":true]}
  *       Reply: "number": K.  Refused (EBUSY) while its block device is
  *       mounted, or open by a process unless "force".
- *       list and info replies carry "clones": [clone objects].  delete of
+ *       list and info replies carry "clones": [clone objects], and each
+ *       snapshot object its own "clones" (those based on it).  delete of
  *       a snapshot that has clones is refused (EBUSY).
  *
  * Every reply has "ok" (boolean).  A failed request has "ok":false, "error"

@@ -46,6 +46,8 @@ static json_object *ctl_engine_error (int r, const char *errmsg,
                                       const char *what);
 static json_object *ctl_check_no_clones (const struct ctl_context *ctx,
                                          unsigned num);
+static json_object *ctl_clones_of (const struct ctl_context *ctx,
+                                   unsigned base);
 
 /* ---- Field access: each returns 1 if present, 0 if absent, -1 with an
  * error reply in *reply when the field has the wrong type or value. */
@@ -224,6 +226,8 @@ ctl_short_info_json (const struct ctl_context *ctx,
   json_object_object_add (obj, "create_time",
                           json_object_new_int64 (info->create_time));
   ctl_add_str (obj, "group", info->group);
+  json_object_object_add (obj, "clones",
+                          ctl_clones_of (ctx, info->number));
   return obj;
 }
 
@@ -466,9 +470,11 @@ ctl_clone_json (const struct ctl_context *ctx,
   return obj;
 }
 
-/* Every clone's info object, ascending. */
+/* The info object of every clone of snapshot base (every clone when base
+ * is FSSNAP_MAX_SNAPSHOTS), ascending.
+ */
 static json_object *
-ctl_all_clones (const struct ctl_context *ctx)
+ctl_clones_of (const struct ctl_context *ctx, unsigned base)
 {
   unsigned nums[FSSNAP_MAX_CLONES];
   json_object *arr = json_object_new_array ();
@@ -477,10 +483,17 @@ ctl_all_clones (const struct ctl_context *ctx)
 
   for (int i = 0; i < n && i < FSSNAP_MAX_CLONES; i++) {
     struct fssnap_clone_info info;
-    if (fssnap_clones_info (ctx->clones, nums[i], &info) == 0)
+    if (fssnap_clones_info (ctx->clones, nums[i], &info) == 0
+        && (base == FSSNAP_MAX_SNAPSHOTS || info.base == base))
       json_object_array_add (arr, ctl_clone_json (ctx, &info));
   }
   return arr;
+}
+
+static json_object *
+ctl_all_clones (const struct ctl_context *ctx)
+{
+  return ctl_clones_of (ctx, FSSNAP_MAX_SNAPSHOTS);
 }
 
 static json_object *
