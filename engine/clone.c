@@ -14,19 +14,27 @@
  *                                 append c to the journal
  *   read chunk c:   W[c] ? overlay : snapshot N
  *   zero/trim:      a write of zeros
- *   flush:          fdatasync the overlay, then write W whole (with its
- *                   CRC) to the map file through a temporary file and a
- *                   rename, then empty the journal
+ *   flush:          fdatasync the overlay, append a commit record (the
+ *                   journal up to here names only durable chunks) and
+ *                   fdatasync the journal: the chunks first written since
+ *                   the last flush are all a flush writes.  Once the
+ *                   journal outgrows the map, the flush also checkpoints:
+ *                   W whole (with its CRC) to the map file through a
+ *                   temporary file and a rename, then a new journal.
  *
  * Files in the state dir, per clone: ORIGIN.cloneK.data (the overlay),
  * ORIGIN.cloneK.map (header and W, see docs/format.md), ORIGIN.cloneK.log
- * (the journal: one 16-byte record with a CRC per chunk first written
- * since the last flush).  The overlay and the journal are written before
- * a write is acknowledged, unsynced: after a kill -9 the page cache still
- * has both, so no acknowledged write is lost; after a power cut only what
- * the last flush covered is promised, as on a disk with a volatile cache.
- * At open the map is checked, then the journal replayed up to its first
- * bad record.
+ * (the journal since the last checkpoint: 16-byte records with a CRC, the
+ * boot it was started in, then chunks first written and commits).  The
+ * overlay and the journal are written before a write is acknowledged,
+ * unsynced: after a kill -9 the page cache still has both, so no
+ * acknowledged write is lost; after a power cut only what the last flush
+ * covered is promised, as on a disk with a volatile cache.  At open the
+ * map is checked, then the journal replayed up to its first bad record:
+ * every chunk a commit covers; the chunks after the last commit only when
+ * the journal was written in this boot (the kernel's boot_id): after a
+ * power cut the page cache is gone, and a record may have reached the
+ * disk before its chunk's data.  Then a checkpoint starts a new journal.
  *
  * Each clone holds its base snapshot open: the engine would otherwise
  * free it; fssnapd refuses to delete a snapshot that has clones.
@@ -34,7 +42,7 @@
  * Locks, in this order: set->lock (the list, numbers and references),
  * a clone's chunk lock (one of CLONE_LOCKS by chunk number: a copy-up
  * against another write of the same chunk), clone->flush_lock (one
- * flush at a time), clone->lock (W, the journal, the dirty flag).
+ * flush at a time), clone->lock (W, the journal).
  */
 #include <dirent.h>
 #include <endian.h>
@@ -56,7 +64,12 @@
 #define CLONE_MAGIC      "FSSNAPCL"
 #define CLONE_VERSION    1
 #define CLONE_HEADER     128
-#define CLONE_LOG_MAGIC  0x4c434c46u    /* "FLCL" */
+/* Journal record types. */
+#define CLONE_LOG_CHUNK  0x4c434c46u    /* "FLCL": chunk first written */
+#define CLONE_LOG_COMMIT 0x43434c46u    /* "FLCC": records before OFFSET
+                                           name durable chunks */
+#define CLONE_LOG_BOOT   0x42434c46u    /* "FLCB": written in boot ID */
+#define CLONE_LOG_REC    16
 
 struct fssnap_clone {
   struct fssnap_clones *set;
@@ -80,7 +93,8 @@ struct fssnap_clone {
   struct bitmap written;        /* W: bits set under lock */
   uint64_t written_count;       /* lock */
   uint64_t log_len;             /* lock */
-  bool dirty;                   /* lock: W changed since the last flush */
+  uint64_t log_chunks;          /* lock: chunk records in the journal */
+  uint64_t log_committed;       /* flush_lock: how many a commit covers */
   bool deleted;                 /* lock: files removed, never rewritten */
 };
 
@@ -90,6 +104,7 @@ struct fssnap_clones {
   char *basename;
   fssnap_log_fn log;
   void *log_opaque;
+  uint64_t boot;                /* this boot (boot_id), for the journals */
   pthread_mutex_t lock;
   struct fssnap_clone *list;    /* lock */
   uint64_t next_serial;         /* lock */
@@ -221,35 +236,43 @@ clone_header_decode (struct fssnap_clone *c, const unsigned char *h,
   return 0;
 }
 
-/* Write header and W durably: temporary file, fsync, rename, fsync dir.
- * Caller holds flush_lock; takes c->lock to copy W.
- */
-static int
-clone_map_write (struct fssnap_clone *c)
+static size_t
+clone_map_len (const struct fssnap_clone *c)
 {
-  size_t words = clone_map_words (c), len = CLONE_HEADER + words * 8;
-  unsigned char *buf = malloc (len);
-  char tmp[4200];
-  int fd, r;
+  return CLONE_HEADER + clone_map_words (c) * 8;
+}
+
+/* Header and W as they are now, for clone_map_store (NULL: no memory).
+ * Caller holds c->lock.
+ */
+static unsigned char *
+clone_map_encode_locked (const struct fssnap_clone *c)
+{
+  size_t words = clone_map_words (c);
+  unsigned char *buf = malloc (clone_map_len (c));
 
   if (!buf)
-    return -ENOMEM;
-  pthread_mutex_lock (&c->lock);
-  if (c->deleted) {             /* a user still writing: nothing to keep */
-    pthread_mutex_unlock (&c->lock);
-    free (buf);
-    return 0;
-  }
+    return NULL;
   for (size_t w = 0; w < words; w++) {
     uint64_t v = htole64 (atomic_load (&c->written.words[w]));
     memcpy (buf + CLONE_HEADER + w * 8, &v, 8);
   }
-  c->dirty = false;
-  pthread_mutex_unlock (&c->lock);
   clone_header_encode (c, crc32c (0, buf + CLONE_HEADER, words * 8), buf);
+  return buf;
+}
+
+/* Write an encoded map durably: temporary file, fsync, rename, fsync
+ * dir.  Caller holds flush_lock.
+ */
+static int
+clone_map_store (struct fssnap_clone *c, const unsigned char *buf)
+{
+  char tmp[4200];
+  int fd, r;
+
   snprintf (tmp, sizeof tmp, "%s.tmp", c->map_path);
   fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  r = fd < 0 ? -errno : clone_pwrite (fd, buf, len, 0);
+  r = fd < 0 ? -errno : clone_pwrite (fd, buf, clone_map_len (c), 0);
   if (r == 0 && fsync (fd) < 0)
     r = -errno;
   if (fd >= 0)
@@ -258,13 +281,8 @@ clone_map_write (struct fssnap_clone *c)
     r = -errno;
   if (r == 0)
     r = clone_sync_dir (c->set->state_dir);
-  free (buf);
-  if (r < 0) {
+  if (r < 0)
     unlink (tmp);
-    pthread_mutex_lock (&c->lock);
-    c->dirty = true;
-    pthread_mutex_unlock (&c->lock);
-  }
   return r;
 }
 
@@ -305,11 +323,12 @@ clone_map_read (struct fssnap_clone *c, const struct fssnap_origin *o)
 
 /* ---- The journal ------------------------------------------------------- */
 
+/* A record: value (u64), type (u32), CRC-32C of the first 12 bytes. */
 static void
-clone_log_record (uint64_t chunk, unsigned char *rec)
+clone_log_record (uint32_t type, uint64_t value, unsigned char *rec)
 {
-  uint64_t v64 = htole64 (chunk);
-  uint32_t v32 = htole32 (CLONE_LOG_MAGIC);
+  uint64_t v64 = htole64 (value);
+  uint32_t v32 = htole32 (type);
 
   memcpy (rec, &v64, 8);
   memcpy (rec + 8, &v32, 4);
@@ -317,47 +336,168 @@ clone_log_record (uint64_t chunk, unsigned char *rec)
   memcpy (rec + 12, &v32, 4);
 }
 
+/* The record at off, if it passes its check: 0, else -1. */
+static int
+clone_log_get (struct fssnap_clone *c, uint64_t off, uint32_t *type,
+               uint64_t *value)
+{
+  unsigned char rec[CLONE_LOG_REC], check[CLONE_LOG_REC];
+  uint32_t v32;
+
+  if (pread (c->log_fd, rec, sizeof rec, (off_t) off) != sizeof rec)
+    return -1;
+  memcpy (value, rec, 8);
+  *value = le64toh (*value);
+  memcpy (&v32, rec + 8, 4);
+  *type = le32toh (v32);
+  clone_log_record (*type, *value, check);
+  return memcmp (rec, check, sizeof rec) == 0 ? 0 : -1;
+}
+
+/* Append a record.  Caller holds c->lock. */
+static int
+clone_log_append_locked (struct fssnap_clone *c, uint32_t type,
+                         uint64_t value)
+{
+  unsigned char rec[CLONE_LOG_REC];
+  int r;
+
+  clone_log_record (type, value, rec);
+  r = clone_pwrite (c->log_fd, rec, sizeof rec, c->log_len);
+  if (r == 0) {
+    c->log_len += sizeof rec;
+    if (type == CLONE_LOG_CHUNK)
+      c->log_chunks++;
+  }
+  return r;
+}
+
+/* Empty the journal and start it again with this boot's record (the map
+ * holds everything it had).  Caller holds flush_lock and c->lock.
+ */
+static int
+clone_log_restart_locked (struct fssnap_clone *c)
+{
+  if (ftruncate (c->log_fd, 0) < 0)
+    return -errno;
+  c->log_len = 0;
+  c->log_chunks = 0;
+  c->log_committed = 0;
+  return clone_log_append_locked (c, CLONE_LOG_BOOT, c->set->boot);
+}
+
 /* Set W[chunk] and append it to the journal.  Takes c->lock. */
 static int
 clone_mark (struct fssnap_clone *c, uint64_t chunk)
 {
-  unsigned char rec[16];
   int r = 0;
 
-  clone_log_record (chunk, rec);
   pthread_mutex_lock (&c->lock);
   if (!bitmap_test (&c->written, chunk)) {
-    r = clone_pwrite (c->log_fd, rec, sizeof rec, c->log_len);
+    r = clone_log_append_locked (c, CLONE_LOG_CHUNK, chunk);
     if (r == 0) {
-      c->log_len += sizeof rec;
       bitmap_set (&c->written, chunk);
       c->written_count++;
-      c->dirty = true;
     }
   }
   pthread_mutex_unlock (&c->lock);
   return r;
 }
 
-/* Replay the journal into W up to its first bad record.  At open only. */
+/* Replay the journal into W up to its first bad record: the chunks a
+ * commit covers, and the rest only if the journal is of this boot (after
+ * a power cut a record may be on disk and its chunk not).  At open only.
+ */
 static void
 clone_log_replay (struct fssnap_clone *c)
 {
-  unsigned char rec[16], check[16];
-  uint64_t off = 0, chunk;
+  uint64_t off, end, covered = 0, value;
+  uint32_t type;
+  bool same_boot = true;        /* a journal of before boot records */
 
-  while (pread (c->log_fd, rec, sizeof rec, off) == sizeof rec) {
-    memcpy (&chunk, rec, 8);
-    chunk = le64toh (chunk);
-    clone_log_record (chunk, check);
-    if (memcmp (rec, check, sizeof rec) != 0 || chunk >= c->nchunks)
+  for (end = 0; clone_log_get (c, end, &type, &value) == 0;
+       end += CLONE_LOG_REC) {
+    if (type == CLONE_LOG_BOOT)
+      same_boot = value == c->set->boot;
+    else if (type == CLONE_LOG_COMMIT && value <= end)
+      covered = value;
+    else if (type != CLONE_LOG_CHUNK || value >= c->nchunks)
       break;
-    bitmap_set (&c->written, chunk);
-    off += sizeof rec;
   }
-  c->log_len = off;
+  for (off = 0; off < end; off += CLONE_LOG_REC)
+    if (clone_log_get (c, off, &type, &value) == 0
+        && type == CLONE_LOG_CHUNK && (same_boot || off < covered)) {
+      bitmap_set (&c->written, value);
+      c->log_chunks++;
+    }
+  c->log_len = end;
   c->written_count = bitmap_count (&c->written);
-  c->dirty = off > 0;
+}
+
+/* Fold the journal into the map and start a new one of this boot: the
+ * overlay first, then the map, durable, then the journal.  Caller holds
+ * flush_lock; takes c->lock.
+ */
+static int
+clone_checkpoint (struct fssnap_clone *c)
+{
+  unsigned char *map;
+  uint64_t chunks;
+  int r = 0;
+
+  bool deleted;
+
+  pthread_mutex_lock (&c->lock);
+  deleted = c->deleted;
+  map = deleted ? NULL : clone_map_encode_locked (c);
+  chunks = c->log_chunks;
+  pthread_mutex_unlock (&c->lock);
+  if (deleted)                  /* a user still writing: nothing to keep */
+    return 0;
+  if (!map)
+    return -ENOMEM;
+  if (fdatasync (c->data_fd) < 0)
+    r = -errno;
+  if (r == 0)
+    r = clone_map_store (c, map);
+  free (map);
+  pthread_mutex_lock (&c->lock);
+  /* Chunks journalled after the copy are not in the map: keep them. */
+  if (r == 0 && c->log_chunks == chunks && !c->deleted)
+    r = clone_log_restart_locked (c);
+  pthread_mutex_unlock (&c->lock);
+  return r;
+}
+
+/* Read and check the boot id of the running kernel: the first 64 bits of
+ * /proc/sys/kernel/random/boot_id (FSSNAP_TEST_BOOT_ID instead, for the
+ * tests of a power cut); 0 if there is none.
+ */
+static uint64_t
+clone_boot_id (void)
+{
+  const char *env = getenv ("FSSNAP_TEST_BOOT_ID");
+  char line[64] = "";
+  uint64_t id = 0;
+  int digits = 0;
+  FILE *f;
+
+  if (env)
+    snprintf (line, sizeof line, "%s", env);
+  else if ((f = fopen ("/proc/sys/kernel/random/boot_id", "re"))) {
+    if (!fgets (line, sizeof line, f))
+      line[0] = '\0';
+    fclose (f);
+  }
+  for (const char *p = line; *p && digits < 16; p++) {
+    int v = *p >= '0' && *p <= '9' ? *p - '0'
+            : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+    if (v >= 0) {
+      id = id << 4 | (uint64_t) v;
+      digits++;
+    }
+  }
+  return id;
 }
 
 /* ---- Objects ----------------------------------------------------------- */
@@ -495,6 +635,14 @@ clone_reopen (struct fssnap_clones *set, unsigned num)
     return;
   }
   clone_log_replay (c);
+  /* A journal of this boot from here on (see clone_log_replay). */
+  pthread_mutex_lock (&c->flush_lock);
+  r = clone_checkpoint (c);
+  pthread_mutex_unlock (&c->flush_lock);
+  if (r < 0)
+    clone_log (set, FSSNAP_LOG_WARN, "clone %u: cannot fold its journal "
+               "into %s: %s (until a flush does, a kill -9 may lose its "
+               "writes not flushed)", num, c->map_path, strerror (-r));
   pthread_mutex_lock (&set->lock);
   clone_link_locked (set, c);
   pthread_mutex_unlock (&set->lock);
@@ -515,6 +663,7 @@ fssnap_clones_open (struct fssnap_origin *o, const char *state_dir,
   set->origin = o;
   set->log = log;
   set->log_opaque = log_opaque;
+  set->boot = clone_boot_id ();
   set->state_dir = strdup (state_dir);
   set->basename = strdup (slash ? slash + 1 : path);
   pthread_mutex_init (&set->lock, NULL);
@@ -607,7 +756,7 @@ clone_make_files (struct fssnap_clone *c, char *errmsg, size_t errlen)
     r = -errno;
   if (r == 0) {
     pthread_mutex_lock (&c->flush_lock);
-    r = clone_map_write (c);
+    r = clone_checkpoint (c);
     pthread_mutex_unlock (&c->flush_lock);
   }
   if (r < 0)
@@ -876,29 +1025,36 @@ fssnap_clone_zero (struct fssnap_clone *c, size_t len, uint64_t off,
   return clone_modify (c, NULL, len, off, flags);
 }
 
-/* Takes flush_lock, then c->lock. */
+/* The overlay durable, then a commit record covering every chunk
+ * journalled before, durable: nothing but the new chunks' records is
+ * written.  Once the journal outgrows the map, a checkpoint instead.
+ * Takes flush_lock, then c->lock.
+ */
 int
 fssnap_clone_flush (struct fssnap_clone *c)
 {
-  bool dirty;
+  uint64_t covered, chunks;
+  bool big;
   int r = 0;
 
   pthread_mutex_lock (&c->flush_lock);
-  if (fdatasync (c->data_fd) < 0)
-    r = -errno;
   pthread_mutex_lock (&c->lock);
-  dirty = c->dirty;
+  covered = c->log_len;
+  chunks = c->log_chunks;
+  big = covered > clone_map_len (c);
   pthread_mutex_unlock (&c->lock);
-  if (r == 0 && dirty)
-    r = clone_map_write (c);
-  if (r == 0 && dirty) {
-    /* Bits journalled after the copy above are in the new map only if
-     * they were set before it: keep the journal unless nothing came.
-     */
+  if (big)
+    r = clone_checkpoint (c);
+  else if (fdatasync (c->data_fd) < 0)
+    r = -errno;
+  else if (chunks > c->log_committed) {
     pthread_mutex_lock (&c->lock);
-    if (!c->dirty && ftruncate (c->log_fd, 0) == 0)
-      c->log_len = 0;
+    r = clone_log_append_locked (c, CLONE_LOG_COMMIT, covered);
     pthread_mutex_unlock (&c->lock);
+    if (r == 0 && fdatasync (c->log_fd) < 0)
+      r = -errno;
+    if (r == 0)
+      c->log_committed = chunks;
   }
   pthread_mutex_unlock (&c->flush_lock);
   return r;
