@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Writable clones of a snapshot, built on the public API only.
+ * Writable clones of a snapshot, built on the public API (snapshot reads)
+ * and the origin's I/O layer (every file access of a clone goes through
+ * it, as the rest of the engine's: the fault and power-loss tests see
+ * them).
  *
  * A clone K reads as its base snapshot N except where it was written.
  * Writes go to a sparse overlay file of the volume's size; a bitmap W (one
@@ -56,9 +59,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "libfssnap.h"
 #include "common/bitmap.h"
 #include "common/crc32c.h"
+#include "common/log.h"
+#include "engine/internal.h"
 
 #define CLONE_LOCKS      64
 #define CLONE_MAGIC      "FSSNAPCL"
@@ -100,6 +104,7 @@ struct fssnap_clone {
 
 struct fssnap_clones {
   struct fssnap_origin *origin;
+  const struct fssnap_io *io;   /* the origin's */
   char *state_dir;
   char *basename;
   fssnap_log_fn log;
@@ -110,72 +115,29 @@ struct fssnap_clones {
   uint64_t next_serial;         /* lock */
 };
 
-static void
-clone_log (struct fssnap_clones *set, enum fssnap_log_level level,
-           const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
-
-static void
+static void __attribute__ ((format (printf, 3, 4)))
 clone_log (struct fssnap_clones *set, enum fssnap_log_level level,
            const char *fmt, ...)
 {
-  char msg[1024];
   va_list ap;
 
   va_start (ap, fmt);
-  vsnprintf (msg, sizeof msg, fmt, ap);
+  log_vsend (set->log, set->log_opaque, "fssnap", level, fmt, ap);
   va_end (ap);
-  if (set->log)
-    set->log (set->log_opaque, level, msg);
-  else
-    fprintf (stderr, "fssnap: %s\n", msg);
 }
 
+/* A read that may run past the end of a file: the rest reads as zeros
+ * (the overlay is sparse, and only as long as its last written chunk).
+ */
 static int
-clone_sync_dir (const char *dir)
+clone_pread (const struct fssnap_io *io, int fd, void *buf, size_t len,
+             uint64_t off)
 {
-  int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = 0;
+  ssize_t n = io_pread_upto (io, fd, buf, len, off);
 
-  if (fd < 0)
-    return -errno;
-  if (fsync (fd) < 0)
-    r = -errno;
-  close (fd);
-  return r;
-}
-
-static int
-clone_pwrite (int fd, const void *buf, size_t len, uint64_t off)
-{
-  while (len > 0) {
-    ssize_t n = pwrite (fd, buf, len, off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return n < 0 ? -errno : -EIO;
-    buf = (const char *) buf + n;
-    len -= n;
-    off += n;
-  }
-  return 0;
-}
-
-static int
-clone_pread (int fd, void *buf, size_t len, uint64_t off)
-{
-  while (len > 0) {
-    ssize_t n = pread (fd, buf, len, off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      return -errno;
-    if (n == 0) {               /* a sparse file's tail: zeros */
-      memset (buf, 0, len);
-      return 0;
-    }
-    buf = (char *) buf + n;
-    len -= n;
-    off += n;
-  }
+  if (n < 0)
+    return (int) n;
+  memset ((char *) buf + n, 0, len - (size_t) n);
   return 0;
 }
 
@@ -261,29 +223,13 @@ clone_map_encode_locked (const struct fssnap_clone *c)
   return buf;
 }
 
-/* Write an encoded map durably: temporary file, fsync, rename, fsync
- * dir.  Caller holds flush_lock.
+/* Write an encoded map durably (io_replace_file).  Caller holds
+ * flush_lock.
  */
 static int
 clone_map_store (struct fssnap_clone *c, const unsigned char *buf)
 {
-  char tmp[4200];
-  int fd, r;
-
-  snprintf (tmp, sizeof tmp, "%s.tmp", c->map_path);
-  fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  r = fd < 0 ? -errno : clone_pwrite (fd, buf, clone_map_len (c), 0);
-  if (r == 0 && fsync (fd) < 0)
-    r = -errno;
-  if (fd >= 0)
-    close (fd);
-  if (r == 0 && rename (tmp, c->map_path) < 0)
-    r = -errno;
-  if (r == 0)
-    r = clone_sync_dir (c->set->state_dir);
-  if (r < 0)
-    unlink (tmp);
-  return r;
+  return io_replace_file (c->set->io, c->map_path, buf, clone_map_len (c));
 }
 
 /* Read and check the map file into c (identity and W). */
@@ -291,12 +237,13 @@ static int
 clone_map_read (struct fssnap_clone *c, const struct fssnap_origin *o)
 {
   unsigned char h[CLONE_HEADER];
+  const struct fssnap_io *io = c->set->io;
   uint32_t bitmap_crc;
-  int fd = open (c->map_path, O_RDONLY | O_CLOEXEC), r;
+  int fd = io->open (io->opaque, c->map_path, O_RDONLY | O_CLOEXEC, 0), r;
 
   if (fd < 0)
-    return -errno;
-  r = clone_pread (fd, h, sizeof h, 0);
+    return fd;
+  r = clone_pread (io, fd, h, sizeof h, 0);
   if (r == 0)
     r = clone_header_decode (c, h, &bitmap_crc);
   if (r == 0 && (c->size != fssnap_origin_size (o)
@@ -310,14 +257,14 @@ clone_map_read (struct fssnap_clone *c, const struct fssnap_origin *o)
   if (r == 0) {
     size_t words = clone_map_words (c);
     uint64_t *w = malloc (words * 8 + 1);
-    r = w ? clone_pread (fd, w, words * 8, CLONE_HEADER) : -ENOMEM;
+    r = w ? clone_pread (io, fd, w, words * 8, CLONE_HEADER) : -ENOMEM;
     if (r == 0 && crc32c (0, w, words * 8) != bitmap_crc)
       r = -EBADMSG;
     for (size_t i = 0; r == 0 && i < words; i++)
       atomic_store (&c->written.words[i], le64toh (w[i]));
     free (w);
   }
-  close (fd);
+  io->close (io->opaque, fd);
   return r;
 }
 
@@ -344,7 +291,8 @@ clone_log_get (struct fssnap_clone *c, uint64_t off, uint32_t *type,
   unsigned char rec[CLONE_LOG_REC], check[CLONE_LOG_REC];
   uint32_t v32;
 
-  if (pread (c->log_fd, rec, sizeof rec, (off_t) off) != sizeof rec)
+  if (io_pread_upto (c->set->io, c->log_fd, rec, sizeof rec, off)
+      != sizeof rec)
     return -1;
   memcpy (value, rec, 8);
   *value = le64toh (*value);
@@ -363,7 +311,7 @@ clone_log_append_locked (struct fssnap_clone *c, uint32_t type,
   int r;
 
   clone_log_record (type, value, rec);
-  r = clone_pwrite (c->log_fd, rec, sizeof rec, c->log_len);
+  r = io_pwrite_full (c->set->io, c->log_fd, rec, sizeof rec, c->log_len);
   if (r == 0) {
     c->log_len += sizeof rec;
     if (type == CLONE_LOG_CHUNK)
@@ -372,18 +320,40 @@ clone_log_append_locked (struct fssnap_clone *c, uint32_t type,
   return r;
 }
 
-/* Empty the journal and start it again with this boot's record (the map
- * holds everything it had).  Caller holds flush_lock and c->lock.
+/* Start the journal again with this boot's record, durable, renamed over
+ * the old one (whose chunks the map holds).  Caller holds flush_lock and
+ * c->lock.
  */
 static int
 clone_log_restart_locked (struct fssnap_clone *c)
 {
-  if (ftruncate (c->log_fd, 0) < 0)
-    return -errno;
-  c->log_len = 0;
+  const struct fssnap_io *io = c->set->io;
+  unsigned char rec[CLONE_LOG_REC];
+  char tmp[4200];
+  int fd, r;
+
+  clone_log_record (CLONE_LOG_BOOT, c->set->boot, rec);
+  snprintf (tmp, sizeof tmp, "%s.tmp", c->log_path);
+  fd = io->open (io->opaque, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+                 0600);
+  if (fd < 0)
+    return fd;
+  r = io_pwrite_full (io, fd, rec, sizeof rec, 0);
+  if (r == 0)
+    r = io->fsync (io->opaque, fd);
+  if (r == 0)
+    r = io->rename (io->opaque, tmp, c->log_path);
+  if (r < 0) {
+    io->close (io->opaque, fd);
+    io->unlink (io->opaque, tmp);
+    return r;
+  }
+  io->close (io->opaque, c->log_fd);
+  c->log_fd = fd;
+  c->log_len = sizeof rec;
   c->log_chunks = 0;
   c->log_committed = 0;
-  return clone_log_append_locked (c, CLONE_LOG_BOOT, c->set->boot);
+  return 0;
 }
 
 /* Set W[chunk] and append it to the journal.  Takes c->lock. */
@@ -456,8 +426,7 @@ clone_checkpoint (struct fssnap_clone *c)
     return 0;
   if (!map)
     return -ENOMEM;
-  if (fdatasync (c->data_fd) < 0)
-    r = -errno;
+  r = c->set->io->fsync (c->set->io->opaque, c->data_fd);
   if (r == 0)
     r = clone_map_store (c, map);
   free (map);
@@ -508,9 +477,9 @@ clone_free (struct fssnap_clone *c)
   if (c->snap)
     fssnap_snapshot_close (c->snap);
   if (c->data_fd >= 0)
-    close (c->data_fd);
+    c->set->io->close (c->set->io->opaque, c->data_fd);
   if (c->log_fd >= 0)
-    close (c->log_fd);
+    c->set->io->close (c->set->io->opaque, c->log_fd);
   for (unsigned i = 0; i < CLONE_LOCKS; i++)
     pthread_mutex_destroy (&c->chunk_locks[i]);
   pthread_mutex_destroy (&c->flush_lock);
@@ -573,11 +542,18 @@ clone_open_base (struct fssnap_clone *c, char *errmsg, size_t errlen)
 static int
 clone_open_files (struct fssnap_clone *c, int flags)
 {
-  c->data_fd = open (c->data_path, O_RDWR | O_CLOEXEC | flags, 0600);
-  if (c->data_fd < 0)
-    return -errno;
-  c->log_fd = open (c->log_path, O_RDWR | O_CLOEXEC | flags, 0600);
-  return c->log_fd < 0 ? -errno : 0;
+  const struct fssnap_io *io = c->set->io;
+  int fd = io->open (io->opaque, c->data_path, O_RDWR | O_CLOEXEC | flags,
+                     0600);
+
+  if (fd < 0)
+    return fd;
+  c->data_fd = fd;
+  fd = io->open (io->opaque, c->log_path, O_RDWR | O_CLOEXEC | flags, 0600);
+  if (fd < 0)
+    return fd;
+  c->log_fd = fd;
+  return 0;
 }
 
 /* Link c into the set.  Caller holds set->lock. */
@@ -661,6 +637,7 @@ fssnap_clones_open (struct fssnap_origin *o, const char *state_dir,
   if (!set)
     return -ENOMEM;
   set->origin = o;
+  set->io = o->io;
   set->log = log;
   set->log_opaque = log_opaque;
   set->boot = clone_boot_id ();
@@ -740,20 +717,23 @@ clone_free_number_locked (struct fssnap_clones *set)
 static void
 clone_unlink_files (struct fssnap_clone *c)
 {
-  unlink (c->map_path);         /* the record first: no half clone later */
-  unlink (c->data_path);
-  unlink (c->log_path);
-  clone_sync_dir (c->set->state_dir);
+  const struct fssnap_io *io = c->set->io;
+
+  /* The record first: no half clone later. */
+  io->unlink (io->opaque, c->map_path);
+  io->unlink (io->opaque, c->data_path);
+  io->unlink (io->opaque, c->log_path);
+  io_sync_dir (io, c->set->state_dir);
 }
 
-/* A new clone's files, its map durable last. */
+/* A new clone's files, its map durable last (the overlay starts empty:
+ * reads past its end are zeros, and only chunks W names are read).
+ */
 static int
 clone_make_files (struct fssnap_clone *c, char *errmsg, size_t errlen)
 {
   int r = clone_open_files (c, O_CREAT | O_EXCL);
 
-  if (r == 0 && ftruncate (c->data_fd, (off_t) c->size) < 0)
-    r = -errno;
   if (r == 0) {
     pthread_mutex_lock (&c->flush_lock);
     r = clone_checkpoint (c);
@@ -933,7 +913,7 @@ fssnap_clone_read (struct fssnap_clone *c, void *buf, size_t len,
       n = len;
     /* W[c] is set only once the overlay holds the whole chunk. */
     if (bitmap_test (&c->written, chunk))
-      r = clone_pread (c->data_fd, buf, n, off);
+      r = clone_pread (c->set->io, c->data_fd, buf, n, off);
     else
       r = fssnap_snapshot_read (c->snap, buf, n, off);
     if (r < 0)
@@ -964,7 +944,7 @@ clone_write_chunk (struct fssnap_clone *c, const void *data, size_t n,
       memset (scratch, 0, n);
       data = scratch;
     }
-    r = clone_pwrite (c->data_fd, data, n, off);
+    r = io_pwrite_full (c->set->io, c->data_fd, data, n, off);
   } else {
     /* Copy up: the base chunk merged with the new data, then W[c]. */
     r = n == whole ? 0 : fssnap_snapshot_read (c->snap, scratch, whole,
@@ -974,7 +954,7 @@ clone_write_chunk (struct fssnap_clone *c, const void *data, size_t n,
         memcpy (scratch + (off - start), data, n);
       else
         memset (scratch + (off - start), 0, n);
-      r = clone_pwrite (c->data_fd, scratch, whole, start);
+      r = io_pwrite_full (c->set->io, c->data_fd, scratch, whole, start);
     }
     if (r == 0)
       r = clone_mark (c, chunk);
@@ -1045,14 +1025,14 @@ fssnap_clone_flush (struct fssnap_clone *c)
   pthread_mutex_unlock (&c->lock);
   if (big)
     r = clone_checkpoint (c);
-  else if (fdatasync (c->data_fd) < 0)
-    r = -errno;
-  else if (chunks > c->log_committed) {
+  else
+    r = c->set->io->fsync (c->set->io->opaque, c->data_fd);
+  if (r == 0 && !big && chunks > c->log_committed) {
     pthread_mutex_lock (&c->lock);
     r = clone_log_append_locked (c, CLONE_LOG_COMMIT, covered);
     pthread_mutex_unlock (&c->lock);
-    if (r == 0 && fdatasync (c->log_fd) < 0)
-      r = -errno;
+    if (r == 0)
+      r = c->set->io->fsync (c->set->io->opaque, c->log_fd);
     if (r == 0)
       c->log_committed = chunks;
   }
