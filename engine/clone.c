@@ -321,8 +321,8 @@ clone_log_append_locked (struct fssnap_clone *c, uint32_t type,
 }
 
 /* Start the journal again with this boot's record, durable, renamed over
- * the old one (whose chunks the map holds).  Caller holds flush_lock and
- * c->lock.
+ * the old one (whose chunks the map holds), the name durable too (the
+ * next commits go to this file).  Caller holds flush_lock and c->lock.
  */
 static int
 clone_log_restart_locked (struct fssnap_clone *c)
@@ -353,7 +353,7 @@ clone_log_restart_locked (struct fssnap_clone *c)
   c->log_len = sizeof rec;
   c->log_chunks = 0;
   c->log_committed = 0;
-  return 0;
+  return io_sync_dir (io, c->set->state_dir);
 }
 
 /* Set W[chunk] and append it to the journal.  Takes c->lock. */
