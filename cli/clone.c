@@ -62,17 +62,25 @@ cli_make_clone (struct cli *cli, long num, json_object **clonep)
   return r;
 }
 
-/* The FUSE device file of a clone info object, or NULL. */
+/* A clone info object's device of frontend ("fuse", "ublk"), or NULL. */
 static const char *
-cli_clone_file (json_object *clone)
+cli_clone_device (json_object *clone, const char *frontend)
 {
   json_object *devices, *v;
 
   if (json_object_object_get_ex (clone, "devices", &devices)
-      && json_object_object_get_ex (devices, "fuse", &v))
+      && json_object_object_get_ex (devices, frontend, &v))
     return json_object_get_string (v);
   return NULL;
 }
+
+/* The FUSE device file of a clone info object, or NULL. */
+static const char *
+cli_clone_file (json_object *clone)
+{
+  return cli_clone_device (clone, "fuse");
+}
+
 
 int
 cli_cmd_clone (struct cli *cli, int argc, char **argv)
@@ -336,13 +344,23 @@ cli_scrub_is_xfs (const char *mountpoint)
   return statfs (mountpoint, &st) == 0 && st.f_type == 0x58465342;
 }
 
-/* Clone snapshot num, attach the clone read-write, check it, detach. */
+/* Check the clone's block device dev for scrub. */
+static int
+cli_scrub_check_dev (const char *mountpoint, const char *dev)
+{
+  return cli_scrub_is_xfs (mountpoint) ? cli_scrub_check_xfs (mountpoint, dev)
+                                       : cli_scrub_check (mountpoint, dev);
+}
+
+/* Clone snapshot num, check its block device: the ublk one, or a loop
+ * device attached read-write to its device file (and detached).
+ */
 static int
 cli_scrub_clone (struct cli *cli, const char *mountpoint, long num,
                  long *clonep)
 {
   json_object *clone;
-  const char *file;
+  const char *file, *ublk;
   char dev[64];
   int r = cli_make_clone (cli, num, &clone), rc;
 
@@ -350,15 +368,17 @@ cli_scrub_clone (struct cli *cli, const char *mountpoint, long num,
     return r;
   *clonep = atol (cli_field (clone, "number"));
   file = cli_clone_file (clone);
-  if (!file)
+  ublk = cli_clone_device (clone, "ublk");
+  if (ublk)
+    r = cli_scrub_check_dev (mountpoint, ublk);
+  else if (!file)
     r = cli_error (CLI_EXIT_REFUSED, "scrub needs the device files "
                    "(fssnapd runs with --no-fuse)");
   else if ((rc = loop_attach (file, 0, dev, sizeof dev)) < 0)
     r = cli_error (CLI_EXIT_REFUSED, "cannot attach %s: %s", file,
                    strerror (-rc));
   else {
-    r = cli_scrub_is_xfs (mountpoint) ? cli_scrub_check_xfs (mountpoint, dev)
-                                      : cli_scrub_check (mountpoint, dev);
+    r = cli_scrub_check_dev (mountpoint, dev);
     if ((rc = loop_detach (dev)) < 0)
       fprintf (stderr, "fssnap: detaching %s: %s\n", dev, strerror (-rc));
   }

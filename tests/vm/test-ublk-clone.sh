@@ -8,7 +8,8 @@
 # restarted daemon takes the clone's device over and the writes carry on.
 # delete-clone is refused while the clone is mounted (even with --force)
 # and while a process holds it open (unless --force), and removes the
-# device; no device is left after stop.
+# device; fssnap scrub checks its clone on the clone's ublk device; no
+# device is left after stop.
 . "$(dirname "$0")/guest.sh"
 
 guest_modprobe ublk_drv
@@ -98,6 +99,19 @@ for ((i = 0; i < 100; i++)); do
   sleep 0.05
 done
 [ "$(ls /sys/class/ublk-char | wc -l)" = 1 ] || fail "devices left: $(ls /sys/class/ublk-char)"
+
+# scrub checks its clone on the clone's ublk device (no loop device).
+: >"$FSSNAPD_LOG"
+expect_exit 0 "" "$FSSNAP" --run-dir "$RUN_DIR" scrub "$MNT"
+[[ $LAST_STDOUT == *"scrub $MNT: clean"* ]] || fail "scrub said: $LAST_STDOUT"
+grep -q "serving clone 0 as /dev/ublkb" "$FSSNAPD_LOG" || fail "scrub's clone had no ublk device"
+losetup -a | grep -q "dev/clone" && fail "scrub attached a loop device"
+[ "$(fssnap list --json | json_get 'len(j)')" = 0 ] || fail "scrub left a snapshot"
+for ((i = 0; i < 100; i++)); do
+  [ "$(ls /sys/class/ublk-char | wc -l)" = 1 ] && break
+  sleep 0.05
+done
+[ "$(ls /sys/class/ublk-char | wc -l)" = 1 ] || fail "scrub left devices: $(ls /sys/class/ublk-char)"
 
 umount "$MNT" || fail "umount"
 stop_fssnapd
