@@ -9,15 +9,21 @@
  * clone, let e2fsck replay the journal and check it (it may write: only
  * the clone changes), report, and drop the clone and the snapshot again,
  * whatever happens: a ^C or SIGTERM during the check stops e2fsck (it
- * gets the signal too) and the clean-up still runs.
+ * gets the signal too) and the clean-up still runs.  An XFS is checked
+ * the same way, but xfs_repair cannot replay a log: the clone is mounted
+ * (nouuid: the live one has the same UUID) and unmounted, which replays
+ * it, then xfs_repair -n checks it.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,17 +62,25 @@ cli_make_clone (struct cli *cli, long num, json_object **clonep)
   return r;
 }
 
-/* The FUSE device file of a clone info object, or NULL. */
+/* A clone info object's device of frontend ("fuse", "ublk"), or NULL. */
 static const char *
-cli_clone_file (json_object *clone)
+cli_clone_device (json_object *clone, const char *frontend)
 {
   json_object *devices, *v;
 
   if (json_object_object_get_ex (clone, "devices", &devices)
-      && json_object_object_get_ex (devices, "fuse", &v))
+      && json_object_object_get_ex (devices, frontend, &v))
     return json_object_get_string (v);
   return NULL;
 }
+
+/* The FUSE device file of a clone info object, or NULL. */
+static const char *
+cli_clone_file (json_object *clone)
+{
+  return cli_clone_device (clone, "fuse");
+}
+
 
 int
 cli_cmd_clone (struct cli *cli, int argc, char **argv)
@@ -141,8 +155,12 @@ cli_drop_clone (struct cli *cli, long num, int force)
                         "detach it first or use --force", num, loop);
     r = cli_detach_file (file);
   }
-  if (r == CLI_EXIT_OK)
-    r = cli_request (cli, cli_numbered_req ("delete-clone", num), &reply);
+  if (r == CLI_EXIT_OK) {
+    json_object *req = cli_numbered_req ("delete-clone", num);
+    if (force)
+      json_object_object_add (req, "force", json_object_new_boolean (1));
+    r = cli_request (cli, req, &reply);
+  }
   if (r == CLI_EXIT_OK)
     json_object_put (reply);
   return r;
@@ -199,16 +217,18 @@ cli_scrub_catch_signals (void)
   sigaction (SIGHUP, &sa, NULL);
 }
 
-/* Run e2fsck with args on dev; its exit status, or -1 if it did not run. */
+/* Run prog (e2fsck, xfs_repair) with args on dev; its exit status, or -1
+ * if it did not run.
+ */
 static int
-cli_run_e2fsck (const char *const *args, const char *dev)
+cli_run_checker (const char *prog, const char *const *args, const char *dev)
 {
   const char *argv[8];
   size_t n = 0;
   pid_t pid;
   int status;
 
-  argv[n++] = "e2fsck";
+  argv[n++] = prog;
   while (*args)
     argv[n++] = *args++;
   argv[n++] = dev;
@@ -217,8 +237,8 @@ cli_run_e2fsck (const char *const *args, const char *dev)
   pid = fork ();
   if (pid == 0) {
     dup2 (STDOUT_FILENO, STDERR_FILENO);  /* its report is our output */
-    execvp ("e2fsck", (char **) argv);
-    fprintf (stderr, "fssnap: cannot run e2fsck: %s\n", strerror (errno));
+    execvp (prog, (char **) argv);
+    fprintf (stderr, "fssnap: cannot run %s: %s\n", prog, strerror (errno));
     _exit (127);
   }
   if (pid < 0)
@@ -239,10 +259,10 @@ cli_scrub_check (const char *mountpoint, const char *dev)
 {
   static const char *const replay[] = { "-E", "journal_only", "-p", NULL };
   static const char *const check[] = { "-f", "-y", NULL };
-  int rc = cli_run_e2fsck (replay, dev);
+  int rc = cli_run_checker ("e2fsck", replay, dev);
 
   if (rc >= 0 && rc < 8 && !cli_scrub_stopped)
-    rc = cli_run_e2fsck (check, dev);
+    rc = cli_run_checker ("e2fsck", check, dev);
   if (cli_scrub_stopped)
     return cli_error (CLI_EXIT_CHECK_FAILED, "scrub %s: interrupted; its "
                       "snapshot and clone are dropped", mountpoint);
@@ -253,6 +273,44 @@ cli_scrub_check (const char *mountpoint, const char *dev)
     return cli_error (CLI_EXIT_FS_ERRORS, "scrub %s: the file system has "
                       "errors (e2fsck exit %d on a snapshot of it): unmount "
                       "it and run e2fsck", mountpoint, rc);
+  printf ("scrub %s: clean\n", mountpoint);
+  return CLI_EXIT_OK;
+}
+
+/* Replay the log with a mount and an unmount of dev (the clone), then
+ * xfs_repair -n.  Returns an exit code of fssnap.
+ */
+static int
+cli_scrub_check_xfs (const char *mountpoint, const char *dev)
+{
+  static const char *const check[] = { "-n", NULL };
+  char dir[] = "/tmp/fssnap-scrub.XXXXXX";
+  int rc = -1;
+
+  if (!mkdtemp (dir))
+    return cli_error (CLI_EXIT_CHECK_FAILED, "scrub %s: mkdtemp: %s",
+                      mountpoint, strerror (errno));
+  if (mount (dev, dir, "xfs", 0, "nouuid") < 0) {
+    rmdir (dir);
+    return cli_error (CLI_EXIT_CHECK_FAILED, "scrub %s: mounting its clone "
+                      "(%s) to replay the log: %s", mountpoint, dev,
+                      strerror (errno));
+  }
+  if (umount (dir) < 0)
+    umount2 (dir, MNT_DETACH);
+  rmdir (dir);
+  if (!cli_scrub_stopped)
+    rc = cli_run_checker ("xfs_repair", check, dev);
+  if (cli_scrub_stopped)
+    return cli_error (CLI_EXIT_CHECK_FAILED, "scrub %s: interrupted; its "
+                      "snapshot and clone are dropped", mountpoint);
+  if (rc < 0 || rc > 1)
+    return cli_error (CLI_EXIT_CHECK_FAILED, "scrub %s: xfs_repair could "
+                      "not check it (exit %d)", mountpoint, rc);
+  if (rc == 1)
+    return cli_error (CLI_EXIT_FS_ERRORS, "scrub %s: the file system has "
+                      "errors (xfs_repair -n on a snapshot of it): unmount "
+                      "it and run xfs_repair", mountpoint);
   printf ("scrub %s: clean\n", mountpoint);
   return CLI_EXIT_OK;
 }
@@ -278,13 +336,31 @@ cli_scrub_snapshot (struct cli *cli, const char *mountpoint, int *rp)
   return num;
 }
 
-/* Clone snapshot num, attach the clone read-write, check it, detach. */
+static bool
+cli_scrub_is_xfs (const char *mountpoint)
+{
+  struct statfs st;
+
+  return statfs (mountpoint, &st) == 0 && st.f_type == 0x58465342;
+}
+
+/* Check the clone's block device dev for scrub. */
+static int
+cli_scrub_check_dev (const char *mountpoint, const char *dev)
+{
+  return cli_scrub_is_xfs (mountpoint) ? cli_scrub_check_xfs (mountpoint, dev)
+                                       : cli_scrub_check (mountpoint, dev);
+}
+
+/* Clone snapshot num, check its block device: the ublk one, or a loop
+ * device attached read-write to its device file (and detached).
+ */
 static int
 cli_scrub_clone (struct cli *cli, const char *mountpoint, long num,
                  long *clonep)
 {
   json_object *clone;
-  const char *file;
+  const char *file, *ublk;
   char dev[64];
   int r = cli_make_clone (cli, num, &clone), rc;
 
@@ -292,14 +368,17 @@ cli_scrub_clone (struct cli *cli, const char *mountpoint, long num,
     return r;
   *clonep = atol (cli_field (clone, "number"));
   file = cli_clone_file (clone);
-  if (!file)
+  ublk = cli_clone_device (clone, "ublk");
+  if (ublk)
+    r = cli_scrub_check_dev (mountpoint, ublk);
+  else if (!file)
     r = cli_error (CLI_EXIT_REFUSED, "scrub needs the device files "
                    "(fssnapd runs with --no-fuse)");
   else if ((rc = loop_attach (file, 0, dev, sizeof dev)) < 0)
     r = cli_error (CLI_EXIT_REFUSED, "cannot attach %s: %s", file,
                    strerror (-rc));
   else {
-    r = cli_scrub_check (mountpoint, dev);
+    r = cli_scrub_check_dev (mountpoint, dev);
     if ((rc = loop_detach (dev)) < 0)
       fprintf (stderr, "fssnap: detaching %s: %s\n", dev, strerror (-rc));
   }

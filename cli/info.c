@@ -14,7 +14,8 @@
 #include "cli/cli.h"
 #include "cli/devices.h"
 
-enum cli_format { CLI_RAW, CLI_SIZE, CLI_MAXSIZE, CLI_TIME, CLI_OPTIONAL };
+enum cli_format { CLI_RAW, CLI_SIZE, CLI_MAXSIZE, CLI_TIME, CLI_OPTIONAL,
+                  CLI_CLONES };
 
 struct cli_info_key {
   const char *key;              /* as in the daemon's JSON */
@@ -39,6 +40,7 @@ static const struct cli_info_key cli_info_keys[] = {
   { "preserved_chunks", NULL, "Preserved chunks", CLI_RAW },
   { "reason", NULL, "Unavailable because", CLI_OPTIONAL },
   { "group", NULL, "Group (several volumes)", CLI_OPTIONAL },
+  { "clones", NULL, "Writable clones", CLI_CLONES },
   { "owned_chunks", NULL, NULL, CLI_RAW },
   { "chunks", NULL, NULL, CLI_RAW },
   { "open_count", NULL, NULL, CLI_RAW },
@@ -89,12 +91,29 @@ cli_info_parse_keys (char *arg, const struct cli_info_key **keys)
   return n ? n : -1;
 }
 
+/* "K (DEVICE), ..." for the clones of a snapshot, or "-". */
+static void
+cli_info_clones (json_object *clones, char *buf, size_t len)
+{
+  size_t i, n = clones ? json_object_array_length (clones) : 0, at = 0;
+
+  snprintf (buf, len, "-");
+  for (i = 0; i < n && at < len; i++) {
+    json_object *cl = json_object_array_get_idx (clones, i);
+    int w = snprintf (buf + at, len - at, "%s%s (%s)", i ? ", " : "",
+                      cli_field (cl, "number"), cli_field (cl, "device"));
+    if (w < 0)
+      break;
+    at += (size_t) w;
+  }
+}
+
 static void
 cli_info_value (json_object *snap, const struct cli_info_key *k,
                 char *buf, size_t len)
 {
   const char *raw = cli_field (snap, k->key);
-  json_object *v;
+  json_object *v = NULL;
   uint64_t n = json_object_object_get_ex (snap, k->key, &v)
                ? json_object_get_uint64 (v) : 0;
 
@@ -110,6 +129,7 @@ cli_info_value (json_object *snap, const struct cli_info_key *k,
     break;
   case CLI_OPTIONAL: snprintf (buf, len, "%s", *raw ? raw : "-"); break;
   case CLI_RAW: snprintf (buf, len, "%s", raw); break;
+  case CLI_CLONES: cli_info_clones (v, buf, len); break;
   }
 }
 

@@ -52,8 +52,11 @@
  *   {"request":"clone", "number":N}           a writable clone of snapshot
  *       N.  Reply: "clone": {number, base, base_uuid, device, devices,
  *       size, chunksize, written_chunks, create_time, overlay}.
- *   {"request":"delete-clone", "number":K}    Reply: "number": K.
- *       list and info replies carry "clones": [clone objects].  delete of
+ *   {"request":"delete-clone", "number":K[, "force":true]}
+ *       Reply: "number": K.  Refused (EBUSY) while its block device is
+ *       mounted, or open by a process unless "force".
+ *       list and info replies carry "clones": [clone objects], and each
+ *       snapshot object its own "clones" (those based on it).  delete of
  *       a snapshot that has clones is refused (EBUSY).
  *
  * Every reply has "ok" (boolean).  A failed request has "ok":false, "error"

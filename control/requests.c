@@ -46,6 +46,8 @@ static json_object *ctl_engine_error (int r, const char *errmsg,
                                       const char *what);
 static json_object *ctl_check_no_clones (const struct ctl_context *ctx,
                                          unsigned num);
+static json_object *ctl_clones_of (const struct ctl_context *ctx,
+                                   unsigned base);
 
 /* ---- Field access: each returns 1 if present, 0 if absent, -1 with an
  * error reply in *reply when the field has the wrong type or value. */
@@ -224,6 +226,8 @@ ctl_short_info_json (const struct ctl_context *ctx,
   json_object_object_add (obj, "create_time",
                           json_object_new_int64 (info->create_time));
   ctl_add_str (obj, "group", info->group);
+  json_object_object_add (obj, "clones",
+                          ctl_clones_of (ctx, info->number));
   return obj;
 }
 
@@ -436,6 +440,8 @@ ctl_delete (const struct ctl_context *ctx, json_object *req)
 /* ---- clones ------------------------------------------------------------ */
 
 static const char *const ctl_clone_fields[] = { "number", NULL };
+static const char *const ctl_delete_clone_fields[] = { "number", "force",
+                                                       NULL };
 
 static json_object *
 ctl_clone_json (const struct ctl_context *ctx,
@@ -464,9 +470,11 @@ ctl_clone_json (const struct ctl_context *ctx,
   return obj;
 }
 
-/* Every clone's info object, ascending. */
+/* The info object of every clone of snapshot base (every clone when base
+ * is FSSNAP_MAX_SNAPSHOTS), ascending.
+ */
 static json_object *
-ctl_all_clones (const struct ctl_context *ctx)
+ctl_clones_of (const struct ctl_context *ctx, unsigned base)
 {
   unsigned nums[FSSNAP_MAX_CLONES];
   json_object *arr = json_object_new_array ();
@@ -475,10 +483,17 @@ ctl_all_clones (const struct ctl_context *ctx)
 
   for (int i = 0; i < n && i < FSSNAP_MAX_CLONES; i++) {
     struct fssnap_clone_info info;
-    if (fssnap_clones_info (ctx->clones, nums[i], &info) == 0)
+    if (fssnap_clones_info (ctx->clones, nums[i], &info) == 0
+        && (base == FSSNAP_MAX_SNAPSHOTS || info.base == base))
       json_object_array_add (arr, ctl_clone_json (ctx, &info));
   }
   return arr;
+}
+
+static json_object *
+ctl_all_clones (const struct ctl_context *ctx)
+{
+  return ctl_clones_of (ctx, FSSNAP_MAX_SNAPSHOTS);
 }
 
 static json_object *
@@ -499,6 +514,8 @@ ctl_clone (const struct ctl_context *ctx, json_object *req)
   r = fssnap_clones_create (ctx->clones, num, &k, errmsg, sizeof errmsg);
   if (r < 0)
     return ctl_engine_error (r, errmsg, "cannot clone");
+  if (ctx->clone_created)
+    ctx->clone_created (ctx->hooks_opaque, k);
   if (fssnap_clones_info (ctx->clones, k, &info) < 0)
     return ctl_reply_error (ENOENT, "clone %u vanished", k);
   ctl_log (ctx, FSSNAP_LOG_INFO, "control: clone %u of snapshot %u created",
@@ -512,6 +529,8 @@ static json_object *
 ctl_delete_clone (const struct ctl_context *ctx, json_object *req)
 {
   json_object *reply = NULL;
+  char errmsg[CTL_ERRMSG] = "";
+  bool force = false;
   unsigned num;
   int r;
 
@@ -521,11 +540,19 @@ ctl_delete_clone (const struct ctl_context *ctx, json_object *req)
     return reply;
   if (r == 0)
     return ctl_reply_error (EINVAL, "delete-clone needs \"number\"");
+  if (ctl_get_bool (req, "force", &force, &reply) < 0)
+    return reply;
+  if (ctx->clone_check_delete
+      && (r = ctx->clone_check_delete (ctx->hooks_opaque, num, force, errmsg,
+                                       sizeof errmsg)) < 0)
+    return ctl_engine_error (r, errmsg, "cannot delete the clone");
   r = fssnap_clones_delete (ctx->clones, num);
   if (r == -ENOENT)
     return ctl_reply_error (ENOENT, "no clone %u", num);
   if (r < 0)
     return ctl_engine_error (r, NULL, "cannot delete the clone");
+  if (ctx->clone_deleted)
+    ctx->clone_deleted (ctx->hooks_opaque, num);
   ctl_log (ctx, FSSNAP_LOG_INFO, "control: clone %u deleted", num);
   reply = ctl_reply_ok ();
   ctl_add_u64 (reply, "number", num);
@@ -1016,7 +1043,7 @@ static const struct ctl_request ctl_requests[] = {
   { "diff", ctl_diff_fields, ctl_diff },
   { "rollback", ctl_rollback_fields, ctl_rollback },
   { "clone", ctl_clone_fields, ctl_clone },
-  { "delete-clone", ctl_clone_fields, ctl_delete_clone },
+  { "delete-clone", ctl_delete_clone_fields, ctl_delete_clone },
   { "rollback-status", ctl_rollback_status_fields, ctl_rollback_status },
 };
 

@@ -75,6 +75,11 @@ struct ctl_context {
   int (*check_delete) (void *opaque, unsigned num, bool force, char *err,
                        size_t errlen);
   void (*deleted) (void *opaque, unsigned num);
+  /* The same for writable clones (requests "clone", "delete-clone"). */
+  void (*clone_created) (void *opaque, unsigned num);
+  int (*clone_check_delete) (void *opaque, unsigned num, bool force,
+                             char *err, size_t errlen);
+  void (*clone_deleted) (void *opaque, unsigned num);
   void *hooks_opaque;
 };
 

@@ -133,11 +133,12 @@ static const char daemon_usage[] =
 "  --tls-verify-peer   with --tls-certificates: a client must present a\n"
 "                      certificate signed by ca-cert.pem (and not revoked).\n"
 "                      A client that fails TLS is disconnected and logged.\n"
-"  --ublk              also serve the volume (read-write) and every snapshot\n"
-"                      (read-only) as ublk block devices /dev/ublkbK, named\n"
-"                      /dev/fssnap/NAME/volume and /dev/fssnap/NAME/snap/N\n"
-"                      (NAME: the basename of ORIGIN); snapshots created or\n"
-"                      deleted later get or lose theirs.  Needs Linux's\n"
+"  --ublk              also serve the volume (read-write), every snapshot\n"
+"                      (read-only) and every writable clone as ublk block\n"
+"                      devices /dev/ublkbK, named /dev/fssnap/NAME/volume,\n"
+"                      /dev/fssnap/NAME/snap/N and /dev/fssnap/NAME/clone/K\n"
+"                      (NAME: the basename of ORIGIN); snapshots and clones\n"
+"                      created or deleted later get or lose theirs.  Needs Linux's\n"
 "                      ublk driver (6.0 or later; modprobe ublk_drv): without\n"
 "                      it fssnapd refuses to start.  The devices survive\n"
 "                      fssnapd: after a crash or kill -9 the same command\n"
@@ -480,7 +481,7 @@ daemon_start_ublk (struct daemon *d)
 
   if (!d->ublk)
     return 0;
-  r = daemon_ublk_start (d->origin, d->state_dir,
+  r = daemon_ublk_start (d->origin, d->clones, d->state_dir,
                          slash ? slash + 1 : d->origin_path,
                          daemon_log_engine, &d->ublk_devs, err, sizeof err);
   if (r < 0)
@@ -548,7 +549,7 @@ static void (*const daemon_device_namers[]) (struct daemon *, int,
   daemon_nbd_devices,
 };
 
-/* Clones are served by FUSE and NBD only (not by ublk). */
+/* Clones, in the same order: ublk, FUSE, NBD. */
 static void
 daemon_clone_devices (void *opaque, unsigned num, ctl_device_fn fn,
                       void *arg)
@@ -556,6 +557,7 @@ daemon_clone_devices (void *opaque, unsigned num, ctl_device_fn fn,
   struct daemon *d = opaque;
   char name[PATH_MAX + 64];
 
+  daemon_ublk_clone_devices (d->ublk_devs, num, fn, arg);
   if (d->devfs) {
     snprintf (name, sizeof name, "%s/dev/clone/%u", d->run_dir, num);
     fn (arg, "fuse", name);
@@ -731,6 +733,28 @@ daemon_deleted (void *opaque, unsigned num)
   daemon_ublk_deleted (((struct daemon *) opaque)->ublk_devs, num);
 }
 
+/* The same for clones. */
+static void
+daemon_clone_created (void *opaque, unsigned num)
+{
+  daemon_ublk_clone_created (((struct daemon *) opaque)->ublk_devs, num);
+}
+
+static int
+daemon_clone_check_delete (void *opaque, unsigned num, bool force, char *err,
+                           size_t errlen)
+{
+  return daemon_ublk_clone_check_delete (((struct daemon *) opaque)
+                                         ->ublk_devs, num, force, err,
+                                         errlen);
+}
+
+static void
+daemon_clone_deleted (void *opaque, unsigned num)
+{
+  daemon_ublk_clone_deleted (((struct daemon *) opaque)->ublk_devs, num);
+}
+
 static int
 daemon_start_control (struct daemon *d)
 {
@@ -764,6 +788,10 @@ daemon_start_control (struct daemon *d)
                                       .created = daemon_created,
                                       .check_delete = daemon_check_delete,
                                       .deleted = daemon_deleted,
+                                      .clone_created = daemon_clone_created,
+                                      .clone_check_delete
+                                        = daemon_clone_check_delete,
+                                      .clone_deleted = daemon_clone_deleted,
                                       .hooks_opaque = d };
   r = ctl_server_new (&d->ctl_ctx, &d->ctl);
   if (r == 0) {

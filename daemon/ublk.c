@@ -2,25 +2,28 @@
 /*
  * fssnapd's ublk devices: which exist, their names, their ids on disk.
  *
- * One slot per snapshot number and one for the volume.  A slot with a
- * device has its /dev/fssnap/NAME/... symlink and a line in
- * STATE_DIR/ublk-devices:
+ * One slot per snapshot number and one for the volume, and one per
+ * writable clone number.  A slot with a device has its /dev/fssnap/NAME/...
+ * symlink and a line in STATE_DIR/ublk-devices:
  *
  *   volume ID
  *   snap N UUID ID
+ *   clone K BASE_UUID CREATE_TIME ID
  *
  * (rewritten whole, through a temporary file, fsync and rename, on every
  * change).  At start each line is checked against the kernel: a device
  * whose server is dead and whose target still exists (the same snapshot
- * UUID) is taken over with user recovery, so a file system mounted on it
- * carries on; one whose snapshot is gone is removed; a device the kernel
+ * UUID; for a clone, the same base UUID and creation time) is taken over
+ * with user recovery, so a file system mounted on it carries on; one whose
+ * snapshot or clone is gone is removed; a device the kernel
  * no longer has is added again, under the same id when it is free.
  *
- * Snapshots created and deleted at run time reach us through the control
- * server's hooks (created, check_delete, deleted).  A snapshot the engine
- * deletes or disables by itself (maxsize, store error) loses its device
- * within a second: a watcher thread looks every UBLK_WATCH_MS (and at the
- * next create or delete), unless the device is in use.
+ * Snapshots and clones created and deleted at run time reach us through
+ * the control server's hooks (created, check_delete, deleted, and their
+ * clone_ twins).  A snapshot the engine deletes or disables by itself
+ * (maxsize, store error) loses its device within a second: a watcher
+ * thread looks every UBLK_WATCH_MS (and at the next create or delete),
+ * unless the device is in use.
  *
  * Locks: ublk.lock guards the slots, the symlinks, the state file and
  * quit; it is held across device start and delete (control commands,
@@ -56,8 +59,17 @@ struct daemon_ublk_slot {
   char uuid[FSSNAP_UUID_STRLEN];        /* of the snapshot it serves */
 };
 
+/* A writable clone's device. */
+struct daemon_ublk_cslot {
+  struct ublk_dev *dev;         /* NULL: none, or left for the next server */
+  int id;                       /* device id; -1: no device */
+  char base_uuid[FSSNAP_UUID_STRLEN];   /* the clone it serves */
+  int64_t create_time;
+};
+
 struct daemon_ublk {
   struct fssnap_origin *origin;
+  struct fssnap_clones *clones; /* NULL: no clone devices */
   struct ublk_ctrl *ctrl;
   fssnap_log_fn log;
   char state_file[PATH_MAX];
@@ -65,6 +77,7 @@ struct daemon_ublk {
   char volume_link[PATH_MAX];   /* dir/volume */
   pthread_mutex_t lock;
   struct daemon_ublk_slot slots[UBLK_NSLOTS];   /* under lock */
+  struct daemon_ublk_cslot cslots[FSSNAP_MAX_CLONES];  /* under lock */
   pthread_t watcher;            /* daemon_ublk_watch */
   bool watching;
   bool quit;                    /* under lock: the watcher leaves */
@@ -94,6 +107,216 @@ daemon_ublk_link_path (struct daemon_ublk *u, size_t slot, char *path,
     snprintf (path, len, "%s/snap/%zu", u->dir, slot);
 }
 
+/* ---- Clone devices ----------------------------------------------------- */
+
+static void
+daemon_ublk_clone_link_path (struct daemon_ublk *u, unsigned k, char *path,
+                             size_t len)
+{
+  snprintf (path, len, "%s/clone/%u", u->dir, k);
+}
+
+/* Is clone k there, the one created at create_time on base_uuid (NULL:
+ * any)?  Its identity in *info.
+ */
+static bool
+daemon_ublk_clone_servable (struct daemon_ublk *u, unsigned k,
+                            const char *base_uuid, int64_t create_time,
+                            struct fssnap_clone_info *info)
+{
+  return u->clones && fssnap_clones_info (u->clones, k, info) == 0
+         && (!base_uuid || (strcmp (base_uuid, info->base_uuid) == 0
+                            && create_time == info->create_time));
+}
+
+/* Serve clone k read-write on device id (-1: any), recovering it if
+ * asked.  Called with ublk.lock held (or before anyone else can take it).
+ */
+static int
+daemon_ublk_clone_serve (struct daemon_ublk *u, unsigned k, int id,
+                         bool recover, char *err, size_t errlen)
+{
+  struct daemon_ublk_cslot *s = &u->cslots[k];
+  struct ublk_dev_opts opts = { .origin = u->origin, .id = id,
+                                .recover = recover };
+  struct fssnap_clone_info *info = malloc (sizeof *info);
+  char link[PATH_MAX], tmp[PATH_MAX + 8];
+  int r = info ? 0 : -ENOMEM;
+
+  if (r == 0 && (!daemon_ublk_clone_servable (u, k, NULL, 0, info)
+                 || fssnap_clone_get (u->clones, k, &opts.clone) < 0))
+    r = -ENOENT;
+  if (r < 0)
+    snprintf (err, errlen, "clone %u cannot be served", k);
+  if (r == 0 && (r = ublk_dev_start (u->ctrl, &opts, &s->dev, err,
+                                     errlen)) < 0)
+    fssnap_clone_put (opts.clone);
+  if (r == 0) {
+    s->id = ublk_dev_id (s->dev);
+    snprintf (s->base_uuid, sizeof s->base_uuid, "%s", info->base_uuid);
+    s->create_time = info->create_time;
+    daemon_ublk_clone_link_path (u, k, link, sizeof link);
+    snprintf (tmp, sizeof tmp, "%s.new", link);
+    unlink (tmp);
+    if (symlink (ublk_dev_path (s->dev), tmp) < 0 || rename (tmp, link) < 0)
+      daemon_ublk_log (u, FSSNAP_LOG_ERR, "cannot make %s: %s", link,
+                       strerror (errno));
+    daemon_ublk_log (u, FSSNAP_LOG_INFO, "%s clone %u as %s",
+                     recover ? "recovered" : "serving", k,
+                     ublk_dev_path (s->dev));
+  }
+  free (info);
+  return r;
+}
+
+/* Delete clone k's device and its name.  Called with ublk.lock held. */
+static void
+daemon_ublk_clone_drop (struct daemon_ublk *u, unsigned k)
+{
+  struct daemon_ublk_cslot *s = &u->cslots[k];
+  char link[PATH_MAX];
+
+  if (s->dev)
+    ublk_dev_delete (s->dev);
+  else if (s->id >= 0)
+    ublk_ctrl_remove (u->ctrl, s->id);
+  daemon_ublk_clone_link_path (u, k, link, sizeof link);
+  unlink (link);
+  s->dev = NULL;
+  s->id = -1;
+  s->base_uuid[0] = '\0';
+  s->create_time = 0;
+}
+
+/* The clone lines of the state file, written by daemon_ublk_save; how
+ * many.  Called with ublk.lock held.
+ */
+static size_t
+daemon_ublk_save_clones (struct daemon_ublk *u, FILE *f)
+{
+  size_t n = 0;
+
+  for (unsigned k = 0; k < FSSNAP_MAX_CLONES; k++) {
+    const struct daemon_ublk_cslot *s = &u->cslots[k];
+    if (s->id < 0)
+      continue;
+    fprintf (f, "clone %u %s %lld %d\n", k, s->base_uuid,
+             (long long) s->create_time, s->id);
+    n++;
+  }
+  return n;
+}
+
+/* A clone device a dead fssnapd recorded: take it over, remove it, or
+ * make it again (same id).  Fails only when a device in use cannot be
+ * recovered.  Before anyone else can take ublk.lock.
+ */
+static int
+daemon_ublk_clone_resume (struct daemon_ublk *u, unsigned k,
+                          const char *base_uuid, int64_t create_time, int id,
+                          char *err, size_t errlen)
+{
+  struct fssnap_clone_info *info = malloc (sizeof *info);
+  struct ublk_dev_state st;
+  bool there;
+  int r;
+
+  if (!info)
+    return -ENOMEM;
+  there = daemon_ublk_clone_servable (u, k, base_uuid, create_time, info);
+  free (info);
+  r = ublk_ctrl_dev_state (u->ctrl, id, &st);
+  if (r < 0)                    /* gone (a reboot): a new one, same id */
+    return there ? daemon_ublk_clone_serve (u, k, id, false, err, errlen)
+                 : 0;
+  if (st.server_pid > 0 && st.server_pid != getpid ()
+      && kill (st.server_pid, 0) == 0) {
+    daemon_ublk_log (u, FSSNAP_LOG_WARN, "ublk device %d, recorded in %s, "
+                     "is served by process %d: not ours", id, u->state_file,
+                     st.server_pid);
+    return 0;
+  }
+  if (!there) {
+    daemon_ublk_log (u, FSSNAP_LOG_INFO, "removing /dev/ublkb%d: its clone "
+                     "is gone", id);
+    ublk_ctrl_remove (u->ctrl, id);
+    return 0;
+  }
+  if (st.dead || !st.recoverable) {
+    ublk_ctrl_remove (u->ctrl, id);
+    return daemon_ublk_clone_serve (u, k, id, false, err, errlen);
+  }
+  return daemon_ublk_clone_serve (u, k, id, true, err, errlen);
+}
+
+/* Recover the clone devices the state file names, then add one for every
+ * other clone.  Fails only when a device in use cannot be recovered.
+ * Before anyone else can take ublk.lock.
+ */
+static int
+daemon_ublk_start_clones (struct daemon_ublk *u, char *err, size_t errlen)
+{
+  unsigned nums[FSSNAP_MAX_CLONES], k;
+  char line[256], uuid[FSSNAP_UUID_STRLEN], why[512];
+  long long ctime;
+  int id, n, r = 0;
+  FILE *f;
+
+  if (!u->clones)
+    return 0;
+  f = fopen (u->state_file, "re");
+  while (f && r == 0 && fgets (line, sizeof line, f))
+    if (sscanf (line, "clone %u %36s %lld %d", &k, uuid, &ctime, &id) == 4
+        && k < FSSNAP_MAX_CLONES && id >= 0 && u->cslots[k].id < 0)
+      r = daemon_ublk_clone_resume (u, k, uuid, ctime, id, err, errlen);
+  if (f)
+    fclose (f);
+  n = fssnap_clones_list (u->clones, nums, FSSNAP_MAX_CLONES);
+  for (int i = 0; r == 0 && i < n && i < FSSNAP_MAX_CLONES; i++)
+    if (u->cslots[nums[i]].id < 0
+        && daemon_ublk_clone_serve (u, nums[i], -1, false, why,
+                                    sizeof why) < 0)
+      daemon_ublk_log (u, FSSNAP_LOG_WARN, "no ublk device for clone %u: %s",
+                       nums[i], why);
+  return r;
+}
+
+/* Names a dead fssnapd left for clone devices we do not serve. */
+static void
+daemon_ublk_sweep_clones (struct daemon_ublk *u)
+{
+  char link[PATH_MAX];
+
+  for (unsigned k = 0; k < FSSNAP_MAX_CLONES; k++)
+    if (u->cslots[k].id < 0) {
+      daemon_ublk_clone_link_path (u, k, link, sizeof link);
+      unlink (link);
+    }
+}
+
+/* As daemon_ublk_stop for the clones.  Called with ublk.lock held. */
+static void
+daemon_ublk_stop_clones (struct daemon_ublk *u)
+{
+  char what[PATH_MAX + 64];
+
+  for (unsigned k = 0; k < FSSNAP_MAX_CLONES; k++) {
+    struct daemon_ublk_cslot *s = &u->cslots[k];
+    if (!s->dev)
+      continue;
+    if (ublk_dev_recoverable (s->dev)
+        && ublk_dev_in_use (s->dev, what, sizeof what) > 0) {
+      daemon_ublk_log (u, FSSNAP_LOG_WARN, "%s is %s: left for the next "
+                       "fssnapd, which takes it over; its I/O waits until "
+                       "then", ublk_dev_path (s->dev), what);
+      ublk_dev_abandon (s->dev);
+      s->dev = NULL;
+      continue;
+    }
+    daemon_ublk_clone_drop (u, k);
+  }
+}
+
 /* ---- The state file ---------------------------------------------------- */
 
 /* Called with ublk.lock held. */
@@ -118,6 +341,7 @@ daemon_ublk_save (struct daemon_ublk *u)
     else
       fprintf (f, "snap %zu %s %d\n", i, s->uuid, s->id);
   }
+  n += daemon_ublk_save_clones (u, f);
   if (fflush (f) != 0 || fsync (fileno (f)) < 0) {
     fclose (f);
     goto fail;
@@ -161,6 +385,8 @@ daemon_ublk_load (struct daemon_ublk *u, struct daemon_ublk_entry *e,
     else if (sscanf (line, "snap %u %36s %d", &num, e[n].uuid, &e[n].id) == 3
              && num < FSSNAP_MAX_SNAPSHOTS)
       e[n].slot = num;
+    else if (strncmp (line, "clone ", 6) == 0)
+      continue;                 /* daemon_ublk_load_clones' */
     else {
       daemon_ublk_log (u, FSSNAP_LOG_WARN, "%s: ignoring \"%.*s\"",
                        u->state_file, (int) strcspn (line, "\n"), line);
@@ -326,6 +552,7 @@ daemon_ublk_sweep (struct daemon_ublk *u)
     daemon_ublk_link_path (u, i, link, sizeof link);
     unlink (link);
   }
+  daemon_ublk_sweep_clones (u);
 }
 
 int
@@ -342,10 +569,12 @@ daemon_ublk_probe (char *err, size_t errlen)
 static int
 daemon_ublk_dirs (struct daemon_ublk *u, char *err, size_t errlen)
 {
-  char snap[PATH_MAX + 8];
+  char snap[PATH_MAX + 8], clone[PATH_MAX + 8];
 
   snprintf (snap, sizeof snap, "%s/snap", u->dir);
-  return daemon_mkdirs (snap, 0755, err, errlen) < 0 ? -EIO : 0;
+  snprintf (clone, sizeof clone, "%s/clone", u->dir);
+  return daemon_mkdirs (snap, 0755, err, errlen) < 0
+         || daemon_mkdirs (clone, 0755, err, errlen) < 0 ? -EIO : 0;
 }
 
 /* ---- The watcher: devices of snapshots the engine removed ------------ */
@@ -424,8 +653,8 @@ daemon_ublk_watch_stop (struct daemon_ublk *u)
 }
 
 int
-daemon_ublk_start (struct fssnap_origin *origin, const char *state_dir,
-                   const char *name, fssnap_log_fn log,
+daemon_ublk_start (struct fssnap_origin *origin, struct fssnap_clones *clones,
+                   const char *state_dir, const char *name, fssnap_log_fn log,
                    struct daemon_ublk **up, char *err, size_t errlen)
 {
   struct daemon_ublk *u = calloc (1, sizeof *u);
@@ -441,6 +670,7 @@ daemon_ublk_start (struct fssnap_origin *origin, const char *state_dir,
     return -ENOMEM;
   }
   u->origin = origin;
+  u->clones = clones;
   u->log = log;
   pthread_mutex_init (&u->lock, NULL);
   daemon_ublk_watch_init (u);
@@ -453,6 +683,8 @@ daemon_ublk_start (struct fssnap_origin *origin, const char *state_dir,
     u->slots[i].id = -1;
     want_id[i] = -1;
   }
+  for (i = 0; i < FSSNAP_MAX_CLONES; i++)
+    u->cslots[i].id = -1;
   r = ublk_ctrl_open (&u->ctrl, log, NULL, err, errlen);
   if (r == 0)
     r = daemon_ublk_dirs (u, err, errlen);
@@ -475,6 +707,8 @@ daemon_ublk_start (struct fssnap_origin *origin, const char *state_dir,
     daemon_ublk_log (u, FSSNAP_LOG_WARN, "no ublk device for snapshot %u: "
                      "%s", nums[i], why);
   }
+  if (r == 0)
+    r = daemon_ublk_start_clones (u, err, errlen);
   free (e);
   if (u->ctrl) {
     daemon_ublk_sweep (u);
@@ -521,8 +755,11 @@ daemon_ublk_stop (struct daemon_ublk *u)
     }
     daemon_ublk_drop (u, i);
   }
+  daemon_ublk_stop_clones (u);
   daemon_ublk_save (u);
   snprintf (snap, sizeof snap, "%s/snap", u->dir);
+  rmdir (snap);
+  snprintf (snap, sizeof snap, "%s/clone", u->dir);
   if (rmdir (snap) == 0 && rmdir (u->dir) == 0)
     rmdir (UBLK_DEV_DIR);       /* only if empty: other volumes may be there */
   pthread_mutex_unlock (&u->lock);
@@ -638,6 +875,83 @@ daemon_ublk_deleted (struct daemon_ublk *u, unsigned num)
   if (u->slots[num].id >= 0)
     daemon_ublk_drop (u, num);
   daemon_ublk_reap (u);
+  daemon_ublk_save (u);
+  pthread_mutex_unlock (&u->lock);
+}
+
+/* ---- Clone hooks ------------------------------------------------------- */
+
+void
+daemon_ublk_clone_devices (struct daemon_ublk *u, unsigned k,
+                           ctl_device_fn fn, void *arg)
+{
+  char link[PATH_MAX];
+  bool have;
+
+  if (!u || k >= FSSNAP_MAX_CLONES)
+    return;
+  pthread_mutex_lock (&u->lock);
+  have = u->cslots[k].dev != NULL;
+  pthread_mutex_unlock (&u->lock);
+  if (!have)
+    return;
+  daemon_ublk_clone_link_path (u, k, link, sizeof link);
+  fn (arg, "ublk", link);
+}
+
+void
+daemon_ublk_clone_created (struct daemon_ublk *u, unsigned k)
+{
+  char err[512];
+
+  if (!u || k >= FSSNAP_MAX_CLONES)
+    return;
+  pthread_mutex_lock (&u->lock);
+  if (u->cslots[k].id >= 0)     /* a dead device of a reused number */
+    daemon_ublk_clone_drop (u, k);
+  if (daemon_ublk_clone_serve (u, k, -1, false, err, sizeof err) < 0)
+    daemon_ublk_log (u, FSSNAP_LOG_ERR, "no ublk device for clone %u: %s",
+                     k, err);
+  daemon_ublk_save (u);
+  pthread_mutex_unlock (&u->lock);
+}
+
+int
+daemon_ublk_clone_check_delete (struct daemon_ublk *u, unsigned k,
+                                bool force, char *err, size_t errlen)
+{
+  char what[PATH_MAX + 64], link[PATH_MAX];
+  int r = 0, busy;
+
+  if (!u || k >= FSSNAP_MAX_CLONES)
+    return 0;
+  pthread_mutex_lock (&u->lock);
+  if (u->cslots[k].dev) {
+    daemon_ublk_clone_link_path (u, k, link, sizeof link);
+    busy = ublk_dev_in_use (u->cslots[k].dev, what, sizeof what);
+    if (busy == 1) {
+      snprintf (err, errlen, "clone %u is %s (%s): unmount it first "
+                "(--force does not unmount)", k, what, link);
+      r = -EBUSY;
+    }
+    else if (busy == 2 && !force) {
+      snprintf (err, errlen, "clone %u's device %s is %s: close it first "
+                "or use --force", k, link, what);
+      r = -EBUSY;
+    }
+  }
+  pthread_mutex_unlock (&u->lock);
+  return r;
+}
+
+void
+daemon_ublk_clone_deleted (struct daemon_ublk *u, unsigned k)
+{
+  if (!u || k >= FSSNAP_MAX_CLONES)
+    return;
+  pthread_mutex_lock (&u->lock);
+  if (u->cslots[k].id >= 0)
+    daemon_ublk_clone_drop (u, k);
   daemon_ublk_save (u);
   pthread_mutex_unlock (&u->lock);
 }

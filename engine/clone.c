@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Writable clones of a snapshot, built on the public API only.
+ * Writable clones of a snapshot, built on the public API (snapshot reads)
+ * and the origin's I/O layer (every file access of a clone goes through
+ * it, as the rest of the engine's: the fault and power-loss tests see
+ * them).
  *
  * A clone K reads as its base snapshot N except where it was written.
  * Writes go to a sparse overlay file of the volume's size; a bitmap W (one
@@ -14,19 +17,27 @@
  *                                 append c to the journal
  *   read chunk c:   W[c] ? overlay : snapshot N
  *   zero/trim:      a write of zeros
- *   flush:          fdatasync the overlay, then write W whole (with its
- *                   CRC) to the map file through a temporary file and a
- *                   rename, then empty the journal
+ *   flush:          fdatasync the overlay, append a commit record (the
+ *                   journal up to here names only durable chunks) and
+ *                   fdatasync the journal: the chunks first written since
+ *                   the last flush are all a flush writes.  Once the
+ *                   journal outgrows the map, the flush also checkpoints:
+ *                   W whole (with its CRC) to the map file through a
+ *                   temporary file and a rename, then a new journal.
  *
  * Files in the state dir, per clone: ORIGIN.cloneK.data (the overlay),
  * ORIGIN.cloneK.map (header and W, see docs/format.md), ORIGIN.cloneK.log
- * (the journal: one 16-byte record with a CRC per chunk first written
- * since the last flush).  The overlay and the journal are written before
- * a write is acknowledged, unsynced: after a kill -9 the page cache still
- * has both, so no acknowledged write is lost; after a power cut only what
- * the last flush covered is promised, as on a disk with a volatile cache.
- * At open the map is checked, then the journal replayed up to its first
- * bad record.
+ * (the journal since the last checkpoint: 16-byte records with a CRC, the
+ * boot it was started in, then chunks first written and commits).  The
+ * overlay and the journal are written before a write is acknowledged,
+ * unsynced: after a kill -9 the page cache still has both, so no
+ * acknowledged write is lost; after a power cut only what the last flush
+ * covered is promised, as on a disk with a volatile cache.  At open the
+ * map is checked, then the journal replayed up to its first bad record:
+ * every chunk a commit covers; the chunks after the last commit only when
+ * the journal was written in this boot (the kernel's boot_id): after a
+ * power cut the page cache is gone, and a record may have reached the
+ * disk before its chunk's data.  Then a checkpoint starts a new journal.
  *
  * Each clone holds its base snapshot open: the engine would otherwise
  * free it; fssnapd refuses to delete a snapshot that has clones.
@@ -34,7 +45,7 @@
  * Locks, in this order: set->lock (the list, numbers and references),
  * a clone's chunk lock (one of CLONE_LOCKS by chunk number: a copy-up
  * against another write of the same chunk), clone->flush_lock (one
- * flush at a time), clone->lock (W, the journal, the dirty flag).
+ * flush at a time), clone->lock (W, the journal).
  */
 #include <dirent.h>
 #include <endian.h>
@@ -48,15 +59,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "libfssnap.h"
 #include "common/bitmap.h"
 #include "common/crc32c.h"
+#include "common/log.h"
+#include "engine/internal.h"
 
 #define CLONE_LOCKS      64
 #define CLONE_MAGIC      "FSSNAPCL"
 #define CLONE_VERSION    1
 #define CLONE_HEADER     128
-#define CLONE_LOG_MAGIC  0x4c434c46u    /* "FLCL" */
+/* Journal record types. */
+#define CLONE_LOG_CHUNK  0x4c434c46u    /* "FLCL": chunk first written */
+#define CLONE_LOG_COMMIT 0x43434c46u    /* "FLCC": records before OFFSET
+                                           name durable chunks */
+#define CLONE_LOG_BOOT   0x42434c46u    /* "FLCB": written in boot ID */
+#define CLONE_LOG_REC    16
 
 struct fssnap_clone {
   struct fssnap_clones *set;
@@ -80,87 +97,47 @@ struct fssnap_clone {
   struct bitmap written;        /* W: bits set under lock */
   uint64_t written_count;       /* lock */
   uint64_t log_len;             /* lock */
-  bool dirty;                   /* lock: W changed since the last flush */
+  uint64_t log_chunks;          /* lock: chunk records in the journal */
+  uint64_t log_committed;       /* flush_lock: how many a commit covers */
   bool deleted;                 /* lock: files removed, never rewritten */
 };
 
 struct fssnap_clones {
   struct fssnap_origin *origin;
+  const struct fssnap_io *io;   /* the origin's */
   char *state_dir;
   char *basename;
   fssnap_log_fn log;
   void *log_opaque;
+  uint64_t boot;                /* this boot (boot_id), for the journals */
   pthread_mutex_t lock;
   struct fssnap_clone *list;    /* lock */
   uint64_t next_serial;         /* lock */
 };
 
-static void
-clone_log (struct fssnap_clones *set, enum fssnap_log_level level,
-           const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
-
-static void
+static void __attribute__ ((format (printf, 3, 4)))
 clone_log (struct fssnap_clones *set, enum fssnap_log_level level,
            const char *fmt, ...)
 {
-  char msg[1024];
   va_list ap;
 
   va_start (ap, fmt);
-  vsnprintf (msg, sizeof msg, fmt, ap);
+  log_vsend (set->log, set->log_opaque, "fssnap", level, fmt, ap);
   va_end (ap);
-  if (set->log)
-    set->log (set->log_opaque, level, msg);
-  else
-    fprintf (stderr, "fssnap: %s\n", msg);
 }
 
+/* A read that may run past the end of a file: the rest reads as zeros
+ * (the overlay is sparse, and only as long as its last written chunk).
+ */
 static int
-clone_sync_dir (const char *dir)
+clone_pread (const struct fssnap_io *io, int fd, void *buf, size_t len,
+             uint64_t off)
 {
-  int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = 0;
+  ssize_t n = io_pread_upto (io, fd, buf, len, off);
 
-  if (fd < 0)
-    return -errno;
-  if (fsync (fd) < 0)
-    r = -errno;
-  close (fd);
-  return r;
-}
-
-static int
-clone_pwrite (int fd, const void *buf, size_t len, uint64_t off)
-{
-  while (len > 0) {
-    ssize_t n = pwrite (fd, buf, len, off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return n < 0 ? -errno : -EIO;
-    buf = (const char *) buf + n;
-    len -= n;
-    off += n;
-  }
-  return 0;
-}
-
-static int
-clone_pread (int fd, void *buf, size_t len, uint64_t off)
-{
-  while (len > 0) {
-    ssize_t n = pread (fd, buf, len, off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      return -errno;
-    if (n == 0) {               /* a sparse file's tail: zeros */
-      memset (buf, 0, len);
-      return 0;
-    }
-    buf = (char *) buf + n;
-    len -= n;
-    off += n;
-  }
+  if (n < 0)
+    return (int) n;
+  memset ((char *) buf + n, 0, len - (size_t) n);
   return 0;
 }
 
@@ -221,51 +198,38 @@ clone_header_decode (struct fssnap_clone *c, const unsigned char *h,
   return 0;
 }
 
-/* Write header and W durably: temporary file, fsync, rename, fsync dir.
- * Caller holds flush_lock; takes c->lock to copy W.
- */
-static int
-clone_map_write (struct fssnap_clone *c)
+static size_t
+clone_map_len (const struct fssnap_clone *c)
 {
-  size_t words = clone_map_words (c), len = CLONE_HEADER + words * 8;
-  unsigned char *buf = malloc (len);
-  char tmp[4200];
-  int fd, r;
+  return CLONE_HEADER + clone_map_words (c) * 8;
+}
+
+/* Header and W as they are now, for clone_map_store (NULL: no memory).
+ * Caller holds c->lock.
+ */
+static unsigned char *
+clone_map_encode_locked (const struct fssnap_clone *c)
+{
+  size_t words = clone_map_words (c);
+  unsigned char *buf = malloc (clone_map_len (c));
 
   if (!buf)
-    return -ENOMEM;
-  pthread_mutex_lock (&c->lock);
-  if (c->deleted) {             /* a user still writing: nothing to keep */
-    pthread_mutex_unlock (&c->lock);
-    free (buf);
-    return 0;
-  }
+    return NULL;
   for (size_t w = 0; w < words; w++) {
     uint64_t v = htole64 (atomic_load (&c->written.words[w]));
     memcpy (buf + CLONE_HEADER + w * 8, &v, 8);
   }
-  c->dirty = false;
-  pthread_mutex_unlock (&c->lock);
   clone_header_encode (c, crc32c (0, buf + CLONE_HEADER, words * 8), buf);
-  snprintf (tmp, sizeof tmp, "%s.tmp", c->map_path);
-  fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  r = fd < 0 ? -errno : clone_pwrite (fd, buf, len, 0);
-  if (r == 0 && fsync (fd) < 0)
-    r = -errno;
-  if (fd >= 0)
-    close (fd);
-  if (r == 0 && rename (tmp, c->map_path) < 0)
-    r = -errno;
-  if (r == 0)
-    r = clone_sync_dir (c->set->state_dir);
-  free (buf);
-  if (r < 0) {
-    unlink (tmp);
-    pthread_mutex_lock (&c->lock);
-    c->dirty = true;
-    pthread_mutex_unlock (&c->lock);
-  }
-  return r;
+  return buf;
+}
+
+/* Write an encoded map durably (io_replace_file).  Caller holds
+ * flush_lock.
+ */
+static int
+clone_map_store (struct fssnap_clone *c, const unsigned char *buf)
+{
+  return io_replace_file (c->set->io, c->map_path, buf, clone_map_len (c));
 }
 
 /* Read and check the map file into c (identity and W). */
@@ -273,12 +237,13 @@ static int
 clone_map_read (struct fssnap_clone *c, const struct fssnap_origin *o)
 {
   unsigned char h[CLONE_HEADER];
+  const struct fssnap_io *io = c->set->io;
   uint32_t bitmap_crc;
-  int fd = open (c->map_path, O_RDONLY | O_CLOEXEC), r;
+  int fd = io->open (io->opaque, c->map_path, O_RDONLY | O_CLOEXEC, 0), r;
 
   if (fd < 0)
-    return -errno;
-  r = clone_pread (fd, h, sizeof h, 0);
+    return fd;
+  r = clone_pread (io, fd, h, sizeof h, 0);
   if (r == 0)
     r = clone_header_decode (c, h, &bitmap_crc);
   if (r == 0 && (c->size != fssnap_origin_size (o)
@@ -292,24 +257,25 @@ clone_map_read (struct fssnap_clone *c, const struct fssnap_origin *o)
   if (r == 0) {
     size_t words = clone_map_words (c);
     uint64_t *w = malloc (words * 8 + 1);
-    r = w ? clone_pread (fd, w, words * 8, CLONE_HEADER) : -ENOMEM;
+    r = w ? clone_pread (io, fd, w, words * 8, CLONE_HEADER) : -ENOMEM;
     if (r == 0 && crc32c (0, w, words * 8) != bitmap_crc)
       r = -EBADMSG;
     for (size_t i = 0; r == 0 && i < words; i++)
       atomic_store (&c->written.words[i], le64toh (w[i]));
     free (w);
   }
-  close (fd);
+  io->close (io->opaque, fd);
   return r;
 }
 
 /* ---- The journal ------------------------------------------------------- */
 
+/* A record: value (u64), type (u32), CRC-32C of the first 12 bytes. */
 static void
-clone_log_record (uint64_t chunk, unsigned char *rec)
+clone_log_record (uint32_t type, uint64_t value, unsigned char *rec)
 {
-  uint64_t v64 = htole64 (chunk);
-  uint32_t v32 = htole32 (CLONE_LOG_MAGIC);
+  uint64_t v64 = htole64 (value);
+  uint32_t v32 = htole32 (type);
 
   memcpy (rec, &v64, 8);
   memcpy (rec + 8, &v32, 4);
@@ -317,47 +283,190 @@ clone_log_record (uint64_t chunk, unsigned char *rec)
   memcpy (rec + 12, &v32, 4);
 }
 
+/* The record at off, if it passes its check: 0, else -1. */
+static int
+clone_log_get (struct fssnap_clone *c, uint64_t off, uint32_t *type,
+               uint64_t *value)
+{
+  unsigned char rec[CLONE_LOG_REC], check[CLONE_LOG_REC];
+  uint32_t v32;
+
+  if (io_pread_upto (c->set->io, c->log_fd, rec, sizeof rec, off)
+      != sizeof rec)
+    return -1;
+  memcpy (value, rec, 8);
+  *value = le64toh (*value);
+  memcpy (&v32, rec + 8, 4);
+  *type = le32toh (v32);
+  clone_log_record (*type, *value, check);
+  return memcmp (rec, check, sizeof rec) == 0 ? 0 : -1;
+}
+
+/* Append a record.  Caller holds c->lock. */
+static int
+clone_log_append_locked (struct fssnap_clone *c, uint32_t type,
+                         uint64_t value)
+{
+  unsigned char rec[CLONE_LOG_REC];
+  int r;
+
+  clone_log_record (type, value, rec);
+  r = io_pwrite_full (c->set->io, c->log_fd, rec, sizeof rec, c->log_len);
+  if (r == 0) {
+    c->log_len += sizeof rec;
+    if (type == CLONE_LOG_CHUNK)
+      c->log_chunks++;
+  }
+  return r;
+}
+
+/* Start the journal again with this boot's record, durable, renamed over
+ * the old one (whose chunks the map holds), the name durable too (the
+ * next commits go to this file).  Caller holds flush_lock and c->lock.
+ */
+static int
+clone_log_restart_locked (struct fssnap_clone *c)
+{
+  const struct fssnap_io *io = c->set->io;
+  unsigned char rec[CLONE_LOG_REC];
+  char tmp[4200];
+  int fd, r;
+
+  clone_log_record (CLONE_LOG_BOOT, c->set->boot, rec);
+  snprintf (tmp, sizeof tmp, "%s.tmp", c->log_path);
+  fd = io->open (io->opaque, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+                 0600);
+  if (fd < 0)
+    return fd;
+  r = io_pwrite_full (io, fd, rec, sizeof rec, 0);
+  if (r == 0)
+    r = io->fsync (io->opaque, fd);
+  if (r == 0)
+    r = io->rename (io->opaque, tmp, c->log_path);
+  if (r < 0) {
+    io->close (io->opaque, fd);
+    io->unlink (io->opaque, tmp);
+    return r;
+  }
+  io->close (io->opaque, c->log_fd);
+  c->log_fd = fd;
+  c->log_len = sizeof rec;
+  c->log_chunks = 0;
+  c->log_committed = 0;
+  return io_sync_dir (io, c->set->state_dir);
+}
+
 /* Set W[chunk] and append it to the journal.  Takes c->lock. */
 static int
 clone_mark (struct fssnap_clone *c, uint64_t chunk)
 {
-  unsigned char rec[16];
   int r = 0;
 
-  clone_log_record (chunk, rec);
   pthread_mutex_lock (&c->lock);
   if (!bitmap_test (&c->written, chunk)) {
-    r = clone_pwrite (c->log_fd, rec, sizeof rec, c->log_len);
+    r = clone_log_append_locked (c, CLONE_LOG_CHUNK, chunk);
     if (r == 0) {
-      c->log_len += sizeof rec;
       bitmap_set (&c->written, chunk);
       c->written_count++;
-      c->dirty = true;
     }
   }
   pthread_mutex_unlock (&c->lock);
   return r;
 }
 
-/* Replay the journal into W up to its first bad record.  At open only. */
+/* Replay the journal into W up to its first bad record: the chunks a
+ * commit covers, and the rest only if the journal is of this boot (after
+ * a power cut a record may be on disk and its chunk not).  At open only.
+ */
 static void
 clone_log_replay (struct fssnap_clone *c)
 {
-  unsigned char rec[16], check[16];
-  uint64_t off = 0, chunk;
+  uint64_t off, end, covered = 0, value;
+  uint32_t type;
+  bool same_boot = true;        /* a journal of before boot records */
 
-  while (pread (c->log_fd, rec, sizeof rec, off) == sizeof rec) {
-    memcpy (&chunk, rec, 8);
-    chunk = le64toh (chunk);
-    clone_log_record (chunk, check);
-    if (memcmp (rec, check, sizeof rec) != 0 || chunk >= c->nchunks)
+  for (end = 0; clone_log_get (c, end, &type, &value) == 0;
+       end += CLONE_LOG_REC) {
+    if (type == CLONE_LOG_BOOT)
+      same_boot = value == c->set->boot;
+    else if (type == CLONE_LOG_COMMIT && value <= end)
+      covered = value;
+    else if (type != CLONE_LOG_CHUNK || value >= c->nchunks)
       break;
-    bitmap_set (&c->written, chunk);
-    off += sizeof rec;
   }
-  c->log_len = off;
+  for (off = 0; off < end; off += CLONE_LOG_REC)
+    if (clone_log_get (c, off, &type, &value) == 0
+        && type == CLONE_LOG_CHUNK && (same_boot || off < covered)) {
+      bitmap_set (&c->written, value);
+      c->log_chunks++;
+    }
+  c->log_len = end;
   c->written_count = bitmap_count (&c->written);
-  c->dirty = off > 0;
+}
+
+/* Fold the journal into the map and start a new one of this boot: the
+ * overlay first, then the map, durable, then the journal.  Caller holds
+ * flush_lock; takes c->lock.
+ */
+static int
+clone_checkpoint (struct fssnap_clone *c)
+{
+  unsigned char *map;
+  uint64_t chunks;
+  int r = 0;
+
+  bool deleted;
+
+  pthread_mutex_lock (&c->lock);
+  deleted = c->deleted;
+  map = deleted ? NULL : clone_map_encode_locked (c);
+  chunks = c->log_chunks;
+  pthread_mutex_unlock (&c->lock);
+  if (deleted)                  /* a user still writing: nothing to keep */
+    return 0;
+  if (!map)
+    return -ENOMEM;
+  r = c->set->io->fsync (c->set->io->opaque, c->data_fd);
+  if (r == 0)
+    r = clone_map_store (c, map);
+  free (map);
+  pthread_mutex_lock (&c->lock);
+  /* Chunks journalled after the copy are not in the map: keep them. */
+  if (r == 0 && c->log_chunks == chunks && !c->deleted)
+    r = clone_log_restart_locked (c);
+  pthread_mutex_unlock (&c->lock);
+  return r;
+}
+
+/* Read and check the boot id of the running kernel: the first 64 bits of
+ * /proc/sys/kernel/random/boot_id (FSSNAP_TEST_BOOT_ID instead, for the
+ * tests of a power cut); 0 if there is none.
+ */
+static uint64_t
+clone_boot_id (void)
+{
+  const char *env = getenv ("FSSNAP_TEST_BOOT_ID");
+  char line[64] = "";
+  uint64_t id = 0;
+  int digits = 0;
+  FILE *f;
+
+  if (env)
+    snprintf (line, sizeof line, "%s", env);
+  else if ((f = fopen ("/proc/sys/kernel/random/boot_id", "re"))) {
+    if (!fgets (line, sizeof line, f))
+      line[0] = '\0';
+    fclose (f);
+  }
+  for (const char *p = line; *p && digits < 16; p++) {
+    int v = *p >= '0' && *p <= '9' ? *p - '0'
+            : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+    if (v >= 0) {
+      id = id << 4 | (uint64_t) v;
+      digits++;
+    }
+  }
+  return id;
 }
 
 /* ---- Objects ----------------------------------------------------------- */
@@ -368,9 +477,9 @@ clone_free (struct fssnap_clone *c)
   if (c->snap)
     fssnap_snapshot_close (c->snap);
   if (c->data_fd >= 0)
-    close (c->data_fd);
+    c->set->io->close (c->set->io->opaque, c->data_fd);
   if (c->log_fd >= 0)
-    close (c->log_fd);
+    c->set->io->close (c->set->io->opaque, c->log_fd);
   for (unsigned i = 0; i < CLONE_LOCKS; i++)
     pthread_mutex_destroy (&c->chunk_locks[i]);
   pthread_mutex_destroy (&c->flush_lock);
@@ -433,11 +542,18 @@ clone_open_base (struct fssnap_clone *c, char *errmsg, size_t errlen)
 static int
 clone_open_files (struct fssnap_clone *c, int flags)
 {
-  c->data_fd = open (c->data_path, O_RDWR | O_CLOEXEC | flags, 0600);
-  if (c->data_fd < 0)
-    return -errno;
-  c->log_fd = open (c->log_path, O_RDWR | O_CLOEXEC | flags, 0600);
-  return c->log_fd < 0 ? -errno : 0;
+  const struct fssnap_io *io = c->set->io;
+  int fd = io->open (io->opaque, c->data_path, O_RDWR | O_CLOEXEC | flags,
+                     0600);
+
+  if (fd < 0)
+    return fd;
+  c->data_fd = fd;
+  fd = io->open (io->opaque, c->log_path, O_RDWR | O_CLOEXEC | flags, 0600);
+  if (fd < 0)
+    return fd;
+  c->log_fd = fd;
+  return 0;
 }
 
 /* Link c into the set.  Caller holds set->lock. */
@@ -495,6 +611,14 @@ clone_reopen (struct fssnap_clones *set, unsigned num)
     return;
   }
   clone_log_replay (c);
+  /* A journal of this boot from here on (see clone_log_replay). */
+  pthread_mutex_lock (&c->flush_lock);
+  r = clone_checkpoint (c);
+  pthread_mutex_unlock (&c->flush_lock);
+  if (r < 0)
+    clone_log (set, FSSNAP_LOG_WARN, "clone %u: cannot fold its journal "
+               "into %s: %s (until a flush does, a kill -9 may lose its "
+               "writes not flushed)", num, c->map_path, strerror (-r));
   pthread_mutex_lock (&set->lock);
   clone_link_locked (set, c);
   pthread_mutex_unlock (&set->lock);
@@ -513,8 +637,10 @@ fssnap_clones_open (struct fssnap_origin *o, const char *state_dir,
   if (!set)
     return -ENOMEM;
   set->origin = o;
+  set->io = o->io;
   set->log = log;
   set->log_opaque = log_opaque;
+  set->boot = clone_boot_id ();
   set->state_dir = strdup (state_dir);
   set->basename = strdup (slash ? slash + 1 : path);
   pthread_mutex_init (&set->lock, NULL);
@@ -591,23 +717,26 @@ clone_free_number_locked (struct fssnap_clones *set)
 static void
 clone_unlink_files (struct fssnap_clone *c)
 {
-  unlink (c->map_path);         /* the record first: no half clone later */
-  unlink (c->data_path);
-  unlink (c->log_path);
-  clone_sync_dir (c->set->state_dir);
+  const struct fssnap_io *io = c->set->io;
+
+  /* The record first: no half clone later. */
+  io->unlink (io->opaque, c->map_path);
+  io->unlink (io->opaque, c->data_path);
+  io->unlink (io->opaque, c->log_path);
+  io_sync_dir (io, c->set->state_dir);
 }
 
-/* A new clone's files, its map durable last. */
+/* A new clone's files, its map durable last (the overlay starts empty:
+ * reads past its end are zeros, and only chunks W names are read).
+ */
 static int
 clone_make_files (struct fssnap_clone *c, char *errmsg, size_t errlen)
 {
   int r = clone_open_files (c, O_CREAT | O_EXCL);
 
-  if (r == 0 && ftruncate (c->data_fd, (off_t) c->size) < 0)
-    r = -errno;
   if (r == 0) {
     pthread_mutex_lock (&c->flush_lock);
-    r = clone_map_write (c);
+    r = clone_checkpoint (c);
     pthread_mutex_unlock (&c->flush_lock);
   }
   if (r < 0)
@@ -784,7 +913,7 @@ fssnap_clone_read (struct fssnap_clone *c, void *buf, size_t len,
       n = len;
     /* W[c] is set only once the overlay holds the whole chunk. */
     if (bitmap_test (&c->written, chunk))
-      r = clone_pread (c->data_fd, buf, n, off);
+      r = clone_pread (c->set->io, c->data_fd, buf, n, off);
     else
       r = fssnap_snapshot_read (c->snap, buf, n, off);
     if (r < 0)
@@ -815,7 +944,7 @@ clone_write_chunk (struct fssnap_clone *c, const void *data, size_t n,
       memset (scratch, 0, n);
       data = scratch;
     }
-    r = clone_pwrite (c->data_fd, data, n, off);
+    r = io_pwrite_full (c->set->io, c->data_fd, data, n, off);
   } else {
     /* Copy up: the base chunk merged with the new data, then W[c]. */
     r = n == whole ? 0 : fssnap_snapshot_read (c->snap, scratch, whole,
@@ -825,7 +954,7 @@ clone_write_chunk (struct fssnap_clone *c, const void *data, size_t n,
         memcpy (scratch + (off - start), data, n);
       else
         memset (scratch + (off - start), 0, n);
-      r = clone_pwrite (c->data_fd, scratch, whole, start);
+      r = io_pwrite_full (c->set->io, c->data_fd, scratch, whole, start);
     }
     if (r == 0)
       r = clone_mark (c, chunk);
@@ -876,29 +1005,36 @@ fssnap_clone_zero (struct fssnap_clone *c, size_t len, uint64_t off,
   return clone_modify (c, NULL, len, off, flags);
 }
 
-/* Takes flush_lock, then c->lock. */
+/* The overlay durable, then a commit record covering every chunk
+ * journalled before, durable: nothing but the new chunks' records is
+ * written.  Once the journal outgrows the map, a checkpoint instead.
+ * Takes flush_lock, then c->lock.
+ */
 int
 fssnap_clone_flush (struct fssnap_clone *c)
 {
-  bool dirty;
+  uint64_t covered, chunks;
+  bool big;
   int r = 0;
 
   pthread_mutex_lock (&c->flush_lock);
-  if (fdatasync (c->data_fd) < 0)
-    r = -errno;
   pthread_mutex_lock (&c->lock);
-  dirty = c->dirty;
+  covered = c->log_len;
+  chunks = c->log_chunks;
+  big = covered > clone_map_len (c);
   pthread_mutex_unlock (&c->lock);
-  if (r == 0 && dirty)
-    r = clone_map_write (c);
-  if (r == 0 && dirty) {
-    /* Bits journalled after the copy above are in the new map only if
-     * they were set before it: keep the journal unless nothing came.
-     */
+  if (big)
+    r = clone_checkpoint (c);
+  else
+    r = c->set->io->fsync (c->set->io->opaque, c->data_fd);
+  if (r == 0 && !big && chunks > c->log_committed) {
     pthread_mutex_lock (&c->lock);
-    if (!c->dirty && ftruncate (c->log_fd, 0) == 0)
-      c->log_len = 0;
+    r = clone_log_append_locked (c, CLONE_LOG_COMMIT, covered);
     pthread_mutex_unlock (&c->lock);
+    if (r == 0)
+      r = c->set->io->fsync (c->set->io->opaque, c->log_fd);
+    if (r == 0)
+      c->log_committed = chunks;
   }
   pthread_mutex_unlock (&c->flush_lock);
   return r;

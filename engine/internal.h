@@ -235,6 +235,14 @@ int io_pread_full (const struct fssnap_io *io, int fd, void *buf, size_t len,
                    uint64_t off);
 int io_pwrite_full (const struct fssnap_io *io, int fd, const void *buf,
                     size_t len, uint64_t off);
+/* fsync directory dir (after a create, rename or unlink in it). */
+int io_sync_dir (const struct fssnap_io *io, const char *dir);
+/* Make path hold buf durably: a temporary file PATH.tmp written and
+ * fsynced, renamed over path, its directory fsynced.  On failure path is
+ * as it was.
+ */
+int io_replace_file (const struct fssnap_io *io, const char *path,
+                     const void *buf, size_t len);
 
 /* Bytes of chunk c that lie inside the device (the last may be short). */
 static inline size_t

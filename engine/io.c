@@ -189,3 +189,49 @@ io_pwrite_full (const struct fssnap_io *io, int fd, const void *buf,
   }
   return 0;
 }
+
+int
+io_sync_dir (const struct fssnap_io *io, const char *dir)
+{
+  int fd = io->open (io->opaque, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  int r;
+
+  if (fd < 0)
+    return fd;
+  r = io->fsync (io->opaque, fd);
+  io->close (io->opaque, fd);
+  return r;
+}
+
+int
+io_replace_file (const struct fssnap_io *io, const char *path,
+                 const void *buf, size_t len)
+{
+  char tmp[4200], dir[4200], *slash;
+  int fd, r;
+
+  snprintf (tmp, sizeof tmp, "%s.tmp", path);
+  snprintf (dir, sizeof dir, "%s", path);
+  slash = strrchr (dir, '/');
+  if (slash == dir)
+    slash[1] = '\0';
+  else if (slash)
+    *slash = '\0';
+  else
+    snprintf (dir, sizeof dir, ".");
+  fd = io->open (io->opaque, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                 0600);
+  if (fd < 0)
+    return fd;
+  r = io_pwrite_full (io, fd, buf, len, 0);
+  if (r == 0)
+    r = io->fsync (io->opaque, fd);
+  io->close (io->opaque, fd);
+  if (r == 0)
+    r = io->rename (io->opaque, tmp, path);
+  if (r < 0) {
+    io->unlink (io->opaque, tmp);
+    return r;
+  }
+  return io_sync_dir (io, dir);
+}

@@ -3,7 +3,8 @@
  * Rollback: make the live volume read exactly as snapshot N, keeping every
  * other snapshot, older and newer, exact.
  *
- * Built on the public API only.  The chunks that may differ between N and
+ * Built on the public API, its records in the state dir written through
+ * the origin's I/O layer (as the rest of the engine's files).  The chunks that may differ between N and
  * the volume are those fssnap_changes (N, volume) names (all of them when
  * the maps cannot be trusted).  For each, N's contents are read and
  * compared with the volume's; a chunk that differs is written back with an
@@ -40,8 +41,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "libfssnap.h"
 #include "common/crc32c.h"
+#include "engine/internal.h"
 
 #define ROLLBACK_INTENT  "rollback"
 #define ROLLBACK_DONE    "rolledback"
@@ -119,60 +120,41 @@ rb_path (struct fssnap_origin *o, const char *state_dir, const char *ext,
   snprintf (path, len, "%s/%s.%s", state_dir, slash ? slash + 1 : p, ext);
 }
 
+/* Write "NUM UUID CRC\n" durably to path (io_replace_file). */
 static int
-rb_sync_dir (const char *dir)
-{
-  int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = 0;
-
-  if (fd < 0)
-    return -errno;
-  if (fsync (fd) < 0)
-    r = -errno;
-  close (fd);
-  return r;
-}
-
-/* Write "NUM UUID CRC\n" durably to path (through a temporary file). */
-static int
-rb_record_write (const char *state_dir, const char *path, unsigned num,
+rb_record_write (struct fssnap_origin *o, const char *path, unsigned num,
                  const char *uuid)
 {
-  char line[128], body[96], tmp[4200];
-  int fd, n, r = 0;
+  char line[128], body[96];
+  int n;
 
   snprintf (body, sizeof body, "%u %s", num, uuid);
   n = snprintf (line, sizeof line, "%s %08" PRIx32 "\n", body,
                 crc32c (0, body, strlen (body)));
-  snprintf (tmp, sizeof tmp, "%s.tmp", path);
-  fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return -errno;
-  if (write (fd, line, n) != n || fsync (fd) < 0)
-    r = errno ? -errno : -EIO;
-  close (fd);
-  if (r == 0 && rename (tmp, path) < 0)
-    r = -errno;
-  if (r < 0)
-    unlink (tmp);
-  return r < 0 ? r : rb_sync_dir (state_dir);
+  return io_replace_file (o->io, path, line, (size_t) n);
 }
 
 /* 1 with the record's number and uuid, 0 if there is none, -EBADMSG if
  * it fails its check.
  */
 static int
-rb_record_read (const char *path, unsigned *num, char *uuid)
+rb_record_read (struct fssnap_origin *o, const char *path, unsigned *num,
+                char *uuid)
 {
   char line[128] = "", body[96], u[FSSNAP_UUID_STRLEN];
+  const struct fssnap_io *io = o->io;
+  int fd = io->open (io->opaque, path, O_RDONLY | O_CLOEXEC, 0);
+  ssize_t len;
   unsigned n;
   uint32_t crc;
-  FILE *f = fopen (path, "re");
 
-  if (!f)
-    return errno == ENOENT ? 0 : -errno;
-  if (!fgets (line, sizeof line, f))
-    line[0] = '\0';
-  fclose (f);
+  if (fd < 0)
+    return fd == -ENOENT ? 0 : fd;
+  len = io_pread_upto (io, fd, line, sizeof line - 1, 0);
+  io->close (io->opaque, fd);
+  if (len < 0)
+    return (int) len;
+  line[len] = '\0';
   if (sscanf (line, "%u %36s %" SCNx32, &n, u, &crc) != 3
       || strlen (u) != FSSNAP_UUID_STRLEN - 1)
     return -EBADMSG;
@@ -191,7 +173,7 @@ fssnap_rollback_pending (struct fssnap_origin *o, const char *state_dir,
   char path[4096];
 
   rb_path (o, state_dir, ROLLBACK_INTENT, path, sizeof path);
-  return rb_record_read (path, num, uuid);
+  return rb_record_read (o, path, num, uuid);
 }
 
 int
@@ -201,7 +183,7 @@ fssnap_rollback_last (struct fssnap_origin *o, const char *state_dir,
   char path[4096];
 
   rb_path (o, state_dir, ROLLBACK_DONE, path, sizeof path);
-  return rb_record_read (path, num, uuid);
+  return rb_record_read (o, path, num, uuid);
 }
 
 static bool
@@ -334,7 +316,7 @@ fssnap_rollback (struct fssnap_origin *o, const char *state_dir,
     return -ENOMEM;
   rb_path (o, state_dir, ROLLBACK_INTENT, path, sizeof path);
   rb_path (o, state_dir, ROLLBACK_DONE, done, sizeof done);
-  r = rb_record_read (path, &pend_num, pend_uuid);
+  r = rb_record_read (o, path, &pend_num, pend_uuid);
   /* Another target's unfinished rollback must finish first, unless that
    * snapshot is gone: then it never can, and this one makes the volume
    * whole again.
@@ -356,7 +338,7 @@ fssnap_rollback (struct fssnap_origin *o, const char *state_dir,
   }
   memcpy (p.uuid, info->uuid, sizeof p.uuid);
   free (info);
-  r = rb_record_write (state_dir, path, num, p.uuid);
+  r = rb_record_write (o, path, num, p.uuid);
   if (r < 0)
     snprintf (errmsg, errlen, "cannot record the rollback in %s: %s", path,
               strerror (-r));
@@ -373,9 +355,9 @@ fssnap_rollback (struct fssnap_origin *o, const char *state_dir,
     r = rb_run (o, snap, &x, &p, fn, opaque);
   if (r == 0 && (r = fssnap_origin_flush (o)) < 0)
     snprintf (errmsg, errlen, "flushing the volume: %s", strerror (-r));
-  if (r == 0 && (r = rb_record_write (state_dir, done, num, p.uuid)) == 0) {
-    unlink (path);
-    r = rb_sync_dir (state_dir);
+  if (r == 0 && (r = rb_record_write (o, done, num, p.uuid)) == 0) {
+    o->io->unlink (o->io->opaque, path);
+    r = io_sync_dir (o->io, state_dir);
   }
   if (r < 0 && !*errmsg)
     snprintf (errmsg, errlen, "%s", r == -EINTR ? "stopped; it resumes when "

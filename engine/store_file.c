@@ -147,13 +147,8 @@ store_file_sync_dir (struct store_file *f)
   char *copy = strdup (f->base.path);
   if (!copy)
     return -ENOMEM;
-  int fd = f->io->open (f->io->opaque, dirname (copy),
-                        O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  int r = io_sync_dir (f->io, dirname (copy));
   free (copy);
-  if (fd < 0)
-    return fd;
-  int r = f->io->fsync (f->io->opaque, fd);
-  f->io->close (f->io->opaque, fd);
   return r;
 }
 

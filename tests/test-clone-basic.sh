@@ -77,6 +77,11 @@ checkclone "after writes"
 expect_exit 4 "has clone 0" fssnap delete 0
 fssnap list | grep -q "^0 .*0 .*$dev" || fail "list does not show the clone: $(fssnap list)"
 [ "$(fssnap info --json clone/0 | json_get 'j["base"]')" = 0 ] || fail "info clone/0"
+[ "$(fssnap list --json | json_get '[c["number"] for c in j[0]["clones"]]')" = "[0]" ] \
+  || fail "list --json lacks the clone: $(fssnap list --json)"
+[ "$(fssnap info --json 0 | json_get 'j["clones"][0]["device"]')" = "$dev" ] \
+  || fail "info 0 --json lacks the clone"
+fssnap info 0 | grep -q "^Writable clones *: 0 ($dev)" || fail "info 0 lacks the clone: $(fssnap info 0)"
 expect_exit 3 "no clone 5" fssnap info clone/5
 expect_exit 3 "no snapshot 7" fssnap clone 7
 

@@ -3,11 +3,11 @@
 # lists owners (inodes, btrees, the log; a reflinked file's blocks once per
 # owner) and free space as gaps.  A snapshot taken with --mount, after the
 # files are changed and the space refilled, must still be clean for
-# xfs_repair -n (after log replay on a copy) and hold the old files, the
-# reflinked copy included.
+# xfs_repair -n (on a writable clone of it, after a mount of the clone
+# replayed its log) and hold the old files, the reflinked copy included.
 source "$(dirname "$0")/functions.sh"
 requires_root
-requires mkfs.xfs xfs_repair losetup sha256sum nbdcopy
+requires mkfs.xfs xfs_repair losetup sha256sum
 [ -c /dev/fuse ] || { echo "skipped: no /dev/fuse"; exit 77; }
 grep -qw xfs /proc/filesystems || modprobe xfs 2>/dev/null ||
   { echo "skipped: no XFS in this kernel"; exit 77; }
@@ -44,13 +44,13 @@ rm "$MNT/big" "$MNT/f3" "$MNT/f7"
 dd if=/dev/urandom of="$MNT/fill" bs=1M count=128 status=none || fail "fill"
 sync
 
-copy=$TESTDIR/copy.img
-nbdcopy "$(nbd_uri "snap/$n")" "$copy" || fail "nbdcopy"
-mkdir "$TESTDIR/copy"
-mount -o loop,nouuid "$copy" "$TESTDIR/copy" || fail "mount (log replay) of the copy"
-manifest "$TESTDIR/copy" >"$TESTDIR/m1"
-umount "$TESTDIR/copy"
-xfs_repair -n "$copy" >"$TESTDIR/repair" 2>&1 || { head -40 "$TESTDIR/repair"; fail "xfs_repair -n"; }
+clone=$(fssnap clone --attach "$n") || fail "clone --attach $n"
+mkdir "$TESTDIR/clone"
+mount -o nouuid "$clone" "$TESTDIR/clone" || fail "mount (log replay) of the clone"
+manifest "$TESTDIR/clone" >"$TESTDIR/m1"
+umount "$TESTDIR/clone"
+xfs_repair -n "$clone" >"$TESTDIR/repair" 2>&1 || { head -40 "$TESTDIR/repair"; fail "xfs_repair -n"; }
+fssnap delete-clone --force 0 || fail "delete-clone"
 cmp -s "$TESTDIR/m0" "$TESTDIR/m1" || { diff "$TESTDIR/m0" "$TESTDIR/m1" | head; fail "the snapshot's files differ"; }
 echo "snapshot $n: xfs_repair -n clean, $(wc -l <"$TESTDIR/m0") manifest lines equal"
 umount "$MNT"

@@ -4,12 +4,13 @@
 # candidates from its GETFSMAP map (under 20% of the chunks) and thaws it;
 # the file system then changes (delete, overwrite, append, fill free
 # space, fstrim) and a second snapshot is taken.  Each snapshot must be
-# clean for xfs_repair -n (once its log is replayed on a copy) and, attached,
-# mount -o ro,norecovery,nouuid and hold exactly the files it had when it
-# was taken.
+# clean for xfs_repair -n (on a writable clone of it, once a mount of the
+# clone has replayed its log) and, attached, mount -o ro,norecovery,nouuid
+# and hold exactly the files it had when it was taken (so the clone's log
+# replay did not reach the snapshot).
 source "$(dirname "$0")/functions.sh"
 requires_root
-requires mkfs.xfs xfs_repair losetup fstrim sha256sum timeout nbdcopy
+requires mkfs.xfs xfs_repair losetup fstrim sha256sum timeout
 [ -c /dev/fuse ] || { echo "skipped: no /dev/fuse"; exit 77; }
 grep -qw xfs /proc/filesystems || modprobe xfs 2>/dev/null ||
   { echo "skipped: no XFS in this kernel"; exit 77; }
@@ -59,23 +60,26 @@ snap_create() {
 
 # A frozen XFS keeps its log dirty (covered, but without an unmount
 # record), as after a crash: xfs_repair -n of the snapshot itself only
-# warns about the log and the lazy superblock counters.  So the snapshot
-# is checked as a crash image is: a copy (nbdcopy keeps its holes) is
-# mounted once to replay the log, then xfs_repair -n must find it clean.
-repair_copy() {
-  local n=$1 copy=$TESTDIR/copy$1.img cmnt=$TESTDIR/copy$1
-  nbdcopy "$(nbd_uri "snap/$n")" "$copy" || fail "nbdcopy of snapshot $n"
+# warns about the log and the lazy superblock counters, and xfs_repair
+# cannot replay a log (only a mount can).  So the snapshot is checked as
+# a crash image is, on a writable clone of it (the snapshot stays as it
+# was): the clone is mounted once to replay the log and unmounted, then
+# xfs_repair -n must find it clean.  fssnap scrub does the same.
+repair_clone() {
+  local n=$1 cmnt=$TESTDIR/clone$1 loop k
+  loop=$(fssnap clone --attach "$n") || fail "clone --attach $n"
+  k=$(fssnap list --json | json_get '[c["number"] for s in j for c in s["clones"] if s["number"] == '"$n"'][0]')
   mkdir -p "$cmnt"
-  mount -o loop,nouuid "$copy" "$cmnt" || fail "mount (log replay) of a copy of snapshot $n"
+  mount -o nouuid "$loop" "$cmnt" || fail "mount (log replay) of a clone of snapshot $n"
   umount "$cmnt"
-  xfs_repair -n "$copy" >"$TESTDIR/repair$n" 2>&1 ||
-    { head -40 "$TESTDIR/repair$n"; fail "xfs_repair -n of snapshot $n"; }
-  rm -f "$copy"
+  xfs_repair -n "$loop" >"$TESTDIR/repair$n" 2>&1 ||
+    { head -40 "$TESTDIR/repair$n"; fail "xfs_repair -n of a clone of snapshot $n"; }
+  fssnap delete-clone --force "$k" || fail "delete-clone $k"
 }
 
 verify() {
   local n=$1 want=$2 loop smnt=$TESTDIR/snap$1
-  repair_copy "$n"
+  repair_clone "$n"
   loop=$(fssnap attach "$n") || fail "attach $n failed"
   mkdir -p "$smnt"
   mount -o ro,norecovery,nouuid "$loop" "$smnt" || fail "mount of snapshot $n"

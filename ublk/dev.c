@@ -10,7 +10,8 @@
  * it has a volatile write cache and FUA, so that the kernel sends us
  * FLUSH and FUA writes (without the attribute it would drop them, and a
  * file system's commit would not reach the origin's disk), and takes
- * DISCARD and WRITE_ZEROES; a snapshot is read-only.
+ * DISCARD and WRITE_ZEROES; a writable clone says the same (its flush
+ * makes its overlay durable); a snapshot is read-only.
  *
  * There is no udev in small systems (our test guest): where the kernel's
  * devtmpfs has not made /dev/ublkcN or /dev/ublkbN, we make the node from
@@ -266,6 +267,8 @@ ublk_dev_free (struct ublk_dev *dev)
     close (dev->cdev_fd);
   if (dev->snap)
     fssnap_snapshot_close (dev->snap);
+  if (dev->clone)
+    fssnap_clone_put (dev->clone);
   free (dev);
 }
 
@@ -282,13 +285,16 @@ ublk_dev_start (struct ublk_ctrl *ctrl, const struct ublk_dev_opts *opts,
   dev->ctrl = ctrl;
   dev->origin = opts->origin;
   dev->snap = opts->snap;
+  dev->clone = opts->clone;
   dev->size = opts->snap ? fssnap_snapshot_size (opts->snap)
-                         : fssnap_origin_size (opts->origin);
+              : opts->clone ? fssnap_clone_size (opts->clone)
+              : fssnap_origin_size (opts->origin);
   dev->cdev_fd = -1;
   r = opts->recover ? ublk_dev_take_over (dev, opts->id, err, errlen)
                     : ublk_dev_add (dev, opts->id, err, errlen);
   if (r < 0) {
     dev->snap = NULL;           /* the caller's on failure */
+    dev->clone = NULL;
     ublk_dev_free (dev);
     return r;
   }
@@ -312,6 +318,7 @@ ublk_dev_start (struct ublk_ctrl *ctrl, const struct ublk_dev_opts *opts,
   }
   if (r < 0) {
     dev->snap = NULL;
+    dev->clone = NULL;
     if (opts->recover) {
       ublk_dev_free (dev);      /* still quiesced: a later start retries */
     }

@@ -77,7 +77,8 @@ struct ublk_dev {
   struct ublk_ctrl *ctrl;
   struct ublksrv_ctrl_dev_info info;    /* as the kernel granted it */
   struct fssnap_origin *origin;
-  struct fssnap_snapshot *snap;         /* NULL: the volume */
+  struct fssnap_snapshot *snap;         /* NULL: the volume or a clone */
+  struct fssnap_clone *clone;           /* NULL: the volume or a snapshot */
   uint64_t size;
   int cdev_fd;                          /* /dev/ublkcN */
   char path[32];                        /* /dev/ublkbN */

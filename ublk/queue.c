@@ -140,6 +140,34 @@ ublk_queue_own_mounts (struct ublk_queue *q)
 
 /* ---- Requests ---------------------------------------------------------- */
 
+/* One request to a writable clone: READ, WRITE (FUA), FLUSH and
+ * WRITE_ZEROES to the clone's calls; DISCARD is a hint the overlay does
+ * not take (nothing was promised).
+ */
+static int
+ublk_queue_run_clone (struct fssnap_clone *clone, unsigned op, void *buf,
+                      size_t len, uint64_t off, unsigned flags)
+{
+  int r;
+
+  switch (op) {
+  case UBLK_IO_OP_READ:
+    r = fssnap_clone_read (clone, buf, len, off);
+    return r < 0 ? r : (int) len;
+  case UBLK_IO_OP_WRITE:
+    r = fssnap_clone_write (clone, buf, len, off, flags);
+    return r < 0 ? r : (int) len;
+  case UBLK_IO_OP_FLUSH:
+    return fssnap_clone_flush (clone);
+  case UBLK_IO_OP_DISCARD:
+    return 0;
+  case UBLK_IO_OP_WRITE_ZEROES:
+    return fssnap_clone_zero (clone, len, off, flags);
+  default:
+    return -EOPNOTSUPP;
+  }
+}
+
 /* Run one request; the result to commit (bytes, 0 or a negative errno). */
 static int
 ublk_queue_run (struct ublk_dev *dev, const struct ublksrv_io_desc *iod,
@@ -152,6 +180,8 @@ ublk_queue_run (struct ublk_dev *dev, const struct ublksrv_io_desc *iod,
   unsigned flags = fua ? FSSNAP_FUA : 0;
   int r;
 
+  if (dev->clone)
+    return ublk_queue_run_clone (dev->clone, op, buf, len, off, flags);
   if (op == UBLK_IO_OP_READ) {
     r = dev->snap ? fssnap_snapshot_read (dev->snap, buf, len, off)
                   : fssnap_origin_read (dev->origin, buf, len, off);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ublk frontend of fssnapd: the live volume (read-write) or one snapshot
- * (read-only) as a real block device /dev/ublkbN, served from user space
+ * ublk frontend of fssnapd: the live volume (read-write), one snapshot
+ * (read-only) or one writable clone as a real block device /dev/ublkbN, served from user space
  * through Linux's ublk driver (drivers/block/ublk_drv.c, since 6.0).
  *
  *   /dev/ublk-control   control commands (ADD_DEV, SET_PARAMS, START_DEV,
@@ -14,8 +14,9 @@
  *                       the tag (queue.c)
  *
  * Each request becomes one engine call (fssnap_origin_read/write/zero/trim/
- * flush, fssnap_snapshot_read) in the queue thread; the kernel copies the
- * data between the request's pages and the tag's buffer.  Devices are
+ * flush, fssnap_snapshot_read, fssnap_clone_read/write/zero/flush) in a
+ * queue's worker; the kernel copies the data between the request's pages
+ * and the tag's buffer.  Devices are
  * created with UBLK_F_USER_RECOVERY (and _REISSUE where the kernel grants
  * it): when the server dies the kernel keeps the device and holds its I/O
  * (requeueing what was in flight) until a new server takes it over with
@@ -58,6 +59,10 @@ struct ublk_dev_opts {
    * closes it when it goes); NULL: the volume, read-write.
    */
   struct fssnap_snapshot *snap;
+  /* A writable clone to serve read-write instead (the device keeps the
+   * reference and puts it when it goes); at most one of snap and clone.
+   */
+  struct fssnap_clone *clone;
   int id;                       /* wanted device id; -1: any */
   /* The device exists and its server died: take it over (user recovery)
    * instead of adding it.
@@ -78,12 +83,13 @@ const char *ublk_dev_path (const struct ublk_dev *dev);
 bool ublk_dev_recoverable (const struct ublk_dev *dev);
 
 /* STOP_DEV and DEL_DEV, then join the queues and free: I/O still sent to
- * the device fails.  Closes the snapshot handle.
+ * the device fails.  Closes the snapshot handle (puts the clone).
  */
 void ublk_dev_delete (struct ublk_dev *dev);
 /* Let the queues go without stopping the device: with user recovery the
  * kernel holds its I/O for the next server (as after a crash, but with no
- * request half done).  Closes the snapshot handle and frees.
+ * request half done).  Closes the snapshot handle (puts the clone) and
+ * frees.
  */
 void ublk_dev_abandon (struct ublk_dev *dev);
 

@@ -5,7 +5,9 @@
  * model), the snapshot stays exact, the clone comes back after the set is
  * closed and reopened (flushed) and after a journal-only reopen (not
  * flushed), a damaged map keeps the clone offline, two threads copying up
- * the same chunks never lose a write.  Rollback: the volume reads as the
+ * the same chunks never lose a write.  A flush writes the journal, not
+ * the map, until the journal outgrows it; after a power cut (another
+ * boot) only what a flush covered comes back.  Rollback: the volume reads as the
  * target, older and newer snapshots stay exact, exact changes are empty,
  * a second rollback moves nothing, a pending intent for another target
  * refuses.
@@ -15,6 +17,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <cmocka.h>
 
 #include "tests/engine/harness.h"
@@ -156,6 +159,86 @@ test_clone_damaged_map (void **state)
   set = clones_open (h, o);
   assert_int_equal (fssnap_clones_list (set, nums, 4), 0);
   fssnap_clones_close (set);
+  fssnap_origin_close (o);
+  harness_free (h);
+}
+
+static void
+file_stat (struct harness *h, const char *ext, struct stat *st)
+{
+  char path[256];
+  snprintf (path, sizeof path, "%s/origin.img.clone0.%s", h->dir, ext);
+  assert_int_equal (stat (path, st), 0);
+}
+
+static void
+fill_chunks (struct fssnap_clone *c, char *model, unsigned first,
+             unsigned n, char fill)
+{
+  char *buf = malloc (n * CS);
+  memset (buf, fill, n * CS);
+  buf[0] = 'x';                 /* partial copy-ups too */
+  assert_int_equal (fssnap_clone_write (c, buf + 1, n * CS - 100,
+                                        (uint64_t) first * CS + 1, 0), 0);
+  memcpy (model + (size_t) first * CS + 1, buf + 1, n * CS - 100);
+  free (buf);
+}
+
+static void
+test_clone_flush_and_power_cut (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (SIZE);
+  struct fssnap_origin *o = harness_origin (h, CS, 0);
+  unsigned snap = harness_snap (o, NULL), k;
+  int err;
+  char *base = harness_read_all (o, (int) snap, &err), *model = malloc (SIZE);
+  char msg[256], cmd[512];
+  struct fssnap_clones *set = clones_open (h, o);
+  struct fssnap_clone *c;
+  struct stat map0, st;
+
+  memcpy (model, base, SIZE);
+  assert_int_equal (fssnap_clones_create (set, snap, &k, msg, sizeof msg), 0);
+  assert_int_equal (fssnap_clone_get (set, 0, &c), 0);
+  file_stat (h, "map", &map0);
+  /* Four new chunks: the flush appends to the journal only. */
+  fill_chunks (c, model, 0, 4, 'a');
+  assert_int_equal (fssnap_clone_flush (c), 0);
+  file_stat (h, "map", &st);
+  assert_int_equal (st.st_ino, map0.st_ino);
+  file_stat (h, "log", &st);
+  assert_int_equal (st.st_size, 16 * (1 + 4 + 1));     /* boot, chunks, commit */
+  /* Four more, not flushed; the files as a power cut would find them. */
+  fill_chunks (c, model, 16, 4, 'b');
+  snprintf (cmd, sizeof cmd, "cd %s && mkdir keep && cp -p origin.img.clone0.* keep/",
+            h->dir);
+  assert_int_equal (system (cmd), 0);
+  /* The journal outgrew the map: this flush rewrites the map and starts
+   * a new journal.
+   */
+  assert_int_equal (fssnap_clone_flush (c), 0);
+  file_stat (h, "map", &st);
+  assert_true (st.st_ino != map0.st_ino);
+  file_stat (h, "log", &st);
+  assert_int_equal (st.st_size, 16);
+  clone_check (c, model);
+  fssnap_clone_put (c);
+  fssnap_clones_close (set);
+
+  /* Another boot: chunks 0-3 (flushed) are back, 16-19 read as the base. */
+  snprintf (cmd, sizeof cmd, "cd %s && cp -p keep/* . && rm -r keep", h->dir);
+  assert_int_equal (system (cmd), 0);
+  setenv ("FSSNAP_TEST_BOOT_ID", "0123456789abcdef", 1);
+  set = clones_open (h, o);
+  unsetenv ("FSSNAP_TEST_BOOT_ID");
+  memcpy (model + 16 * CS, base + 16 * CS, 4 * CS);
+  assert_int_equal (fssnap_clone_get (set, 0, &c), 0);
+  clone_check (c, model);
+  fssnap_clone_put (c);
+  fssnap_clones_close (set);
+  free (base);
+  free (model);
   fssnap_origin_close (o);
   harness_free (h);
 }
@@ -305,6 +388,7 @@ main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_clone_model_and_reopen),
+    cmocka_unit_test (test_clone_flush_and_power_cut),
     cmocka_unit_test (test_clone_damaged_map),
     cmocka_unit_test (test_clone_concurrent_copy_up),
     cmocka_unit_test (test_rollback),

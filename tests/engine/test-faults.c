@@ -11,7 +11,8 @@
  * The first tests pin each fix down on its own; the fault matrix at the end
  * runs every I/O operation the engine performs, times each kind of fault,
  * times each phase, and checks the promises after each cell (the table it
- * prints says what each cell ended as).
+ * prints says what each cell ended as).  A second matrix does the same for
+ * a writable clone's files (create, copy-up, flush, checkpoint, reopen).
  */
 #include <dirent.h>
 #include <linux/falloc.h>
@@ -933,6 +934,211 @@ test_fault_matrix (void **state)
           totals[0], totals[1], totals[2], totals[3]);
 }
 
+/* ---- The clone fault matrix --------------------------------------------- */
+
+enum cphase { CP_CREATE, CP_WRITE, CP_FLUSH, CP_CHECKPOINT, CP_REOPEN, CP_N };
+static const char *const cphase_name[CP_N] = {
+  "create", "copy-up write", "flush", "checkpoint", "reopen",
+};
+
+struct cx {
+  struct harness *h;
+  struct fssnap_origin *o;
+  struct fssnap_clones *set;
+  char *base;                   /* snapshot 0 */
+  char *model;                  /* the clone: acknowledged writes */
+  bool *unsure;                 /* bytes of writes that failed */
+  bool exists;                  /* its create was acknowledged */
+};
+
+static int
+cx_write (struct cx *w, uint64_t off, size_t len, char fill)
+{
+  struct fssnap_clone *c;
+  char *buf = malloc (len);
+  int r = fssnap_clone_get (w->set, 0, &c);
+  memset (buf, fill, len);
+  if (r == 0) {
+    r = fssnap_clone_write (c, buf, len, off, 0);
+    fssnap_clone_put (c);
+  }
+  if (r == 0)
+    memcpy (w->model + off, buf, len);
+  else
+    memset (w->unsure + off, 1, len);
+  free (buf);
+  return r;
+}
+
+static int
+cx_flush (struct cx *w)
+{
+  struct fssnap_clone *c;
+  int r = fssnap_clone_get (w->set, 0, &c);
+  if (r == 0) {
+    r = fssnap_clone_flush (c);
+    fssnap_clone_put (c);
+  }
+  return r;
+}
+
+static int
+cx_create (struct cx *w)
+{
+  char err[256];
+  unsigned k;
+  int r = fssnap_clones_create (w->set, 0, &k, err, sizeof err);
+  if (r == 0) {
+    assert_int_equal (k, 0);
+    w->exists = true;
+  }
+  return r;
+}
+
+static void
+cx_reopen (struct cx *w)
+{
+  fssnap_clones_close (w->set);
+  assert_int_equal (fssnap_clones_open (w->o, w->h->dir, harness_quiet_log,
+                                        NULL, &w->set), 0);
+}
+
+/* Snapshot 0 of the origin; for every phase but create, clone 0 of it
+ * with two flushed chunks.
+ */
+static struct cx *
+cx_new (enum cphase p)
+{
+  struct cx *w = calloc (1, sizeof *w);
+  struct fssnap_create_opts opts = { .chunksize = CHUNK };
+  char err[256];
+  unsigned num;
+  int r;
+  w->h = harness_new (SIZE);
+  w->h->skip_syncs = true;
+  w->o = open_origin (w->h);
+  assert_int_equal (fssnap_snapshot_create (w->o, &opts, &num, err,
+                                            sizeof err), 0);
+  w->base = harness_read_all (w->o, 0, &r);
+  assert_int_equal (r, 0);
+  w->model = malloc (SIZE);
+  memcpy (w->model, w->base, SIZE);
+  w->unsure = calloc (SIZE, 1);
+  assert_int_equal (fssnap_clones_open (w->o, w->h->dir, harness_quiet_log,
+                                        NULL, &w->set), 0);
+  if (p != CP_CREATE) {
+    assert_int_equal (cx_create (w), 0);
+    assert_int_equal (cx_write (w, 100, 2 * CHUNK, 'a'), 0);
+    assert_int_equal (cx_flush (w), 0);
+  }
+  return w;
+}
+
+static int
+cx_run_phase (struct cx *w, enum cphase p, enum harness_op op, int k)
+{
+  int r = 0;
+  if (p == CP_FLUSH)                   /* one new chunk: a commit */
+    assert_int_equal (cx_write (w, 5 * CHUNK + 7, 100, 'b'), 0);
+  if (p == CP_CHECKPOINT)              /* the journal outgrows the map */
+    assert_int_equal (cx_write (w, 4 * CHUNK + 1, 10 * CHUNK, 'c'), 0);
+  if (p == CP_REOPEN)
+    fssnap_clones_close (w->set);
+  harness_fault (w->h, op, ".clone", fault_kind[k].err, fault_kind[k].times);
+  switch (p) {
+  case CP_CREATE: r = cx_create (w); break;
+  case CP_WRITE: r = cx_write (w, 9 * CHUNK + 5, CHUNK, 'd'); break;
+  case CP_FLUSH:
+  case CP_CHECKPOINT: r = cx_flush (w); break;
+  case CP_REOPEN:
+    r = fssnap_clones_open (w->o, w->h->dir, harness_quiet_log, NULL,
+                            &w->set);
+    break;
+  default: break;
+  }
+  harness_fault_clear (w->h);
+  return r;
+}
+
+/* The promises with the fault gone, after a close and reopen of the set:
+ * a clone whose create was acknowledged is there and reads as its
+ * acknowledged writes; the snapshot is unchanged.  'x' or '-' (no clone).
+ */
+static char
+cx_check (struct cx *w, const char *cell)
+{
+  struct fssnap_clone *c;
+  int r;
+  cx_reopen (w);
+  char *snap = harness_read_all (w->o, 0, &r);
+  if (r != 0 || memcmp (snap, w->base, SIZE) != 0)
+    fail_msg ("%s: the base snapshot changed (read %d)", cell, r);
+  free (snap);
+  if (fssnap_clone_get (w->set, 0, &c) < 0) {
+    if (w->exists)
+      fail_msg ("%s: the clone was lost", cell);
+    return '-';
+  }
+  char *got = malloc (SIZE);
+  assert_int_equal (fssnap_clone_read (c, got, SIZE, 0), 0);
+  fssnap_clone_put (c);
+  for (size_t i = 0; i < SIZE; i++)
+    if (!w->unsure[i] && got[i] != w->model[i])
+      fail_msg ("%s: clone byte %zu lost an acknowledged write", cell, i);
+  free (got);
+  return 'x';
+}
+
+static void
+test_clone_fault_matrix (void **state)
+{
+  (void) state;
+  unsigned cells = 0, hit = 0;
+  printf ("clone fault matrix: cell: what the phase returned, then the "
+          "clone after a reopen with the fault gone (x exact, - none)\n");
+  for (int p = 0; p < CP_N; p++) {
+    printf ("\n%-17s", cphase_name[p]);
+    for (size_t k = 0; k < NFAULTS; k++)
+      printf (" %-10s", fault_kind[k].name);
+    printf ("\n");
+    for (int op = 0; op < HOP_NOPS; op++) {
+      printf ("  %-15s", op_name[op]);
+      for (size_t k = 0; k < NFAULTS; k++) {
+        char cell[128];
+        cells++;
+        if (fault_kind[k].err == HARNESS_SHORT && op != HOP_READ
+            && op != HOP_WRITE) {
+          printf (" %-10s", "n/a");
+          continue;
+        }
+        snprintf (cell, sizeof cell, "clone %s / %s / %s", cphase_name[p],
+                  op_name[op], fault_kind[k].name);
+        struct cx *w = cx_new (p);
+        int r = cx_run_phase (w, p, op, k);
+        unsigned hits = atomic_load (&w->h->fault.hits);
+        char st = cx_check (w, cell);
+        if (hits) {
+          hit++;
+          printf (" %-4s>%c    ", r == 0 ? "ok" : r == -ENOSPC ? "NOSP"
+                  : r == -ENOMEM ? "NMEM" : r == -EIO ? "EIO" : "err", st);
+        }
+        else
+          printf (" %-10s", "-");
+        fssnap_clones_close (w->set);
+        fssnap_origin_close (w->o);
+        free (w->base);
+        free (w->model);
+        free (w->unsure);
+        harness_free (w->h);
+        free (w);
+      }
+      printf ("\n");
+    }
+  }
+  printf ("\n%u cells, %u with the operation in the phase; no clone lost "
+          "or wrong\n", cells, hit);
+}
+
 /* Proof of damage still disables (a bad checksum in a map block). */
 static void
 test_damage_still_disables (void **state)
@@ -969,6 +1175,7 @@ main (void)
     cmocka_unit_test (test_zero_no_hole),
     cmocka_unit_test (test_damage_still_disables),
     cmocka_unit_test (test_fault_matrix),
+    cmocka_unit_test (test_clone_fault_matrix),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

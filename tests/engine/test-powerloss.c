@@ -29,7 +29,13 @@
  * point in three cuts right after the n-th write to the staging log, one
  * in three right after the n-th write to the origin (whichever comes
  * first, that or the timed cut).
- * FSSNAP_CRASH_POINTS sets how many cuts (default 300).
+ * The same for a writable clone (engine/clone.c, over the same recorder):
+ * random writes, zeroes and flushes into a clone of a snapshot, a cut, the
+ * files rebuilt, the clone reopened as in another boot (the kernel's
+ * boot_id differs, FSSNAP_TEST_BOOT_ID): it comes back, holds every byte
+ * as of its last acknowledged flush except bytes written after it, and
+ * its base snapshot is unchanged.
+ * FSSNAP_CRASH_POINTS sets how many cuts of each (default 300).
  * FSSNAP_POWERLOSS_TRACE=DIR logs every open, write, fsync, rename, unlink
  * and close the engine made, the cut, and what the rebuild applied, to
  * DIR/trace-SEED.txt; the file is kept only for a crash point that fails.
@@ -736,12 +742,157 @@ test_power_loss (void **state)
           staged);
 }
 
+/* ---- Clones ------------------------------------------------------------- */
+
+struct crun {
+  uint64_t rng;
+  struct recorder *rec;
+  struct fssnap_clone *c;
+  unsigned char model[SIZE];
+  unsigned char flushed[SIZE];          /* as of the last acked flush */
+  bool dirty[SIZE];                     /* written since that flush */
+  unsigned cut_us;
+};
+
+static void
+crun_write (struct crun *w, bool zero)
+{
+  uint64_t off = rng_next (&w->rng) % SIZE;
+  uint64_t len = 1 + rng_next (&w->rng) % (3 * CHUNK);
+  if (len > SIZE - off)
+    len = SIZE - off;
+  unsigned char buf[3 * CHUNK];
+  for (uint64_t i = 0; i < len; i++)
+    buf[i] = zero ? 0 : (unsigned char) rng_next (&w->rng);
+  memset (w->dirty + off, 1, len);      /* before: it may land at any time */
+  int r = zero ? fssnap_clone_zero (w->c, len, off, 0)
+               : fssnap_clone_write (w->c, buf, len, off, 0);
+  assert_int_equal (r, 0);
+  memcpy (w->model + off, buf, len);
+}
+
+static void
+crun_flush (struct crun *w)
+{
+  unsigned char copy[SIZE];
+  memcpy (copy, w->model, SIZE);
+  assert_int_equal (fssnap_clone_flush (w->c), 0);
+  if (rec_still_recording (w->rec)) {
+    memcpy (w->flushed, copy, SIZE);
+    memset (w->dirty, 0, SIZE);
+  }
+}
+
+static void *
+clone_crasher (void *arg)
+{
+  struct crun *w = arg;
+  struct timespec ts = { w->cut_us / 1000000,
+                         (long) (w->cut_us % 1000000) * 1000 };
+  nanosleep (&ts, NULL);
+  rec_cut (w->rec);
+  return NULL;
+}
+
+/* Clone 0 of the rebuilt state against the model. */
+static void
+check_clone_after_crash (struct crun *w, struct fssnap_origin *o,
+                         const char *dir, const char *base, uint64_t seed)
+{
+  struct fssnap_clones *set;
+  struct fssnap_clone *c;
+  int r;
+
+  setenv ("FSSNAP_TEST_BOOT_ID", "0123456789abcdef", 1);
+  assert_int_equal (fssnap_clones_open (o, dir, harness_quiet_log,
+                                        NULL, &set), 0);
+  unsetenv ("FSSNAP_TEST_BOOT_ID");
+  if (fssnap_clone_get (set, 0, &c) < 0)
+    fail_msg ("seed %llu: the clone was lost", (unsigned long long) seed);
+  unsigned char *img = malloc (SIZE);
+  assert_int_equal (fssnap_clone_read (c, img, SIZE, 0), 0);
+  for (size_t i = 0; i < SIZE; i++)
+    if (!w->dirty[i] && img[i] != w->flushed[i])
+      fail_msg ("seed %llu: clone byte %zu lost a flushed write (or reads "
+                "what was never written)", (unsigned long long) seed, i);
+  char *snap = harness_read_all (o, 0, &r);
+  assert_int_equal (r, 0);
+  if (memcmp (snap, base, SIZE) != 0)
+    fail_msg ("seed %llu: the clone's base snapshot changed",
+              (unsigned long long) seed);
+  free (snap);
+  free (img);
+  fssnap_clone_put (c);
+  fssnap_clones_close (set);
+}
+
+static void
+test_clone_power_loss (void **state)
+{
+  (void) state;
+  unsigned points = crash_points ();
+  for (unsigned k = 0; k < points; k++) {
+    uint64_t seed = 50000 + k;
+    struct harness *h = harness_new (SIZE);
+    struct crun *w = calloc (1, sizeof *w);
+    struct fssnap_clones *set;
+    struct fssnap_origin *o;
+    unsigned snap, num;
+    char err[256];
+    int r;
+    w->rng = seed * 0x9E3779B97F4A7C15ull | 1;
+    w->rec = rec_new (h);
+    struct fssnap_origin_opts oo = {
+      .path = h->origin_path, .state_dir = h->dir, .chunksize = CHUNK,
+      .max_mem = 8 * CHUNK, .io = &w->rec->io, .log = harness_quiet_log,
+    };
+    assert_int_equal (fssnap_origin_open (&oo, &o), 0);
+    struct fssnap_create_opts co = { 0 };
+    assert_int_equal (fssnap_snapshot_create (o, &co, &snap, err,
+                                              sizeof err), 0);
+    char *base = harness_read_all (o, (int) snap, &r);
+    assert_int_equal (r, 0);
+    memcpy (w->model, base, SIZE);
+    memcpy (w->flushed, base, SIZE);
+    assert_int_equal (fssnap_clones_open (o, h->dir, harness_quiet_log, NULL,
+                                          &set), 0);
+    assert_int_equal (fssnap_clones_create (set, snap, &num, err,
+                                            sizeof err), 0);
+    assert_int_equal (fssnap_clone_get (set, num, &w->c), 0);
+    w->cut_us = rng_next (&w->rng) % (2000 + k % 40 * 500);
+    pthread_t t;
+    pthread_create (&t, NULL, clone_crasher, w);
+    while (rec_still_recording (w->rec)) {
+      unsigned p = rng_next (&w->rng) % 100;
+      if (p < 70) crun_write (w, false);
+      else if (p < 80) crun_write (w, true);
+      else crun_flush (w);
+    }
+    pthread_join (t, NULL);
+    fssnap_clone_put (w->c);
+    fssnap_clones_close (set);
+    fssnap_origin_close (o);
+    rec_rebuild (w->rec, h->dir, &w->rng);
+
+    oo.io = NULL;
+    assert_int_equal (fssnap_origin_open (&oo, &o), 0);
+    check_clone_after_crash (w, o, h->dir, base, seed);
+    fssnap_origin_close (o);
+    free (base);
+    rec_free (w->rec);
+    free (w);
+    harness_free (h);
+  }
+  printf ("clone power loss: %u crash points checked\n", points);
+}
+
 int
 main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_recorder_names_need_dir_sync),
     cmocka_unit_test (test_power_loss),
+    cmocka_unit_test (test_clone_power_loss),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -392,6 +392,18 @@ test_clones_and_groups (void **state)
   r = ask (f, "{\"request\":\"list\"}");
   assert_true (json_object_object_get_ex (r, "clones", &arr));
   assert_int_equal (json_object_array_length (arr), 1);
+  assert_true (json_object_object_get_ex (r, "snapshots", &arr));
+  assert_true (json_object_object_get_ex (json_object_array_get_idx (arr, 0),
+                                          "clones", &arr));
+  assert_int_equal (json_object_array_length (arr), 1);
+  assert_string_equal (field (json_object_array_get_idx (arr, 0), "number"),
+                       "0");
+  json_object_put (r);
+  r = ask (f, "{\"request\":\"info\",\"number\":0}");
+  assert_true (json_object_object_get_ex (r, "snapshots", &arr));
+  assert_true (json_object_object_get_ex (json_object_array_get_idx (arr, 0),
+                                          "clones", &arr));
+  assert_int_equal (json_object_array_length (arr), 1);
   json_object_put (r);
   r = ask (f, "{\"request\":\"delete-clone\",\"number\":0}");
   assert_true (is_ok (r));
