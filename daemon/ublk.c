@@ -838,29 +838,43 @@ daemon_ublk_created (struct daemon_ublk *u, unsigned num)
   pthread_mutex_unlock (&u->lock);
 }
 
+/* -EBUSY with the reason when device DEV of KIND N (named LINK) may not go:
+ * mounted or held, always; open, unless FORCE.  Called under ublk.lock. */
+static int
+daemon_ublk_refuse_busy (struct ublk_dev *dev, const char *kind, unsigned n,
+                         const char *link, bool force, char *err,
+                         size_t errlen)
+{
+  char what[PATH_MAX + 64];
+  int busy = ublk_dev_in_use (dev, what, sizeof what);
+
+  if (busy == 1) {
+    snprintf (err, errlen, "%s %u is %s (%s): unmount it first "
+              "(--force does not unmount)", kind, n, what, link);
+    return -EBUSY;
+  }
+  if (busy == 2 && !force) {
+    snprintf (err, errlen, "%s %u's device %s is %s: close it first "
+              "or use --force", kind, n, link, what);
+    return -EBUSY;
+  }
+  return 0;
+}
+
 int
 daemon_ublk_check_delete (struct daemon_ublk *u, unsigned num, bool force,
                           char *err, size_t errlen)
 {
-  char what[PATH_MAX + 64], link[PATH_MAX];
-  int r = 0, busy;
+  char link[PATH_MAX];
+  int r = 0;
 
   if (!u || num >= FSSNAP_MAX_SNAPSHOTS)
     return 0;
   pthread_mutex_lock (&u->lock);
   if (u->slots[num].dev) {
     daemon_ublk_link_path (u, num, link, sizeof link);
-    busy = ublk_dev_in_use (u->slots[num].dev, what, sizeof what);
-    if (busy == 1) {
-      snprintf (err, errlen, "snapshot %u is %s (%s): unmount it first "
-                "(--force does not unmount)", num, what, link);
-      r = -EBUSY;
-    }
-    else if (busy == 2 && !force) {
-      snprintf (err, errlen, "snapshot %u's device %s is %s: close it first "
-                "or use --force", num, link, what);
-      r = -EBUSY;
-    }
+    r = daemon_ublk_refuse_busy (u->slots[num].dev, "snapshot", num, link,
+                                 force, err, errlen);
   }
   pthread_mutex_unlock (&u->lock);
   return r;
@@ -920,25 +934,16 @@ int
 daemon_ublk_clone_check_delete (struct daemon_ublk *u, unsigned k,
                                 bool force, char *err, size_t errlen)
 {
-  char what[PATH_MAX + 64], link[PATH_MAX];
-  int r = 0, busy;
+  char link[PATH_MAX];
+  int r = 0;
 
   if (!u || k >= FSSNAP_MAX_CLONES)
     return 0;
   pthread_mutex_lock (&u->lock);
   if (u->cslots[k].dev) {
     daemon_ublk_clone_link_path (u, k, link, sizeof link);
-    busy = ublk_dev_in_use (u->cslots[k].dev, what, sizeof what);
-    if (busy == 1) {
-      snprintf (err, errlen, "clone %u is %s (%s): unmount it first "
-                "(--force does not unmount)", k, what, link);
-      r = -EBUSY;
-    }
-    else if (busy == 2 && !force) {
-      snprintf (err, errlen, "clone %u's device %s is %s: close it first "
-                "or use --force", k, link, what);
-      r = -EBUSY;
-    }
+    r = daemon_ublk_refuse_busy (u->cslots[k].dev, "clone", k, link, force,
+                                 err, errlen);
   }
   pthread_mutex_unlock (&u->lock);
   return r;
