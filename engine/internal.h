@@ -235,6 +235,9 @@ int io_pread_full (const struct fssnap_io *io, int fd, void *buf, size_t len,
                    uint64_t off);
 int io_pwrite_full (const struct fssnap_io *io, int fd, const void *buf,
                     size_t len, uint64_t off);
+/* The same for n buffers written one after the other from off. */
+int io_pwritev_full (const struct fssnap_io *io, int fd,
+                     const struct iovec *iov, int n, uint64_t off);
 /* fsync directory dir (after a create, rename or unlink in it). */
 int io_sync_dir (const struct fssnap_io *io, const char *dir);
 /* Make path hold buf durably: a temporary file PATH.tmp written and

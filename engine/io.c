@@ -48,6 +48,15 @@ posix_pwrite (void *opaque, int fd, const void *buf, size_t len, off_t off)
   return r < 0 ? -errno : r;
 }
 
+static ssize_t
+posix_pwritev (void *opaque, int fd, const struct iovec *iov, int iovcnt,
+               off_t off)
+{
+  (void) opaque;
+  ssize_t r = pwritev (fd, iov, iovcnt, off);
+  return r < 0 ? -errno : r;
+}
+
 static int
 posix_fsync (void *opaque, int fd)
 {
@@ -108,6 +117,15 @@ posix_discard (void *opaque, int fd, off_t off, off_t len)
 }
 
 static int
+posix_allocate (void *opaque, int fd, off_t off, off_t len)
+{
+  (void) opaque;
+  if (fallocate (fd, 0, off, len) < 0)
+    return errno == EINVAL ? -EOPNOTSUPP : -errno;
+  return 0;
+}
+
+static int
 posix_unlink (void *opaque, const char *path)
 {
   (void) opaque;
@@ -132,6 +150,8 @@ static const struct fssnap_io io_posix = {
   .discard = posix_discard,
   .unlink = posix_unlink,
   .rename = posix_rename,
+  .allocate = posix_allocate,
+  .pwritev = posix_pwritev,
 };
 
 const struct fssnap_io *
@@ -188,6 +208,50 @@ io_pwrite_full (const struct fssnap_io *io, int fd, const void *buf,
     off += r;
   }
   return 0;
+}
+
+/* Without pwritev in the layer, or after a short write: buffer by buffer
+ * from byte 'done' of the whole.
+ */
+static int
+io_pwritev_each (const struct fssnap_io *io, int fd, const struct iovec *iov,
+                 int n, uint64_t off, size_t done)
+{
+  for (int i = 0; i < n; i++) {
+    size_t len = iov[i].iov_len;
+    if (done >= len) {
+      done -= len;
+      off += len;
+      continue;
+    }
+    int r = io_pwrite_full (io, fd, (const char *) iov[i].iov_base + done,
+                            len - done, off + done);
+    if (r < 0)
+      return r;
+    off += len;
+    done = 0;
+  }
+  return 0;
+}
+
+int
+io_pwritev_full (const struct fssnap_io *io, int fd, const struct iovec *iov,
+                 int n, uint64_t off)
+{
+  if (!io->pwritev)
+    return io_pwritev_each (io, fd, iov, n, off, 0);
+  size_t total = 0;
+  for (int i = 0; i < n; i++)
+    total += iov[i].iov_len;
+  ssize_t r;
+  do
+    r = io->pwritev (io->opaque, fd, iov, n, off);
+  while (r == -EINTR);
+  if (r == -EIO)                /* retried once, buffer by buffer */
+    return io_pwritev_each (io, fd, iov, n, off, 0);
+  if (r < 0)
+    return r;
+  return (size_t) r == total ? 0 : io_pwritev_each (io, fd, iov, n, off, r);
 }
 
 int

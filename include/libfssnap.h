@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -79,6 +80,16 @@ struct fssnap_io {
   int (*discard) (void *opaque, int fd, off_t off, off_t len);
   int (*unlink) (void *opaque, const char *path);
   int (*rename) (void *opaque, const char *from, const char *to);
+  /* Allocate [off, off+len) of a regular file, data unchanged, the size
+   * grown to cover it (fallocate mode 0); only advice: may be NULL or
+   * fail (-EOPNOTSUPP, -ENOSPC...), and the writes go ahead regardless.
+   */
+  int (*allocate) (void *opaque, int fd, off_t off, off_t len);
+  /* Write iovcnt buffers at off in one call, as pwritev(2); may be NULL
+   * (then each buffer is written with pwrite).
+   */
+  ssize_t (*pwritev) (void *opaque, int fd, const struct iovec *iov,
+                      int iovcnt, off_t off);
 };
 
 FSSNAP_API const struct fssnap_io *fssnap_io_posix (void);
@@ -90,7 +101,7 @@ struct fssnap_origin_opts {
   const char *state_dir;        /* default place for backing stores */
   uint32_t chunksize;           /* 0: set by the first snapshot */
   uint64_t max_mem;             /* bytes of copies held in memory; 0: default */
-  unsigned writer_threads;      /* store writers; 0: default (4) */
+  unsigned writer_threads;      /* store writers; 0: default (8) */
   const struct fssnap_io *io;   /* NULL: fssnap_io_posix() */
   fssnap_log_fn log;            /* NULL: stderr */
   void *log_opaque;

@@ -272,6 +272,7 @@ harness_new (uint64_t size)
   h->io.fsync = harness_fsync;
   h->io.rename = harness_rename;
   h->io.unlink = harness_unlink;
+  h->io.pwritev = NULL;         /* every write through harness_pwrite */
   atomic_store (&h->store_budget, -1);
   atomic_store (&h->fault.op, -1);
   pthread_mutex_init (&h->fd_lock, NULL);

@@ -360,6 +360,12 @@ rec_new (struct harness *h)
   r->io.discard = rec_discard;
   r->io.unlink = rec_unlink;
   r->io.rename = rec_rename;
+  /* Not recorded: a preallocation changes no data, and the store takes it
+   * as advice, so without it the store appends into holes, which the
+   * recorder models byte for byte.
+   */
+  r->io.allocate = NULL;
+  r->io.pwritev = NULL;         /* every write through rec_pwrite */
   pthread_mutex_init (&r->lock, NULL);
   r->recording = true;
   for (int i = 0; i < HARNESS_MAX_FD; i++)
