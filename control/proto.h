@@ -88,7 +88,7 @@
 #include <json-c/json.h>
 
 #ifndef FSSNAP_VERSION
-#define FSSNAP_VERSION "0.1.0"
+#define FSSNAP_VERSION "0.2.0"
 #endif
 
 #define CTL_SOCKET_NAME "control.sock"

@@ -55,6 +55,7 @@
 #include <string.h>
 
 #include "engine/internal.h"
+#include "engine/store.h"
 
 /* Caller holds snap_lock (shared is enough). */
 struct snap *
@@ -138,7 +139,7 @@ cow_copy_locked (struct fssnap_origin *o, uint64_t c, struct snap **set,
 {
   size_t len = chunk_bytes (o, c);
   struct xentry *e = calloc (1, sizeof *e);
-  void *data = malloc (len);
+  void *data = store_buf_alloc (len);     /* O_DIRECT to the store */
   if (!e || !data) {
     free (e);
     free (data);

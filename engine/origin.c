@@ -17,7 +17,7 @@
 
 #include "engine/internal.h"
 
-#define WRITER_THREADS_DEFAULT 4
+#define WRITER_THREADS_DEFAULT 8
 #define ZERO_BUF_SIZE (1u << 20)
 
 static void origin_release_snaps (struct fssnap_origin *o);

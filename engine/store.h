@@ -5,9 +5,10 @@
  * engine never knows how a store keeps its copies or whether they survive
  * a restart; it calls these operations.  Implementations:
  *
- *   store_file.c       persistent: sparse files (the old copy of chunk c at
- *                      offset c * chunksize, split over several files when
- *                      asked), fsync'd by sync, reopened after a restart;
+ *   store_file.c       persistent: copies appended to files in slots, with
+ *                      an index of the chunk each slot holds (split over
+ *                      several files when asked), written with O_DIRECT,
+ *                      fsync'd by sync, reopened after a restart;
  *   store_transient.c  transient: the same files, never synced, gone at
  *                      restart (fssnap's behaviour, for speed);
  *   tests/engine/store_fault.h  wraps another store and fails, slows down
@@ -41,6 +42,21 @@ struct store_params {
   bool unlink;                  /* unlink the files once open */
 };
 
+/* A copy to write: the old contents of a chunk. */
+struct store_copy {
+  uint64_t chunk;
+  const void *buf;
+  size_t len;                   /* the chunk size; less for the last chunk */
+};
+#define STORE_BATCH_MAX 16      /* copies in one write */
+
+/* Buffers for copies: aligned to STORE_BUF_ALIGN and zero-padded to a
+ * multiple of it, so that a store may write them with O_DIRECT (any other
+ * buffer goes through the page cache).  Freed with free().
+ */
+#define STORE_BUF_ALIGN 4096u
+void *store_buf_alloc (size_t len);
+
 struct store_ops {
   const char *kind;             /* "persistent", "transient": for logs */
   /* Copies survive a restart (the engine orders syncs for them). */
@@ -62,11 +78,14 @@ struct store_ops {
    * other error is a fault that proves nothing.
    */
   int (*check) (struct store *st, uint64_t c, char *why, size_t len);
-  /* write: from a store writer thread, once per copied chunk, with the
-   * whole chunk (the last chunk of the device may be short); no engine
-   * lock held.  Concurrent calls for different chunks.
+  /* write: from a store writer thread, with n copies (1 to
+   * STORE_BATCH_MAX, in one call so that the store may write them
+   * together), each a whole chunk (the last chunk of the device may be
+   * short) copied once, in buffers from store_buf_alloc where the caller
+   * can; no engine lock held.  Concurrent calls for different chunks.
+   * 0 once all are in the store; on error none may be read.
    */
-  int (*write) (struct store *st, uint64_t c, const void *buf, size_t len);
+  int (*write) (struct store *st, const struct store_copy *copies, size_t n);
   /* read: from any reader thread holding snap_lock shared, for a chunk
    * whose write has completed successfully; part of the chunk.
    */
@@ -104,9 +123,15 @@ int store_file_create (const struct store_params *p, struct store **stp,
                        char *errmsg, size_t errlen);
 int store_file_open (const struct store_params *p, struct store **stp,
                      char *errmsg, size_t errlen);
-/* Which file of a file store chunk c lives in and where: for the tests. */
-void store_file_locate (const struct store *st, uint64_t chunk,
-                        unsigned *filep, uint64_t *offp);
+/* Write a file store's index blocks, not synced (the transient store's
+ * sync: after a kill -9 the page cache still has them).
+ */
+int store_file_write_index (struct store *st);
+/* Which file of a file store holds the copy of chunk c, and where:
+ * -ENOENT if it holds none.  For the tests.
+ */
+int store_file_locate (const struct store *st, uint64_t chunk,
+                       unsigned *filep, uint64_t *offp);
 
 /* Tests only: every store the origin creates from now on is passed to
  * wrap (which returns it, or a store wrapping it).  No lock: call it
@@ -117,9 +142,17 @@ void store_set_wrap (struct fssnap_origin *o, store_wrap_fn wrap,
                      void *opaque);
 
 static inline int
+store_write_copies (struct store *st, const struct store_copy *copies,
+                    size_t n)
+{
+  return st->ops->write (st, copies, n);
+}
+
+static inline int
 store_write_chunk (struct store *st, uint64_t c, const void *buf, size_t len)
 {
-  return st->ops->write (st, c, buf, len);
+  struct store_copy copy = { c, buf, len };
+  return st->ops->write (st, &copy, 1);
 }
 
 static inline int

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The transient backing store: fssnap's behaviour.  Copies go to the same
- * sparse files as the persistent store's (store_file.c), which this store
- * wraps, but are never synced and do not survive a restart: the engine
- * never waits for them, and recovery finds the snapshot gone.  Every
- * operation but sync is the wrapped store's.
+ * slots as the persistent store's (store_file.c), which this store wraps,
+ * but are never synced and do not survive a restart: the engine never
+ * waits for them, and recovery finds the snapshot gone.  Every operation
+ * but sync is the wrapped store's; sync only writes the index (an older
+ * persistent snapshot may read copies this one owns: after a kill -9 the
+ * page cache still holds them).
  *
  * Locks: none of its own.
  */
@@ -65,10 +67,10 @@ store_transient_check (struct store *st, uint64_t c, char *why, size_t len)
 }
 
 static int
-store_transient_write (struct store *st, uint64_t c, const void *buf,
-                       size_t len)
+store_transient_write (struct store *st, const struct store_copy *copies,
+                       size_t n)
 {
-  return store_write_chunk (inner (st), c, buf, len);
+  return store_write_copies (inner (st), copies, n);
 }
 
 static int
@@ -81,8 +83,7 @@ store_transient_read (struct store *st, uint64_t c, void *buf, size_t skip,
 static int
 store_transient_sync (struct store *st)
 {
-  (void) st;
-  return 0;
+  return store_file_write_index (inner (st));
 }
 
 static uint64_t

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Store writers: a small pool of threads that moves copies from the
- * translation tables to the backing stores, in the order they were made.
+ * translation tables to the backing stores, in the order they were made,
+ * up to STORE_BATCH_MAX copies of one owner in one store write (the store
+ * puts them side by side: one large write instead of many small ones).
  * A copy leaves its table only once it is in the store, so a reader that
  * misses in the table finds it in the store.
  *
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include "engine/internal.h"
+#include "engine/store.h"
 
 /* Caller holds no lock.  Takes snap_lock (shared). */
 static void
@@ -43,54 +46,68 @@ writer_fail (struct fssnap_origin *o, struct xentry *e, int err)
   pthread_rwlock_unlock (&o->snap_lock);
 }
 
+/* Write a batch of copies with one owner to its store, together; a
+ * failed write fails them all.
+ */
 static void
-writer_write (struct fssnap_origin *o, struct xentry *e)
+writer_write (struct fssnap_origin *o, struct xentry **batch, size_t n)
 {
-  struct snap *s = e->owner;
-  uint64_t epoch = e->epoch;
-  if (atomic_load (&s->removed))
-    xtable_remove (&s->table, e);
-  else {
-    int r = store_write_chunk (s->store, e->chunk, e->data, e->len);
+  struct snap *s = batch[0]->owner;
+  struct store_copy copies[STORE_BATCH_MAX];
+  int r = 0;
+  if (!atomic_load (&s->removed)) {
+    for (size_t i = 0; i < n; i++)
+      copies[i] = (struct store_copy) { batch[i]->chunk, batch[i]->data,
+                                        batch[i]->len };
+    r = store_write_copies (s->store, copies, n);
+  }
+  for (size_t i = 0; i < n; i++) {
+    struct xentry *e = batch[i];
+    uint64_t epoch = e->epoch;
     if (r < 0)
       writer_fail (o, e, r);
     else
       xtable_remove (&s->table, e);
+    if (epoch)
+      commit_store_done (o, epoch);
+    throttle_release (o);
+    snap_unref (s);
   }
-  if (epoch)
-    commit_store_done (o, epoch);
-  throttle_release (o);
-  snap_unref (s);
 }
 
-/* Pop the next copy, or NULL when stopping with nothing left.
+/* Pop the next copies: up to STORE_BATCH_MAX in a row with one owner, so
+ * that its store writes them together; 0 when stopping with nothing left.
  * Takes queue_lock.
  */
-static struct xentry *
-writer_next (struct fssnap_origin *o)
+static size_t
+writer_next (struct fssnap_origin *o, struct xentry **batch)
 {
+  size_t n = 0;
   pthread_mutex_lock (&o->queue_lock);
   while (!o->queue_head && !o->stopping)
     pthread_cond_wait (&o->queue_cond, &o->queue_lock);
-  struct xentry *e = o->queue_head;
-  if (e) {
-    o->queue_head = e->queue_next;
-    if (!o->queue_head)
-      o->queue_tail = NULL;
+  while (o->queue_head && n < STORE_BATCH_MAX
+         && (n == 0 || o->queue_head->owner == batch[0]->owner)) {
+    batch[n++] = o->queue_head;
+    o->queue_head = o->queue_head->queue_next;
   }
+  if (!o->queue_head)
+    o->queue_tail = NULL;
   pthread_mutex_unlock (&o->queue_lock);
-  return e;
+  return n;
 }
 
 static void *
 writer_main (void *arg)
 {
   struct fssnap_origin *o = arg;
-  struct xentry *e;
-  while ((e = writer_next (o)) != NULL) {
-    writer_write (o, e);
+  struct xentry *batch[STORE_BATCH_MAX];
+  size_t n;
+  while ((n = writer_next (o, batch)) > 0) {
+    writer_write (o, batch, n);
     pthread_mutex_lock (&o->queue_lock);
-    if (--o->queued == 0)
+    o->queued -= n;
+    if (o->queued == 0)
       pthread_cond_broadcast (&o->idle_cond);
     pthread_mutex_unlock (&o->queue_lock);
   }

@@ -10,7 +10,7 @@ source "$TOP/tests/lib/installed-files.sh"
 requires dpkg-buildpackage dh scdoc dpkg-deb
 
 status_before=$(git -C "$TOP" status --porcelain 2>/dev/null)
-src=$TESTDIR/src/fssnap-0.1.0
+src=$TESTDIR/src/fssnap-0.2.0
 mkdir -p "$src"
 if git -C "$TOP" rev-parse --git-dir >/dev/null 2>&1; then
   # Tracked and new files, as they are now (uncommitted changes included).

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A fault-injecting backing store for the engine tests: it wraps the store
- * the engine made (store_set_wrap) and, before each chunk write, sleeps
+ * the engine made (store_set_wrap) and, before each copy it writes, sleeps
  * store_delay_us, counts the write, and fails it with store_errno once
  * store_budget bytes have been written (all in struct harness).  Every
  * other operation is the wrapped store's, and so is persistence.  Stores
@@ -37,14 +37,17 @@ store_fault_check (struct store *st, uint64_t c, char *why, size_t len)
   return store_check (store_fault_inner (st), c, why, len);
 }
 
+/* A batch fails as a whole if one of its copies does. */
 static int
-store_fault_write (struct store *st, uint64_t c, const void *buf, size_t len)
+store_fault_write (struct store *st, const struct store_copy *copies,
+                   size_t n)
 {
   struct store_fault *f = (struct store_fault *) st;
-  int err;
-  if (store_fault_should_fail (f->h, len, &err))
-    return -err;
-  return store_write_chunk (f->inner, c, buf, len);
+  int err = 0;
+  bool fail = false;
+  for (size_t i = 0; i < n; i++)
+    fail |= store_fault_should_fail (f->h, copies[i].len, &err);
+  return fail ? -err : store_write_copies (f->inner, copies, n);
 }
 
 static int

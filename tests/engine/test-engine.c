@@ -551,7 +551,7 @@ test_split_store_and_unlink (void **state)
   harness_snap (o, &split);
   struct fssnap_snapshot_info info;
   assert_int_equal (fssnap_snapshot_info (o, 0, &info), 0);
-  assert_int_equal (info.backing_files, 6);           /* 3 chunks a file */
+  assert_int_equal (info.backing_files, 7);   /* 3 slots a file, 1 spare */
   assert_int_equal (info.max_backfile_size, 200 * KiB);
   assert_true (info.unlinked);
   char *model = harness_image (h);
