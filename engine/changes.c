@@ -18,7 +18,11 @@
  *
  * Freeing a snapshot S merges its D into the next newer one (or into X if
  * S was the newest), durably, before S's files go; so every remaining
- * pair stays comparable.  If neither the merged map nor the record that
+ * pair stays comparable.  Into the next one, the merged map is written
+ * holding snap_lock only shared (writers go on), and set in memory after,
+ * under exclusive, as S leaves the list: meanwhile S is still listed, so
+ * every comparison ORs both maps.  Into X, writers must not run: they log
+ * bits of X as A bits of the newest snapshot, which S still is.  If neither the merged map nor the record that
  * it is lost can be written, S stays (retained, its files kept), and the
  * merge is tried again at the next reap or restart.
  *
@@ -32,7 +36,8 @@
  *
  * Locks: writers set X bits under snap_lock shared (bits are atomic); the
  * hand-over at create runs under io_lock exclusive; merges and flag
- * changes under snap_lock exclusive.
+ * changes under snap_lock exclusive, but the write of a merge into the
+ * next snapshot, under snap_lock shared and reap_lock.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -113,17 +118,18 @@ changes_hand_over (struct fssnap_origin *o, struct snap *s)
   o->changed_lost = false;
 }
 
-/* Record D's trust, and A's if s holds X (is or is about to be the
- * newest).  Caller holds snap_lock exclusive (or owns the origin alone).
+/* Record D's trust as 'd_lost', and A's if s holds X (is or is about to be
+ * the newest).  Caller holds snap_lock (exclusive, or shared with
+ * reap_lock: what a merge writes; or owns the origin alone).
  */
 static int
-changes_persist_flags_as (struct fssnap_origin *o, struct snap *s,
-                          bool holds_x)
+changes_persist_flags_with (struct fssnap_origin *o, struct snap *s,
+                            bool d_lost, bool holds_x)
 {
   if (!s->meta || s->untrusted)
     return 0;
   uint32_t flags = 0;
-  if (s->changed_lost)
+  if (d_lost)
     flags |= META_F_CHANGED_LOST;
   if (holds_x && o->changed_lost)
     flags |= META_F_AFTER_LOST;
@@ -135,53 +141,95 @@ changes_persist_flags_as (struct fssnap_origin *o, struct snap *s,
   return snap_persistent (s) ? r : 0;   /* else its maps go at restart */
 }
 
+/* The same with s's own D trust.  Caller holds snap_lock exclusive. */
+static int
+changes_persist_flags_as (struct fssnap_origin *o, struct snap *s,
+                          bool holds_x)
+{
+  return changes_persist_flags_with (o, s, s->changed_lost, holds_x);
+}
+
 int
 changes_persist_flags (struct fssnap_origin *o, struct snap *s)
 {
   return changes_persist_flags_as (o, s, s == changes_newest_locked (o));
 }
 
-/* Write a whole change map of s; if that fails, the map is marked lost,
- * in memory and durably.  Returns 0 once the map or its loss is durable,
- * else the error: then what the map should hold is on disk nowhere else
- * than in the files the caller was about to remove.
- */
-static int
-changes_write_map (struct fssnap_origin *o, struct snap *s,
-                   enum meta_map map, const struct bitmap *src)
+static void
+changes_log_write_failed (struct fssnap_origin *o, struct snap *s, int err)
 {
-  if (!s->meta || s->untrusted)
-    return 0;
-  int r = meta_write_map (s->meta, map, src, snap_persistent (s));
-  if (r == 0)
-    return 0;
   engine_log (o, FSSNAP_LOG_ERR, "snapshot %u: writing its change map "
               "failed (%s): it cannot be trusted for incremental backups",
-              s->number, strerror (-r));
-  if (map == META_MAP_CHANGED)
-    s->changed_lost = true;
-  else
-    o->changed_lost = true;
-  return changes_persist_flags_as (o, s, map == META_MAP_AFTER);
+              s->number, strerror (-err));
+}
+
+/* Write X as into's map A; if that fails, X is marked lost, in memory and
+ * durably.  Returns 0 once the map or its loss is durable, else the
+ * error: then what the map should hold is on disk nowhere else than in
+ * the files the caller was about to remove.  Caller holds snap_lock
+ * exclusive.
+ */
+static int
+changes_write_after (struct fssnap_origin *o, struct snap *into)
+{
+  if (!into->meta || into->untrusted)
+    return 0;
+  int r = meta_write_map (into->meta, META_MAP_AFTER, &o->changed,
+                          snap_persistent (into));
+  if (r == 0)
+    return 0;
+  changes_log_write_failed (o, into, r);
+  o->changed_lost = true;
+  return changes_persist_flags_as (o, into, true);
+}
+
+struct snap *
+changes_merge_next_locked (struct fssnap_origin *o, size_t i)
+{
+  struct snap *next = i + 1 < o->nsnaps ? o->snaps[i + 1] : NULL;
+  return next && atomic_load (&next->state) != SNAP_CREATING ? next : NULL;
 }
 
 int
-changes_merge_locked (struct fssnap_origin *o, size_t i)
+changes_merge_write (struct fssnap_origin *o, struct snap *s,
+                     struct snap *next, bool *lostp)
+{
+  if (atomic_load (&next->state) == SNAP_OFFLINE)
+    return -EAGAIN;             /* its maps cannot be written now */
+  *lostp = next->changed_lost || s->changed_lost;
+  if (!next->meta || next->untrusted)
+    return 0;
+  struct bitmap merged;
+  if (bitmap_init (&merged, next->changed.nbits) < 0)
+    return -ENOMEM;
+  bitmap_or (&merged, &next->changed);
+  bitmap_or (&merged, &s->changed);
+  int r = meta_write_map (next->meta, META_MAP_CHANGED, &merged,
+                          snap_persistent (next));
+  bitmap_free (&merged);
+  if (r < 0) {
+    changes_log_write_failed (o, next, r);
+    *lostp = true;
+  }
+  return changes_persist_flags_with (o, next, *lostp,
+                                     next == changes_newest_locked (o));
+}
+
+void
+changes_merge_apply_locked (struct snap *s, struct snap *next, bool lost)
+{
+  bitmap_or (&next->changed, &s->changed);
+  next->changed_lost = lost;
+}
+
+int
+changes_merge_into_volume_locked (struct fssnap_origin *o, size_t i)
 {
   struct snap *s = o->snaps[i];
-  struct snap *next = i + 1 < o->nsnaps ? o->snaps[i + 1] : NULL;
-  if (next && atomic_load (&next->state) == SNAP_CREATING)
-    next = NULL;
-  struct snap *into = next ? next : i > 0 ? o->snaps[i - 1] : NULL;
+  struct snap *into = i > 0 ? o->snaps[i - 1] : NULL;
   if (into && atomic_load (&into->state) == SNAP_OFFLINE)
     return -EAGAIN;             /* its maps cannot be written now */
-  if (next) {
-    bitmap_or (&next->changed, &s->changed);
-    next->changed_lost |= s->changed_lost;
-    int r = changes_write_map (o, next, META_MAP_CHANGED, &next->changed);
-    return r < 0 ? r : changes_persist_flags (o, next);
-  }
-  /* s is the newest: the volume's changes now count from the one before. */
+  /* The volume's changes now count from the one before. */
   bitmap_or (&o->changed, &s->changed);
   o->changed_lost |= s->changed_lost;
   if (i == 0) {                 /* nothing older: nothing to compare with */
@@ -189,7 +237,7 @@ changes_merge_locked (struct fssnap_origin *o, size_t i)
     o->changed_lost = false;
     return 0;
   }
-  int r = changes_write_map (o, into, META_MAP_AFTER, &o->changed);
+  int r = changes_write_after (o, into);
   return r < 0 ? r : changes_persist_flags_as (o, into, true);
 }
 

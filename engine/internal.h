@@ -20,6 +20,8 @@
  *                            chunk number.  Held while deciding and making a
  *                            copy of that chunk, and while a snapshot reads
  *                            that chunk from the origin.  Never two at once.
+ *   3b. origin->reap_lock    serialises reaps (snapshot.c), so that a
+ *                            merge's write can run under snap_lock shared.
  *   4. origin->snap_lock     rwlock over the list of snaps, the numbers in
  *                            use, open counts and reasons.  Shared by the
  *                            copy path, snapshot reads and a delete's
@@ -141,6 +143,7 @@ struct fssnap_origin {
   uint64_t nchunks;
 
   pthread_mutex_t create_lock;
+  pthread_mutex_t reap_lock;
   pthread_rwlock_t io_lock;
   pthread_mutex_t chunk_locks[CHUNK_LOCKS];
   pthread_rwlock_t snap_lock;
@@ -334,13 +337,23 @@ uint64_t changes_track (struct fssnap_origin *o, uint64_t off, uint64_t len);
  * starts afresh.  Caller holds io_lock exclusive.
  */
 void changes_hand_over (struct fssnap_origin *o, struct snap *s);
-/* snaps[i] is being freed: merge its D into the next snapshot, or into
- * the volume's changes if it is the newest, and make that durable.
- * An error (-EAGAIN: the snapshot that would take the merge is offline;
- * or neither the map nor its loss could be written) means s must stay.
- * Caller holds snap_lock exclusive.
+/* snaps[i] is being freed: its D merges into the next snapshot's, or
+ * into the volume's changes if it is the newest, durably.  An error
+ * (-EAGAIN: the snapshot that would take the merge is offline; or neither
+ * the map nor its loss could be written) means s must stay.
+ * changes_merge_next_locked: the next snapshot to merge into, or NULL
+ * (then changes_merge_into_volume_locked, under snap_lock exclusive);
+ * changes_merge_write, holding snap_lock shared and reap_lock, writes
+ * next's D with s's OR'ed in, and its trust (*lostp), durably;
+ * changes_merge_apply_locked, under snap_lock exclusive as s leaves the
+ * list, sets them in memory.
  */
-int changes_merge_locked (struct fssnap_origin *o, size_t i);
+int changes_merge_into_volume_locked (struct fssnap_origin *o, size_t i);
+struct snap *changes_merge_next_locked (struct fssnap_origin *o, size_t i);
+int changes_merge_write (struct fssnap_origin *o, struct snap *s,
+                         struct snap *next, bool *lostp);
+void changes_merge_apply_locked (struct snap *s, struct snap *next,
+                                 bool lost);
 /* Record D's and A's trust in s's metadata header.  Caller holds
  * snap_lock (exclusive, or owns the origin alone).
  */

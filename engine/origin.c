@@ -32,6 +32,7 @@ static void
 origin_init_locks (struct fssnap_origin *o)
 {
   pthread_mutex_init (&o->create_lock, NULL);
+  pthread_mutex_init (&o->reap_lock, NULL);
   pthread_rwlock_init (&o->io_lock, NULL);
   for (unsigned i = 0; i < CHUNK_LOCKS; i++)
     pthread_mutex_init (&o->chunk_locks[i], NULL);
@@ -51,6 +52,7 @@ static void
 origin_destroy_locks (struct fssnap_origin *o)
 {
   pthread_mutex_destroy (&o->create_lock);
+  pthread_mutex_destroy (&o->reap_lock);
   pthread_rwlock_destroy (&o->io_lock);
   for (unsigned i = 0; i < CHUNK_LOCKS; i++)
     pthread_mutex_destroy (&o->chunk_locks[i]);

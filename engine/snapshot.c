@@ -237,13 +237,14 @@ snap_list_remove_locked (struct fssnap_origin *o, size_t i)
   o->nsnaps--;
 }
 
-/* Remove from the list the first deleted snap nothing needs; NULL if none.
- * Caller holds snap_lock exclusive.
+/* The index of the first deleted snap from 'from' on that nothing needs
+ * (its number released if no handle is open), or -1.  Caller holds
+ * snap_lock exclusive.
  */
-static struct snap *
-snap_reap_one_locked (struct fssnap_origin *o)
+static ssize_t
+snap_reapable_locked (struct fssnap_origin *o, size_t from)
 {
-  for (size_t i = 0; i < o->nsnaps; i++) {
+  for (size_t i = from; i < o->nsnaps; i++) {
     struct snap *s = o->snaps[i];
     if (atomic_load (&s->state) != SNAP_DELETED)
       continue;
@@ -255,28 +256,83 @@ snap_reap_one_locked (struct fssnap_origin *o)
       continue;
     if (atomic_load (&s->owned_count) > 0 && snap_has_older_valid (o, i))
       continue;                 /* retained: older snapshots read its copies */
-    if (changes_merge_locked (o, i) < 0)
-      continue;                 /* retained: its D cannot be merged now */
-    snap_list_remove_locked (o, i);
-    atomic_store (&s->removed, true);
-    s->discard = true;          /* its files go with it */
-    return s;
+    return (ssize_t) i;
   }
-  return NULL;
+  return -1;
 }
 
+/* Take s out of the list; its files go with its last reference.  Caller
+ * holds snap_lock exclusive.
+ */
+static void
+snap_unlist_locked (struct fssnap_origin *o, struct snap *s)
+{
+  for (size_t i = 0; i < o->nsnaps; i++)
+    if (o->snaps[i] == s) {
+      snap_list_remove_locked (o, i);
+      break;
+    }
+  atomic_store (&s->removed, true);
+  s->discard = true;
+}
+
+/* Merge s's D into next's, the write holding snap_lock shared, then take
+ * s out of the list: 0, or the error that keeps s (retained).  Caller
+ * holds reap_lock and no snap_lock; takes snap_lock shared, then
+ * exclusive.
+ */
+static int
+snap_reap_into_next (struct fssnap_origin *o, struct snap *s,
+                     struct snap *next)
+{
+  bool lost;
+  pthread_rwlock_rdlock (&o->snap_lock);
+  int r = changes_merge_write (o, s, next, &lost);
+  pthread_rwlock_unlock (&o->snap_lock);
+  if (r < 0)
+    return r;
+  pthread_rwlock_wrlock (&o->snap_lock);
+  changes_merge_apply_locked (s, next, lost);
+  snap_unlist_locked (o, s);
+  pthread_rwlock_unlock (&o->snap_lock);
+  return 0;
+}
+
+/* Free every deleted snap nothing needs any more, merging its change map
+ * into its neighbour's first.  Only reaps remove snaps from the list but
+ * for a create's abandon (of the newest, never published), and reap_lock
+ * serialises them, so s and its next stay listed while the lock is down.
+ * Takes reap_lock, then snap_lock.
+ */
 void
 snap_reap (struct fssnap_origin *o)
 {
-  struct snap *s;
+  pthread_mutex_lock (&o->reap_lock);
+  size_t from = 0;
   for (;;) {
     pthread_rwlock_wrlock (&o->snap_lock);
-    s = snap_reap_one_locked (o);
+    ssize_t i = snap_reapable_locked (o, from);
+    struct snap *s = i >= 0 ? o->snaps[i] : NULL;
+    struct snap *next = s ? changes_merge_next_locked (o, (size_t) i) : NULL;
+    int r = 0;
+    if (s && !next
+        && (r = changes_merge_into_volume_locked (o, (size_t) i)) == 0)
+      snap_unlist_locked (o, s);
+    if (next)
+      snap_ref (next);
     pthread_rwlock_unlock (&o->snap_lock);
     if (!s)
       break;
-    snap_unref (s);             /* the store goes with the last reference */
+    if (next) {
+      r = snap_reap_into_next (o, s, next);
+      snap_unref (next);
+    }
+    if (r < 0)
+      from = (size_t) i + 1;    /* retained: its D cannot be merged now */
+    else
+      snap_unref (s);           /* the store goes with the last reference */
   }
+  pthread_mutex_unlock (&o->reap_lock);
 }
 
 /* The visible snap with this number.  Caller holds snap_lock. */

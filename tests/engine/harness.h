@@ -29,6 +29,8 @@
 enum harness_op { HOP_OPEN, HOP_READ, HOP_WRITE, HOP_SYNC, HOP_DIRSYNC,
                   HOP_RENAME, HOP_UNLINK, HOP_NOPS };
 #define HARNESS_SHORT 1                 /* fault: a short transfer */
+#define HARNESS_HOLD 2                  /* fault (fsync): wait for
+                                           harness_release, then sync */
 
 struct harness_fault {
   _Atomic int op;                       /* enum harness_op; -1: none */
@@ -51,6 +53,9 @@ struct harness {
   _Atomic unsigned dir_syncs;           /* directory fsyncs that worked */
   bool skip_syncs;                      /* fsync succeeds without syncing:
                                            for tests without power loss */
+  pthread_mutex_t hold_lock;            /* HARNESS_HOLD */
+  pthread_cond_t hold_cond;
+  bool released;
   pthread_mutex_t fd_lock;
   char *fd_path[HARNESS_MAX_FD];        /* what each descriptor is open on */
   bool fd_dir[HARNESS_MAX_FD];
@@ -177,6 +182,25 @@ harness_pread (void *opaque, int fd, void *buf, size_t len, off_t off)
   return fssnap_io_posix ()->pread (NULL, fd, buf, len, off);
 }
 
+/* Let the fsyncs HARNESS_HOLD stopped go on. */
+static inline void
+harness_release (struct harness *h)
+{
+  pthread_mutex_lock (&h->hold_lock);
+  h->released = true;
+  pthread_cond_broadcast (&h->hold_cond);
+  pthread_mutex_unlock (&h->hold_lock);
+}
+
+static void
+harness_hold (struct harness *h)
+{
+  pthread_mutex_lock (&h->hold_lock);
+  while (!h->released)
+    pthread_cond_wait (&h->hold_cond, &h->hold_lock);
+  pthread_mutex_unlock (&h->hold_lock);
+}
+
 static int
 harness_fsync (void *opaque, int fd)
 {
@@ -190,6 +214,8 @@ harness_fsync (void *opaque, int fd)
   int f = harness_fault_fd (h, dir ? HOP_DIRSYNC : HOP_SYNC, fd);
   if (f < 0)
     return f;
+  if (f == HARNESS_HOLD)
+    harness_hold (h);
   int r = h->skip_syncs ? 0 : fssnap_io_posix ()->fsync (NULL, fd);
   if (r == 0 && dir)
     atomic_fetch_add (&h->dir_syncs, 1);
@@ -276,6 +302,8 @@ harness_new (uint64_t size)
   atomic_store (&h->store_budget, -1);
   atomic_store (&h->fault.op, -1);
   pthread_mutex_init (&h->fd_lock, NULL);
+  pthread_mutex_init (&h->hold_lock, NULL);
+  pthread_cond_init (&h->hold_cond, NULL);
   return h;
 }
 
@@ -289,6 +317,8 @@ harness_free (struct harness *h)
   for (int fd = 0; fd < HARNESS_MAX_FD; fd++)
     free (h->fd_path[fd]);
   pthread_mutex_destroy (&h->fd_lock);
+  pthread_mutex_destroy (&h->hold_lock);
+  pthread_cond_destroy (&h->hold_cond);
   free (h);
 }
 

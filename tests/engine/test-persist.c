@@ -398,6 +398,87 @@ test_changes_after_middle_delete (void **state)
   harness_free (h);
 }
 
+struct merge_run {
+  struct world *w;
+  int r;
+  _Atomic bool done;
+};
+
+static void *
+merge_delete_oldest (void *arg)
+{
+  struct merge_run *m = arg;
+  m->r = fssnap_snapshot_delete (m->w->o, 0);
+  atomic_store (&m->done, true);
+  return NULL;
+}
+
+static void *
+merge_write (void *arg)
+{
+  struct merge_run *m = arg;
+  write_pattern (m->w, 110 * KiB, 4 * KiB, 'w');
+  atomic_store (&m->done, true);
+  return NULL;
+}
+
+/* Whether flag comes up within 10 s. */
+static bool
+merge_wait (_Atomic bool *flag, _Atomic unsigned *count)
+{
+  for (int i = 0; i < 1000; i++) {
+    if (flag ? atomic_load (flag) : atomic_load (count) > 0)
+      return true;
+    usleep (10000);
+  }
+  return false;
+}
+
+/* Freeing the oldest snapshot merges its change map into the next one's:
+ * the write of the merged map holds writers no more (before, snap_lock
+ * exclusive held them for its fsync).  With that fsync stopped, a write
+ * to the volume completes; then the delete does, and the changes still
+ * cover what was written.
+ */
+static void
+test_merge_leaves_writers_running (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (512 * KiB);
+  struct world w = { .h = h, .o = harness_origin (h, 16 * KiB, 0) };
+  w.model = harness_image (h);
+  w.img[0] = harness_image (h);
+  assert_int_equal (harness_snap (w.o, NULL), 0);
+  write_pattern (&w, 10 * KiB, 40 * KiB, 'a');
+  w.img[1] = harness_image (h);
+  memcpy (w.img[1], w.model, h->size);
+  assert_int_equal (harness_snap (w.o, NULL), 1);
+  write_pattern (&w, 100 * KiB, 40 * KiB, 'b');
+  assert_int_equal (fssnap_origin_flush (w.o), 0);
+  harness_fault (h, HOP_SYNC, ".snap1.1.meta", HARNESS_HOLD, 1);
+  struct merge_run del = { .w = &w }, wr = { .w = &w };
+  pthread_t td, tw;
+  assert_int_equal (pthread_create (&td, NULL, merge_delete_oldest, &del), 0);
+  assert_true (merge_wait (NULL, &h->fault.hits));     /* the merge syncs */
+  assert_false (atomic_load (&del.done));
+  assert_int_equal (pthread_create (&tw, NULL, merge_write, &wr), 0);
+  bool written = merge_wait (&wr.done, NULL);
+  harness_release (h);
+  pthread_join (tw, NULL);
+  pthread_join (td, NULL);
+  assert_true (written);
+  assert_int_equal (del.r, 0);
+  assert_changes_cover (&w, 1, FSSNAP_VOLUME, w.img[1], w.model);
+  world_reopen (&w);
+  assert_changes_cover (&w, 1, FSSNAP_VOLUME, w.img[1], w.model);
+  assert_reads (&w, 1, w.img[1]);
+  fssnap_origin_close (w.o);
+  for (int i = 0; i < 2; i++)
+    free (w.img[i]);
+  free (w.model);
+  harness_free (h);
+}
+
 int
 main (void)
 {
@@ -413,6 +494,7 @@ main (void)
     cmocka_unit_test (test_needs_state_dir_or_transient),
     cmocka_unit_test (test_changes_across_restart),
     cmocka_unit_test (test_changes_after_middle_delete),
+    cmocka_unit_test (test_merge_leaves_writers_running),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
