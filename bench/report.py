@@ -31,6 +31,7 @@ WORKLOADS = [
     ("w6_backup", "6. Backup: nbdcopy of a snapshot of a 10%-full ext4"),
     ("w7_peak_rss", "7. Peak RSS of fssnapd"),
     ("loop_fuse", "Through the kernel: loop device over the FUSE volume file"),
+    ("loop_snapshots", "Through the kernel: snapshots, on the loop device over the FUSE volume file"),
 ]
 
 
@@ -296,11 +297,22 @@ def aggregate(raw, out):
     W["loop_fuse"]["rows"] = rows
     W["loop_fuse"]["unit"] = "IOPS"
 
+    rows = []
+    base = sm.get("loop_snapshots", "no snapshot", "loop over fssnapd FUSE volume", "iops")
+    for (_, c, peer, m) in sm.keys("loop_snapshots"):
+        vals = sm.get("loop_snapshots", c, peer, m)
+        rows.append({"case": c, "peer": peer, "metric": m, **(summary(list(vals.values())) or {}),
+                     "ratio_to_no_snapshot": paired_ratio(vals, base) if c != "no snapshot" else None})
+    W["loop_snapshots"]["rows"] = rows
+    W["loop_snapshots"]["unit"] = "IOPS"
+
     for key in W:
         if not W[key]["rows"] and not W[key]["notes"]:
             W[key]["notes"].append("not measured in this run")
 
     headline = make_headline(sm, W, meta)
+    goals = [{"goal": g, "compared": c, "ratio": r, "target": t,
+              "met": (r["median"] >= t) if r else None} for g, c, r, t in goal_rows(sm, W)]
     result = {
         "machine": {k: meta.get(k) for k in ("cpu", "cpus", "memory", "kernel", "os", "scratch_fs")},
         "versions": {k: meta.get(k) for k in ("fssnap", "fio", "nbdkit", "qemu-nbd", "nbdcopy", "e2fsprogs")},
@@ -309,6 +321,7 @@ def aggregate(raw, out):
                                             "ext4_size", "ext4_big", "ext4_keep", "snap_opts",
                                             "settle", "started", "finished", "elapsed")},
         "headline": headline,
+        "goals": goals,
         "workloads": W,
         "commands": commands,
     }
@@ -336,6 +349,40 @@ def first_touch_headline(sm):
                        "goal >= %.1fx %s." % (
                            ours, fmt(sm.med(w, case, ours, "iops")), fmt_ratio(r), best,
                            fmt(best_med), goal, "met" if r["median"] >= goal else "not met"))
+    return out
+
+
+def goal_rows(sm, W):
+    """The goals of issue 12: (goal, what is compared, ratio summary, target)."""
+    out = []
+    w, case = "first_touch", "random order, every write a first touch"
+    peers = ["qemu-nbd qcow2 overlay", "nbdkit --filter=cow file"]
+    best_med, best = max((sm.med(w, case, p, "iops") or 0, p) for p in peers)
+    for ours, goal, what in (("fssnapd, 1 snapshot", 1.0, "durable"),
+                             ("fssnapd, 1 snapshot, transient", 1.5, "transient")):
+        if best_med:
+            out.append(("first touch, %s" % what, "%s / %s" % (ours, best),
+                        paired_ratio(sm.get(w, case, ours, "iops"), sm.get(w, case, best, "iops")),
+                        goal))
+    w1 = "w1_randwrite_4k"
+    v = sm.get(w1, "no snapshot", "fssnapd volume", "iops")
+    out.append(("no snapshot, 4 KiB random writes", "fssnapd volume / nbdkit file",
+                paired_ratio(v, sm.get(w1, "no snapshot", "nbdkit file", "iops")), 1.0))
+    r8 = next((r for r in W["w4_many_snapshots"]["rows"]
+               if r["snapshots"] == 8 and r["peer"] == "fssnapd (default options)"), None)
+    out.append(("8 snapshots, fresh writes", "8 snapshots / 1 snapshot (durable)",
+                r8.get("ratio_to_1_snapshot") if r8 else None, 0.9))
+    out.append(("every chunk copied, 4 KiB random writes", "1 snapshot, all copied / no snapshot",
+                paired_ratio(sm.get(w1, "snapshot, every chunk copied", "fssnapd, 1 snapshot", "iops"), v),
+                0.9))
+    lw, lp = "loop_snapshots", "loop over fssnapd FUSE volume"
+    lb = sm.get(lw, "no snapshot", lp, "iops")
+    l1 = sm.get(lw, "1 snapshot, first touch", lp, "iops")
+    out.append(("through the kernel (loop over FUSE): 8 snapshots", "8 snapshots / 1 snapshot, first touch",
+                paired_ratio(sm.get(lw, "8 snapshots, first touch", lp, "iops"), l1), 0.9))
+    out.append(("through the kernel (loop over FUSE): every chunk copied",
+                "1 snapshot, all copied / no snapshot",
+                paired_ratio(sm.get(lw, "1 snapshot, every chunk copied", lp, "iops"), lb), 0.9))
     return out
 
 
@@ -428,6 +475,13 @@ def markdown(r, chunk_kib):
     o.append("## Headline\n")
     for line in r["headline"]:
         o.append("- " + line)
+    o.append("")
+    o.append("## Goals (issue 12)\n")
+    o.append("| goal | compared | ratio, median (min–max) | target | met |\n|---|---|---:|---:|---|")
+    for g in r["goals"]:
+        o.append("| %s | %s | %s | >= %.1fx | %s |" % (
+            g["goal"], g["compared"], fmt_ratio(g["ratio"]), g["target"],
+            "not measured" if g["met"] is None else "yes" if g["met"] else "no"))
     o.append("")
     o.append("## Machine and versions\n")
     o.append("| | |\n|---|---|")
