@@ -263,6 +263,36 @@ test_truncated_store_disables_dependents (void **state)
   world_free (w);
 }
 
+/* A store without this version's header (fssnap 0.1 kept chunk 0's copy
+ * at offset 0) cannot be read: its snapshot is offline with the reason,
+ * and so is the older one that reads its copies; nothing is rewritten.
+ */
+static void
+test_old_store_layout_offline (void **state)
+{
+  (void) state;
+  struct world *w = world_new ();
+  char path[512];
+  snprintf (path, sizeof path, "%s", state_file (w, 2, "cow"));
+  fssnap_origin_close (w->o);
+  flip_byte (path, 0);                  /* the magic */
+  struct stat before, after;
+  assert_int_equal (stat (path, &before), 0);
+  w->o = harness_origin (w->h, 0, 0);
+  struct fssnap_snapshot_info info;
+  for (unsigned num = 0; num <= 2; num += 2) {
+    assert_int_equal (fssnap_snapshot_info (w->o, num, &info), 0);
+    assert_int_equal (info.state, FSSNAP_STATE_OFFLINE);
+  }
+  assert_int_equal (fssnap_snapshot_info (w->o, 2, &info), 0);
+  assert_non_null (strstr (info.reason, "sparse layout"));
+  assert_int_equal (stat (path, &after), 0);
+  assert_true (before.st_size == after.st_size
+               && before.st_mtim.tv_sec == after.st_mtim.tv_sec
+               && before.st_mtim.tv_nsec == after.st_mtim.tv_nsec);
+  world_free (w);
+}
+
 static void
 test_missing_store (void **state)
 {
@@ -489,6 +519,7 @@ main (void)
     cmocka_unit_test (test_damaged_owner_disables_dependents),
     cmocka_unit_test (test_damaged_header_disables),
     cmocka_unit_test (test_truncated_store_disables_dependents),
+    cmocka_unit_test (test_old_store_layout_offline),
     cmocka_unit_test (test_missing_store),
     cmocka_unit_test (test_origin_size_changed),
     cmocka_unit_test (test_needs_state_dir_or_transient),
