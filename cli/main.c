@@ -35,7 +35,7 @@ static const char cli_usage[] =
 "        chunksize=SIZE      copy-on-write granularity (power of two, 512 to\n"
 "                            1m); must match the origin's once snapshots\n"
 "                            exist\n"
-"        maxfilesize=SIZE    split the backing store into files of SIZE\n"
+"        maxfilesize=SIZE    split the backing store into files of at most SIZE\n"
 "        unlink              unlink the store files once open\n"
 "        transient           no syncs; gone when fssnapd restarts\n"
 "      SIZE takes a k, m, g or t suffix (powers of 1024).  --mount PATH\n"
