@@ -55,7 +55,6 @@
 #include <string.h>
 
 #include "engine/internal.h"
-#include "engine/store.h"
 
 /* Caller holds snap_lock (shared is enough). */
 struct snap *
@@ -139,10 +138,10 @@ cow_copy_locked (struct fssnap_origin *o, uint64_t c, struct snap **set,
 {
   size_t len = chunk_bytes (o, c);
   struct xentry *e = calloc (1, sizeof *e);
-  void *data = store_buf_alloc (len);     /* O_DIRECT to the store */
+  void *data = copybuf_get (o, len);      /* O_DIRECT to the store */
   if (!e || !data) {
     free (e);
-    free (data);
+    copybuf_put (o, data);
     return -ENOMEM;
   }
   int r = io_pread_full (o->io, o->fd, data, len, c << o->chunk_shift);
@@ -150,13 +149,13 @@ cow_copy_locked (struct fssnap_origin *o, uint64_t c, struct snap **set,
     engine_log (o, FSSNAP_LOG_ERR, "reading chunk %llu of %s to copy it: %s",
                 (unsigned long long) c, o->path, strerror (-r));
     free (e);
-    free (data);
+    copybuf_put (o, data);
     return r;
   }
   struct snap *owner = cow_pick_owner (set, n, reap);
   if (!owner) {
     free (e);
-    free (data);
+    copybuf_put (o, data);
     return 0;
   }
   *e = (struct xentry) { .chunk = c, .len = len, .data = data, .owner = owner };

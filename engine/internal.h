@@ -31,6 +31,7 @@
  *   6. meta->lock            a snapshot's metadata file (header writes
  *                            against bitmap flushes).
  *   7. xtable.lock, the store's file_lock, origin->throttle_lock,
+ *      origin->copybuf_lock,
  *      origin->queue_lock, origin->commit_lock, staging->lock:
  *                            leaves; nothing is taken while holding them.
  *
@@ -171,6 +172,12 @@ struct fssnap_origin {
   bool throttle_full;           /* no slot until the batch is free */
   uint64_t mem_chunks, mem_chunks_peak, max_mem_chunks;
   uint64_t max_mem;
+
+  /* Free copy buffers (copybuf_lock). */
+  pthread_mutex_t copybuf_lock;
+  void **copybufs;
+  size_t ncopybufs, copybufs_max;
+  uint32_t copybuf_chunksize;   /* the geometry they were made for */
 
   /* Store writers (queue_lock). */
   pthread_mutex_t queue_lock;
@@ -361,6 +368,11 @@ int changes_persist_flags (struct fssnap_origin *o, struct snap *s);
 
 /* recover.c: reopen the snapshots found in the state dir (at open). */
 int recover_snapshots (struct fssnap_origin *o);
+
+/* copybuf.c: buffers for copies, reused (a leaf lock). */
+void *copybuf_get (struct fssnap_origin *o, size_t len);
+void copybuf_put (struct fssnap_origin *o, void *buf);
+void copybuf_free_all (struct fssnap_origin *o);
 
 /* throttle.c */
 void throttle_acquire (struct fssnap_origin *o);

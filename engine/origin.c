@@ -39,6 +39,7 @@ origin_init_locks (struct fssnap_origin *o)
   pthread_rwlock_init (&o->snap_lock, NULL);
   pthread_mutex_init (&o->state_lock, NULL);
   pthread_mutex_init (&o->throttle_lock, NULL);
+  pthread_mutex_init (&o->copybuf_lock, NULL);
   pthread_cond_init (&o->throttle_cond, NULL);
   pthread_mutex_init (&o->queue_lock, NULL);
   pthread_cond_init (&o->queue_cond, NULL);
@@ -59,6 +60,7 @@ origin_destroy_locks (struct fssnap_origin *o)
   pthread_rwlock_destroy (&o->snap_lock);
   pthread_mutex_destroy (&o->state_lock);
   pthread_mutex_destroy (&o->throttle_lock);
+  pthread_mutex_destroy (&o->copybuf_lock);
   pthread_cond_destroy (&o->throttle_cond);
   pthread_mutex_destroy (&o->queue_lock);
   pthread_cond_destroy (&o->queue_cond);
@@ -75,6 +77,7 @@ origin_free (struct fssnap_origin *o)
     o->io->close (o->io->opaque, o->fd);
   origin_destroy_locks (o);
   staging_free (o);
+  copybuf_free_all (o);
   bitmap_free (&o->changed);
   free (o->snaps);
   free (o->path);

@@ -42,7 +42,7 @@ writer_fail (struct fssnap_origin *o, struct xentry *e, int err)
                   (unsigned long long) e->chunk, owner->store->path,
                   strerror (-err));
   }
-  xtable_fail (&owner->table, e);
+  copybuf_put (o, xtable_fail (&owner->table, e));
   pthread_rwlock_unlock (&o->snap_lock);
 }
 
@@ -67,7 +67,7 @@ writer_write (struct fssnap_origin *o, struct xentry **batch, size_t n)
     if (r < 0)
       writer_fail (o, e, r);
     else
-      xtable_remove (&s->table, e);
+      copybuf_put (o, xtable_remove (&s->table, e));
     if (epoch)
       commit_store_done (o, epoch);
     throttle_release (o);

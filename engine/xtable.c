@@ -54,7 +54,7 @@ xtable_insert (struct xtable *t, struct xentry *e)
   pthread_mutex_unlock (&t->lock);
 }
 
-void
+void *
 xtable_remove (struct xtable *t, struct xentry *e)
 {
   pthread_mutex_lock (&t->lock);
@@ -66,18 +66,19 @@ xtable_remove (struct xtable *t, struct xentry *e)
     t->count--;
   }
   pthread_mutex_unlock (&t->lock);
-  free (e->data);
+  void *data = e->data;
   free (e);
+  return data;
 }
 
-void
+void *
 xtable_fail (struct xtable *t, struct xentry *e)
 {
   pthread_mutex_lock (&t->lock);
   void *data = e->data;
   e->data = NULL;
   pthread_mutex_unlock (&t->lock);
-  free (data);
+  return data;
 }
 
 enum xtable_result

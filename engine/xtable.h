@@ -42,10 +42,14 @@ int xtable_init (struct xtable *t, size_t expected);
 /* Frees every entry still present (and its data). */
 void xtable_destroy (struct xtable *t);
 void xtable_insert (struct xtable *t, struct xentry *e);
-/* Unlink and free e (after its store write succeeded). */
-void xtable_remove (struct xtable *t, struct xentry *e);
-/* Drop e's data but keep it as a tombstone: reads of it fail. */
-void xtable_fail (struct xtable *t, struct xentry *e);
+/* Unlink and free e (after its store write succeeded); returns its data,
+ * for the caller to free or reuse.
+ */
+void *xtable_remove (struct xtable *t, struct xentry *e);
+/* Keep e as a tombstone without its data (reads of it fail); returns the
+ * data, as xtable_remove.
+ */
+void *xtable_fail (struct xtable *t, struct xentry *e);
 
 enum xtable_result { XTABLE_MISS, XTABLE_HIT, XTABLE_FAILED };
 /* Copy len bytes at offset 'skip' of chunk's copy into buf, if present. */

@@ -36,10 +36,10 @@ test_xtable_insert_read_remove (void **state)
   assert_int_equal (xtable_read (&t, 37 * 1024, buf, 3, 4), XTABLE_HIT);
   assert_memory_equal (buf, "\x25\x25\x25\x25", 4);
   assert_int_equal (xtable_read (&t, 5, buf, 0, 4), XTABLE_MISS);
-  xtable_remove (&t, es[37]);
+  free (xtable_remove (&t, es[37]));
   assert_int_equal (xtable_read (&t, 37 * 1024, buf, 0, 4), XTABLE_MISS);
   assert_int_equal (xtable_count (&t), 99);
-  xtable_fail (&t, es[38]);
+  free (xtable_fail (&t, es[38]));
   assert_int_equal (xtable_read (&t, 38 * 1024, buf, 0, 4), XTABLE_FAILED);
   xtable_destroy (&t);                  /* frees the rest, tombstone too */
 }
