@@ -67,6 +67,18 @@ commit_append (struct commit_log *log, struct snap *s, uint64_t c,
   return 0;
 }
 
+/* Whether the open epoch holds nothing yet: the committer, idle, waits for
+ * its first record (later ones need no wake-up: it takes the whole epoch
+ * when it closes it, and a signal meanwhile would only wake it from its
+ * wait for the store writes of the epoch before).  Caller holds
+ * commit_lock.
+ */
+static bool
+commit_log_empty (const struct commit_log *log)
+{
+  return log->n == 0 && log->pending == 0;
+}
+
 uint64_t
 commit_add_copy (struct fssnap_origin *o, struct xentry *e, struct snap **set,
                  size_t n)
@@ -79,13 +91,15 @@ commit_add_copy (struct fssnap_origin *o, struct xentry *e, struct snap **set,
   pthread_mutex_lock (&o->commit_lock);
   uint64_t epoch = o->open_epoch;
   struct commit_log *log = &o->logs[epoch & 1];
+  bool wake = commit_log_empty (log);
   int r = e->owner->meta ? commit_append (log, e->owner, e->chunk,
                                            META_MAP_OWNER) : -EINVAL;
   if (r < 0)
     log->failed = true;         /* disable what this epoch touches */
   log->pending++;
   e->epoch = epoch;
-  pthread_cond_signal (&o->commit_cond);
+  if (wake)
+    pthread_cond_signal (&o->commit_cond);
   pthread_mutex_unlock (&o->commit_lock);
   return epoch;
 }
@@ -98,9 +112,11 @@ commit_add_change (struct fssnap_origin *o, struct snap *s, uint64_t c)
   pthread_mutex_lock (&o->commit_lock);
   uint64_t epoch = o->open_epoch;
   struct commit_log *log = &o->logs[epoch & 1];
+  bool wake = commit_log_empty (log);
   if (commit_append (log, s, c, META_MAP_AFTER) < 0)
     log->failed = true;
-  pthread_cond_signal (&o->commit_cond);
+  if (wake)
+    pthread_cond_signal (&o->commit_cond);
   pthread_mutex_unlock (&o->commit_lock);
   return epoch;
 }
