@@ -93,7 +93,10 @@ writer_next (struct fssnap_origin *o, struct xentry **batch)
   }
   if (!o->queue_head)
     o->queue_tail = NULL;
+  bool more = o->queue_head != NULL;
   pthread_mutex_unlock (&o->queue_lock);
+  if (more)                     /* what is left wakes the next writer */
+    pthread_cond_signal (&o->queue_cond);
   return n;
 }
 
@@ -136,6 +139,7 @@ writer_queue (struct fssnap_origin *o, struct xentry *e)
 {
   e->queue_next = NULL;
   pthread_mutex_lock (&o->queue_lock);
+  bool was_empty = !o->queue_tail;
   if (o->queue_tail)
     o->queue_tail->queue_next = e;
   else
@@ -143,8 +147,12 @@ writer_queue (struct fssnap_origin *o, struct xentry *e)
   o->queue_tail = e;
   o->queued++;
   pthread_mutex_unlock (&o->queue_lock);
-  /* After the unlock: a writer woken under it would block on it at once. */
-  pthread_cond_signal (&o->queue_cond);
+  /* Into an empty queue, wake a writer (after the unlock: woken under it,
+   * it would block on it at once); into a longer one, the writer that
+   * takes the copies before this one wakes the next (writer_next).
+   */
+  if (was_empty)
+    pthread_cond_signal (&o->queue_cond);
 }
 
 /* Wait until every queued copy is in its store.  Takes queue_lock. */
