@@ -34,8 +34,8 @@ copybuf_get (struct fssnap_origin *o, size_t len)
     b = o->copybufs[--o->ncopybufs];
   pthread_mutex_unlock (&o->copybuf_lock);
   if (!b)
-    return store_buf_alloc (copybuf_size (o));
-  if (len < copybuf_size (o))   /* the device's short last chunk */
+    b = store_buf_alloc (copybuf_size (o));
+  if (b && len < copybuf_size (o))      /* the device's short last chunk */
     memset (b + len, 0, copybuf_size (o) - len);
   return b;
 }

@@ -569,6 +569,41 @@ test_split_store_and_unlink (void **state)
   harness_free (h);
 }
 
+/* The device's short last chunk goes to its slot with O_DIRECT, padded
+ * to 4 KiB with zeros, even in a reused copy buffer that held a full
+ * chunk of other data before.
+ */
+static void
+test_short_last_chunk_padded (void **state)
+{
+  (void) state;
+  const uint64_t size = 4 * 64 * KiB - 1000;
+  struct harness *h = harness_new (size);
+  struct fssnap_origin *o = harness_origin (h, 64 * KiB, 0);
+  harness_snap (o, NULL);
+  char buf[512];
+  memset (buf, 'n', sizeof buf);
+  for (int c = 0; c < 3; c++)                   /* full chunks first */
+    assert_int_equal (fssnap_origin_write (o, buf, sizeof buf,
+                                           c * 64 * KiB, 0), 0);
+  assert_int_equal (fssnap_origin_flush (o), 0);
+  assert_int_equal (fssnap_origin_write (o, buf, sizeof buf, size - 512, 0),
+                    0);
+  fssnap_origin_close (o);
+  char path[256], tail[1000], zeros[1000] = { 0 };
+  snprintf (path, sizeof path, "%s/origin.img.snap0.0.cow", h->dir);
+  FILE *f = fopen (path, "r");
+  assert_non_null (f);
+  /* slot 3, after the header and the index block; its data, then 1000
+   * bytes of padding up to 64 KiB */
+  assert_int_equal (fseek (f, 8192 + 3 * 64 * KiB + 64 * KiB - 1000,
+                           SEEK_SET), 0);
+  assert_int_equal (fread (tail, 1, sizeof tail, f), sizeof tail);
+  fclose (f);
+  assert_memory_equal (tail, zeros, sizeof tail);
+  harness_free (h);
+}
+
 int
 main (void)
 {
@@ -586,6 +621,7 @@ main (void)
     cmocka_unit_test (test_ranges_and_bad_input),
     cmocka_unit_test (test_candidates_holes_and_extents),
     cmocka_unit_test (test_split_store_and_unlink),
+    cmocka_unit_test (test_short_last_chunk_padded),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
