@@ -48,6 +48,7 @@
 #define UBLK_WORKERS  16        /* engine calls in flight per queue (as NBD) */
 #define UBLK_QUICK_RUN 8        /* quick ones in a row before the queue
                                    thread runs that kind itself */
+#define UBLK_QUICK_MAX (64u << 10)      /* larger: always a worker's */
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -250,8 +251,12 @@ ublk_queue_arm (struct ublk_queue *q, unsigned tag, bool commit, int result)
  * runs: a write to the volume that the engine says may have to copy a
  * chunk or wait for a commit (fssnap_origin_write_may_wait: a fresh
  * snapshot's first write to each chunk) is no plain write but always a
- * worker's, and does not count against the plain ones.  Flushes, FUA
- * writes, discards and zeroing always go to the workers.
+ * worker's, and does not count against the plain ones.  Requests larger
+ * than UBLK_QUICK_MAX go to the workers too: the hand-off saves little
+ * beside copying that much data, and several workers copy on several
+ * CPUs where the queue thread would copy them one after another (and
+ * dispatch nothing meanwhile).  Flushes, FUA writes, discards and zeroing
+ * always go to the workers.
  */
 
 static long
@@ -269,6 +274,8 @@ static unsigned
 ublk_queue_kind (const struct ublk_dev *dev,
                  const struct ublksrv_io_desc *iod)
 {
+  if (((size_t) iod->nr_sectors << 9) > UBLK_QUICK_MAX)
+    return UBLK_KINDS;
   switch (iod->op_flags & 0xff) {
   case UBLK_IO_OP_READ:
     return 0;
