@@ -237,3 +237,42 @@ cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len,
   *epochp = wait_for;
   return r;
 }
+
+/* A hint for frontends that choose which thread runs a write (ublk's
+ * queue thread runs writes itself only while they do not sleep): whether
+ * the write [off, off+len) may have to wait.  It does when some chunk of
+ * it is a candidate not yet preserved for a valid snapshot (the copy reads
+ * the origin and may wait for a throttle slot), when it is too large to be
+ * staged (it waits for the staged changes and its epoch), when an offline
+ * snapshot's marker must be made durable first, and, not knowing, when
+ * snap_lock is taken exclusive right now.  The bits are read without the
+ * chunk locks: H only goes 0 -> 1, so a stale bit says "may wait".  False
+ * promises no copy and no commit wait, not that the write never sleeps
+ * (its own I/O, the staging log, a busy lock).  An out-of-range write
+ * fails at once: false.  Tries snap_lock shared, never waits for it.
+ */
+bool
+fssnap_origin_write_may_wait (struct fssnap_origin *o, uint64_t off,
+                              size_t len)
+{
+  if (off > o->size || len > o->size - off || len == 0)
+    return false;
+  if (atomic_load (&o->offline_unmarked) > 0)
+    return true;
+  if (atomic_load (&o->valid_snaps) == 0)
+    return false;
+  if (!staging_fits (o, STAGING_WRITE, len))
+    return true;
+  if (pthread_rwlock_tryrdlock (&o->snap_lock) != 0)
+    return true;
+  uint64_t first = off >> o->chunk_shift;
+  uint64_t last = (off + len - 1) >> o->chunk_shift;
+  bool wait = false;
+  for (size_t i = 0; !wait && i < o->nsnaps; i++) {
+    struct snap *s = o->snaps[i];
+    for (uint64_t c = first; !wait && snap_is_valid (s) && c <= last; c++)
+      wait = bitmap_test (&s->cand, c) && !bitmap_test (&s->pres, c);
+  }
+  pthread_rwlock_unlock (&o->snap_lock);
+  return wait;
+}

@@ -132,6 +132,15 @@ FSSNAP_API int fssnap_origin_read (struct fssnap_origin *origin, void *buf, size
 #define FSSNAP_FUA 1u   /* write: make this request durable before returning */
 FSSNAP_API int fssnap_origin_write (struct fssnap_origin *origin, const void *buf,
                          size_t len, uint64_t off, unsigned flags);
+/* Whether fssnap_origin_write of [off, off+len) may have to wait for a
+ * copy-on-write copy or a commit: true when some chunk of it is not yet
+ * copied for a snapshot that needs it, or when that cannot be told at
+ * once; false promises neither (the write's own I/O may still sleep).
+ * Cheap and never blocks: for a frontend choosing which thread runs the
+ * write.
+ */
+FSSNAP_API bool fssnap_origin_write_may_wait (struct fssnap_origin *origin,
+                                              uint64_t off, size_t len);
 /* Write zeros.  FSSNAP_ZERO_NO_HOLE: the range must stay allocated (zeros
  * are written); without it the I/O layer's zero may deallocate it.
  */

@@ -32,7 +32,11 @@
 #include "ublk/internal.h"
 
 #define UBLK_DEPTH       64
-#define UBLK_MAX_IO      (512u << 10)
+/* 1 MiB requests: a 1 MiB read is one request, one engine call.  Each tag
+ * has a buffer of that size, mapped without reserve: a queue's 64 cost up
+ * to 64 MiB once every tag has carried a full-size request.
+ */
+#define UBLK_MAX_IO      (1024u << 10)
 #define UBLK_MAX_QUEUES  4
 #define UBLK_WAIT_MS     20000  /* for the kernel to quiesce a dead server's
                                    device, and for nodes to appear */

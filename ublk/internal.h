@@ -53,7 +53,7 @@ struct ublk_queue {
    * several engine calls in flight (blk-mq sends all of one CPU's I/O to
    * one queue).  Only the queue thread may answer the kernel: workers put
    * the tag on done and poke done_fd.  Under lock: todo, done, results,
-   * quit.
+   * kinds, quit.
    */
   pthread_mutex_t lock;
   pthread_cond_t work;
@@ -62,6 +62,7 @@ struct ublk_queue {
   unsigned *done;
   unsigned ndone;
   int *results;                 /* per tag */
+  unsigned char *kinds;         /* per tag handed over: its kind (queue.c) */
   bool quit;
   int done_fd;                  /* eventfd: workers -> queue thread */
   uint64_t done_count;          /* read buffer for done_fd */

@@ -14,7 +14,7 @@
  * costs two thread wake-ups, more than a write into the page cache; so
  * reads and writes that have lately been quick (they did not sleep, see
  * ublk_queue_pick) run in the queue thread, and only the slow ones (a
- * cold read, a copy-on-write write waiting on a group commit, flushes) go
+ * cold read, a write that must copy a chunk for a snapshot, flushes) go
  * to the workers.
  *
  * The thread leaves when every tag has come back aborted (STOP_DEV) or
@@ -48,6 +48,7 @@
 #define UBLK_WORKERS  16        /* engine calls in flight per queue (as NBD) */
 #define UBLK_QUICK_RUN 8        /* quick ones in a row before the queue
                                    thread runs that kind itself */
+#define UBLK_QUICK_MAX (64u << 10)      /* larger: always a worker's */
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -244,10 +245,18 @@ ublk_queue_arm (struct ublk_queue *q, unsigned tag, bool commit, int result)
  * (read, write) the queue counts how many in a row were quick, wherever
  * they ran: after UBLK_QUICK_RUN of them the kind runs in the queue
  * thread, and one that sleeps sends it back to the workers.  The run
- * keeps the queue thread from taking a kind that is only sometimes quick
- * (a fresh snapshot's writes, most of which wait on a group commit): while
- * the queue thread sleeps in one, it answers and dispatches nothing.
- * Flushes, FUA writes, discards and zeroing always go to the workers.
+ * keeps the queue thread from taking a kind that is only sometimes quick:
+ * while the queue thread sleeps in one, it answers and dispatches
+ * nothing.  So a request's kind is judged when it arrives, before it
+ * runs: a write to the volume that the engine says may have to copy a
+ * chunk or wait for a commit (fssnap_origin_write_may_wait: a fresh
+ * snapshot's first write to each chunk) is no plain write but always a
+ * worker's, and does not count against the plain ones.  Requests larger
+ * than UBLK_QUICK_MAX go to the workers too: the hand-off saves little
+ * beside copying that much data, and several workers copy on several
+ * CPUs where the queue thread would copy them one after another (and
+ * dispatch nothing meanwhile).  Flushes, FUA writes, discards and zeroing
+ * always go to the workers.
  */
 
 static long
@@ -258,21 +267,33 @@ ublk_sleeps (void)
   return getrusage (RUSAGE_THREAD, &ru) == 0 ? ru.ru_nvcsw : -1;
 }
 
-/* The kind of request a tag holds (UBLK_KINDS: always a worker's). */
+/* The kind of the request in iod: 0 reads, 1 plain writes, UBLK_KINDS
+ * always a worker's (not counted).
+ */
 static unsigned
-ublk_queue_kind (const struct ublksrv_io_desc *iod)
+ublk_queue_kind (const struct ublk_dev *dev,
+                 const struct ublksrv_io_desc *iod)
 {
+  if (((size_t) iod->nr_sectors << 9) > UBLK_QUICK_MAX)
+    return UBLK_KINDS;
   switch (iod->op_flags & 0xff) {
   case UBLK_IO_OP_READ:
     return 0;
   case UBLK_IO_OP_WRITE:
-    return iod->op_flags & UBLK_IO_F_FUA ? UBLK_KINDS : 1;
+    if (iod->op_flags & UBLK_IO_F_FUA)
+      return UBLK_KINDS;
+    if (!dev->snap && !dev->clone
+        && fssnap_origin_write_may_wait (dev->origin,
+                                         iod->start_sector << 9,
+                                         (size_t) iod->nr_sectors << 9))
+      return UBLK_KINDS;
+    return 1;
   default:
     return UBLK_KINDS;
   }
 }
 
-/* Whether the queue thread runs this request itself. */
+/* Whether the queue thread runs this request (of kind) itself. */
 static bool
 ublk_queue_pick (struct ublk_queue *q, unsigned kind)
 {
@@ -282,13 +303,12 @@ ublk_queue_pick (struct ublk_queue *q, unsigned kind)
 }
 
 /* Run tag's request in this thread (the queue's or a worker) and count
- * whether it slept; its result.
+ * whether it slept, against its kind; its result.
  */
 static int
-ublk_queue_run_timed (struct ublk_queue *q, unsigned tag)
+ublk_queue_run_timed (struct ublk_queue *q, unsigned tag, unsigned kind)
 {
   struct ublk_dev *dev = q->dev;
-  unsigned kind = ublk_queue_kind (&q->iods[tag]);
   long before = ublk_sleeps ();
   int r;
 
@@ -334,7 +354,7 @@ ublk_worker_thread (void *arg)
     q->todo_head = (q->todo_head + 1) % dev->info.queue_depth;
     q->ntodo--;
     pthread_mutex_unlock (&q->lock);
-    r = ublk_queue_run_timed (q, tag);
+    r = ublk_queue_run_timed (q, tag, q->kinds[tag]);
     pthread_mutex_lock (&q->lock);
     q->results[tag] = r;
     q->done[q->ndone++] = tag;
@@ -388,8 +408,9 @@ ublk_queue_start_workers (struct ublk_queue *q)
   q->todo = calloc (depth, sizeof *q->todo);
   q->done = calloc (2 * depth, sizeof *q->done);  /* list + a copy */
   q->results = calloc (depth, sizeof *q->results);
+  q->kinds = calloc (depth, sizeof *q->kinds);
   q->workers = calloc (UBLK_WORKERS, sizeof *q->workers);
-  if (!q->todo || !q->done || !q->results || !q->workers)
+  if (!q->todo || !q->done || !q->results || !q->kinds || !q->workers)
     return -ENOMEM;
   for (; q->nworkers < UBLK_WORKERS; q->nworkers++) {
     r = pthread_create (&q->workers[q->nworkers], NULL, ublk_worker_thread,
@@ -415,9 +436,11 @@ ublk_queue_stop_workers (struct ublk_queue *q)
   free (q->todo);
   free (q->done);
   free (q->results);
+  free (q->kinds);
   free (q->workers);
   q->todo = q->done = NULL;
   q->results = NULL;
+  q->kinds = NULL;
   q->workers = NULL;
 }
 
@@ -426,7 +449,7 @@ ublk_queue_stop_workers (struct ublk_queue *q)
 static void
 ublk_queue_complete (struct ublk_queue *q, struct io_uring_cqe *cqe)
 {
-  unsigned tag = (unsigned) cqe->user_data;
+  unsigned tag = (unsigned) cqe->user_data, kind;
   struct ublk_dev *dev = q->dev;
 
   if (cqe->user_data == UBLK_STOP_TAG) {
@@ -445,13 +468,15 @@ ublk_queue_complete (struct ublk_queue *q, struct io_uring_cqe *cqe)
               dev->info.dev_id, q->id, tag, strerror (-cqe->res));
     return;
   }
-  if (ublk_queue_pick (q, ublk_queue_kind (&q->iods[tag]))) {
+  kind = ublk_queue_kind (dev, &q->iods[tag]);
+  if (ublk_queue_pick (q, kind)) {
     q->ran_here++;
-    ublk_queue_arm (q, tag, true, ublk_queue_run_timed (q, tag));
+    ublk_queue_arm (q, tag, true, ublk_queue_run_timed (q, tag, kind));
     return;
   }
   q->handed_off++;
   pthread_mutex_lock (&q->lock);
+  q->kinds[tag] = (unsigned char) kind;
   q->todo[(q->todo_head + q->ntodo++) % dev->info.queue_depth] = tag;
   pthread_cond_signal (&q->work);
   pthread_mutex_unlock (&q->lock);

@@ -15,8 +15,8 @@
  *
  * Each request becomes one engine call (fssnap_origin_read/write/zero/trim/
  * flush, fssnap_snapshot_read, fssnap_clone_read/write/zero/flush) in a
- * queue's worker; the kernel copies the data between the request's pages
- * and the tag's buffer.  Devices are
+ * queue's thread or one of its workers (queue.c); the kernel copies the
+ * data between the request's pages and the tag's buffer.  Devices are
  * created with UBLK_F_USER_RECOVERY (and _REISSUE where the kernel grants
  * it): when the server dies the kernel keeps the device and holds its I/O
  * (requeueing what was in flight) until a new server takes it over with

@@ -2,8 +2,9 @@
 /*
  * Engine behaviour: one copy for many snapshots, the throttle, maxsize,
  * failing stores, delete while open, middle deletes, chunk size rules,
- * range checks and block-status extents.  Every test checks the origin
- * byte for byte against what was written, whatever happened to snapshots.
+ * range checks, block-status extents and the may-wait hint.  Every test
+ * checks the origin byte for byte against what was written, whatever
+ * happened to snapshots.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -604,6 +605,40 @@ test_short_last_chunk_padded (void **state)
   harness_free (h);
 }
 
+/* fssnap_origin_write_may_wait: true exactly where a write would copy. */
+static void
+test_write_may_wait (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (8 * 64 * KiB);
+  struct fssnap_origin *o = harness_origin (h, 64 * KiB, 0);
+  char buf[4 * KiB];
+  memset (buf, 'w', sizeof buf);
+  assert_false (fssnap_origin_write_may_wait (o, 0, sizeof buf));
+  struct fssnap_create_opts even = { .candidates = candidates_even_chunks };
+  harness_snap (o, &even);
+  assert_true (fssnap_origin_write_may_wait (o, 0, sizeof buf));
+  assert_false (fssnap_origin_write_may_wait (o, 64 * KiB, sizeof buf));
+  assert_false (fssnap_origin_write_may_wait (o, h->size, 1));  /* EINVAL */
+  assert_int_equal (fssnap_origin_write (o, buf, sizeof buf, 100, 0), 0);
+  assert_false (fssnap_origin_write_may_wait (o, 0, 64 * KiB));
+  assert_true (fssnap_origin_write_may_wait (o, 60 * KiB, 72 * KiB));
+  assert_false (fssnap_origin_write_may_wait (o, 60 * KiB, 68 * KiB));
+  harness_snap (o, NULL);               /* every chunk, chunk 0 too */
+  assert_true (fssnap_origin_write_may_wait (o, 0, sizeof buf));
+  char *model = harness_image (h);
+  write_every_chunk (o, model, 'm');
+  assert_false (fssnap_origin_write_may_wait (o, 0, h->size));
+  unsigned num = harness_snap (o, NULL);
+  assert_true (fssnap_origin_write_may_wait (o, 5 * 64 * KiB, 1));
+  assert_int_equal (fssnap_snapshot_delete (o, num), 0);
+  assert_false (fssnap_origin_write_may_wait (o, 0, h->size));
+  assert_origin_equals (o, model);
+  fssnap_origin_close (o);
+  free (model);
+  harness_free (h);
+}
+
 int
 main (void)
 {
@@ -622,6 +657,7 @@ main (void)
     cmocka_unit_test (test_candidates_holes_and_extents),
     cmocka_unit_test (test_split_store_and_unlink),
     cmocka_unit_test (test_short_last_chunk_padded),
+    cmocka_unit_test (test_write_may_wait),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
