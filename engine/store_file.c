@@ -141,16 +141,45 @@ file_bytes (const struct store_file *f, uint64_t n)
     + n * f->chunksize;
 }
 
-/* Where slot s lives: its file, data and index entry offsets. */
+/* Where slot s lives: its file and the offset of its data. */
 static void
 slot_place (const struct store_file *f, uint64_t s, unsigned *file,
-            uint64_t *data_off, uint64_t *entry_off)
+            uint64_t *data_off)
 {
   uint64_t k = s % f->slots_per_file;
   uint64_t seg_off = HDR_SIZE + k / SEG_SLOTS * seg_bytes (f);
   *file = s / f->slots_per_file;
-  *entry_off = seg_off + k % SEG_SLOTS * 8;
   *data_off = seg_off + INDEX_SIZE + k % SEG_SLOTS * f->chunksize;
+}
+
+/* Segments are numbered across the files, each file's after the last
+ * file's; a file's last segment may hold fewer than SEG_SLOTS slots.
+ */
+static uint64_t
+segs_per_file (const struct store_file *f)
+{
+  return (f->slots_per_file + SEG_SLOTS - 1) / SEG_SLOTS;
+}
+
+/* The segment holding slot s, and s's entry in its index block. */
+static uint64_t
+slot_seg (const struct store_file *f, uint64_t s, unsigned *entryp)
+{
+  uint64_t k = s % f->slots_per_file;
+  *entryp = k % SEG_SLOTS;
+  return s / f->slots_per_file * segs_per_file (f) + k / SEG_SLOTS;
+}
+
+/* Where segment g's index block lives, and how many slots g holds. */
+static unsigned
+seg_place (const struct store_file *f, uint64_t g, unsigned *file,
+           uint64_t *index_off)
+{
+  uint64_t k = g % segs_per_file (f);
+  *file = g / segs_per_file (f);
+  *index_off = HDR_SIZE + k * seg_bytes (f);
+  uint64_t left = f->slots_per_file - k * SEG_SLOTS;
+  return left < SEG_SLOTS ? (unsigned) left : SEG_SLOTS;
 }
 
 static size_t
@@ -195,10 +224,10 @@ store_file_locate (const struct store *st, uint64_t chunk, unsigned *filep,
                    uint64_t *offp)
 {
   struct store_file *f = (struct store_file *) st;
-  uint64_t s = map_get (f, chunk), entry;
+  uint64_t s = map_get (f, chunk);
   if (!s)
     return -ENOENT;
-  slot_place (f, s - 1, filep, offp, &entry);
+  slot_place (f, s - 1, filep, offp);
   return 0;
 }
 
@@ -370,17 +399,26 @@ seg_find_locked (struct store_file *f, uint64_t k, bool make)
   return g;
 }
 
+/* Whether every slot of segment g is settled. */
+static bool
+seg_full (const struct store_file *f, const struct store_seg *g)
+{
+  unsigned file;
+  uint64_t off;
+  return g->settled == seg_place (f, g->number, &file, &off);
+}
+
 /* Write segment g's index block (not synced).  Caller holds index_lock. */
 static int
 seg_write_locked (struct store_file *f, struct store_seg *g)
 {
   unsigned file;
-  uint64_t data, entry;
-  slot_place (f, g->number * SEG_SLOTS, &file, &data, &entry);
+  uint64_t off;
+  seg_place (f, g->number, &file, &off);
   pthread_mutex_lock (&f->file_lock);
   int fd = f->parts[file].fd;
   pthread_mutex_unlock (&f->file_lock);
-  int r = io_pwrite_full (f->io, fd, g->entries, INDEX_SIZE, entry);
+  int r = io_pwrite_full (f->io, fd, g->entries, INDEX_SIZE, off);
   if (r == 0) {
     g->dirty = false;
     atomic_store (&f->parts[file].written, true);
@@ -399,7 +437,7 @@ seg_write_dirty_locked (struct store_file *f)
     struct store_seg *g = *gp;
     if (g->dirty)
       r = seg_write_locked (f, g);
-    if (r == 0 && g->settled == SEG_SLOTS) {
+    if (r == 0 && seg_full (f, g)) {
       *gp = g->next;
       free (g);
     }
@@ -417,16 +455,18 @@ seg_write_dirty_locked (struct store_file *f)
 static int
 seg_note (struct store_file *f, uint64_t s, uint64_t c)
 {
+  unsigned entry;
+  uint64_t k = slot_seg (f, s, &entry);
   pthread_mutex_lock (&f->index_lock);
-  struct store_seg *g = seg_find_locked (f, s / SEG_SLOTS, true);
+  struct store_seg *g = seg_find_locked (f, k, true);
   if (g) {
     g->settled++;
     if (c != UINT64_MAX) {
       uint64_t v = htole64 (c + 1);
-      memcpy (g->entries + s % SEG_SLOTS * 8, &v, 8);
+      memcpy (g->entries + entry * 8, &v, 8);
       g->dirty = true;
     }
-    if (g->settled == SEG_SLOTS)
+    if (seg_full (f, g))
       seg_write_dirty_locked (f);
   }
   pthread_mutex_unlock (&f->index_lock);
@@ -474,8 +514,8 @@ store_file_write_runs (struct store_file *f, uint64_t s,
   for (size_t done = 0, run; r == 0 && done < n; done += run) {
     run = store_file_run (f, s + done, c + done, n - done);
     unsigned file;
-    uint64_t off, entry;
-    slot_place (f, s + done, &file, &off, &entry);
+    uint64_t off;
+    slot_place (f, s + done, &file, &off);
     struct store_part *p;
     r = store_part_get (f, file, &p);
     if (r == 0) {
@@ -829,18 +869,17 @@ store_part_load_index (struct store_file *f, unsigned i, const char *name,
 static int
 store_file_resume_segment (struct store_file *f, char *why, size_t len)
 {
-  uint64_t s = atomic_load (&f->next_slot);
-  unsigned file;
-  uint64_t data, entry;
-  slot_place (f, s - s % SEG_SLOTS, &file, &data, &entry);
-  if (s % SEG_SLOTS == 0 || f->parts[file].fd < 0)
+  unsigned used, file;
+  uint64_t off, k = slot_seg (f, atomic_load (&f->next_slot), &used);
+  seg_place (f, k, &file, &off);
+  if (used == 0 || file >= f->base.nfiles || f->parts[file].fd < 0)
     return 0;
-  struct store_seg *g = seg_find_locked (f, s / SEG_SLOTS, true);
+  struct store_seg *g = seg_find_locked (f, k, true);
   if (!g)
     return -ENOMEM;
-  g->settled = s % SEG_SLOTS;
+  g->settled = used;
   int r = io_pread_full (f->io, f->parts[file].fd, g->entries, INDEX_SIZE,
-                         entry);
+                         off);
   if (r < 0)
     snprintf (why, len, "cannot read the index of backing store %.160s: %s",
               f->base.path, strerror (-r));

@@ -128,6 +128,42 @@ test_store_reopen_goes_on (void **state)
   store_destroy (st, true);
 }
 
+/* Split into files of 3 slots, a store keeps an index block per file and
+ * finds every copy again after a restart, past the 512 slots of one block
+ * and going on mid-file.
+ */
+static void
+test_store_split_reopen (void **state)
+{
+  (void) state;
+  struct store_params p = {
+    .io = fssnap_io_posix (), .location = dir, .name = "x",
+    .chunksize = 4096, .nchunks = 700, .origin_size = 700 * 4096,
+    .max_file_size = 5 * 4096,
+  };
+  struct store *st = NULL;
+  char err[256], why[256], buf[4096], out[4096];
+  assert_int_equal (store_file_create (&p, &st, err, sizeof err), 0);
+  for (int round = 0; round < 2; round++) {
+    for (uint64_t i = round * 600u; i < (round ? 650u : 600u); i++) {
+      uint64_t c = i * 3 % 700;      /* 650 distinct chunks */
+      memset (buf, (int) c, sizeof buf);
+      assert_int_equal (store_write_chunk (st, c, buf, sizeof buf), 0);
+    }
+    assert_int_equal (store_sync (st), 0);
+    store_destroy (st, false);
+    assert_int_equal (store_file_open (&p, &st, err, sizeof err), 0);
+  }
+  for (uint64_t i = 0; i < 650; i++) {
+    uint64_t c = i * 3 % 700;
+    assert_int_equal (store_check (st, c, why, sizeof why), 0);
+    assert_int_equal (store_read_chunk (st, c, out, 0, sizeof out), 0);
+    memset (buf, (int) c, sizeof buf);
+    assert_memory_equal (out, buf, sizeof buf);
+  }
+  store_destroy (st, true);
+}
+
 /* Copies in buffers from store_buf_alloc go with O_DIRECT, the short last
  * chunk too (padded with zeros); others through the page cache.
  */
@@ -286,6 +322,8 @@ main (void)
     cmocka_unit_test_setup_teardown (test_store_slots_in_order, setup,
                                      teardown),
     cmocka_unit_test_setup_teardown (test_store_reopen_goes_on, setup,
+                                     teardown),
+    cmocka_unit_test_setup_teardown (test_store_split_reopen, setup,
                                      teardown),
     cmocka_unit_test_setup_teardown (test_store_direct_and_buffered, setup,
                                      teardown),
