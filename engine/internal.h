@@ -128,6 +128,8 @@ struct fssnap_origin {
   char *path;
   char *basename;               /* names the files in the state dir */
   int fd;
+  int direct_fd;                /* fd's O_DIRECT twin for reads, or -1 */
+  _Atomic bool direct_off;      /* the origin refused an O_DIRECT read */
   uint64_t size;
   uint32_t origin_kind;         /* META_ORIGIN_*, with dev and ino: the */
   uint64_t origin_dev, origin_ino;  /* identity metadata files check */

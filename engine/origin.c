@@ -75,6 +75,8 @@ origin_free (struct fssnap_origin *o)
 {
   if (o->fd >= 0)
     o->io->close (o->io->opaque, o->fd);
+  if (o->direct_fd >= 0)
+    o->io->close (o->io->opaque, o->direct_fd);
   origin_destroy_locks (o);
   staging_free (o);
   copybuf_free_all (o);
@@ -96,6 +98,17 @@ origin_sync_state_dir (struct fssnap_origin *o)
   int r = o->io->fsync (o->io->opaque, fd);
   o->io->close (o->io->opaque, fd);
   return r;
+}
+
+/* The O_DIRECT twin of the origin's descriptor, for fssnap_origin_read_direct;
+ * without it (a file system that refuses O_DIRECT), those reads go
+ * through the page cache.
+ */
+static void
+origin_open_direct (struct fssnap_origin *o)
+{
+  int fd = o->io->open (o->io->opaque, o->path, O_RDONLY | O_DIRECT, 0);
+  o->direct_fd = fd >= 0 ? fd : -1;
 }
 
 /* What metadata files remember of the origin, to notice another one. */
@@ -145,6 +158,7 @@ fssnap_origin_open (const struct fssnap_origin_opts *opts,
     return bad ? -EINVAL : -ENOMEM;
   }
   o->fd = opts->use_fd ? opts->fd : -1;
+  o->direct_fd = -1;
   o->io = opts->io ? opts->io : fssnap_io_posix ();
   o->log = opts->log;
   o->log_opaque = opts->log_opaque;
@@ -161,6 +175,8 @@ fssnap_origin_open (const struct fssnap_origin_opts *opts,
     r = o->fd = o->io->open (o->io->opaque, o->path, O_RDWR, 0);
   if (o->fd < 0)
     goto fail;
+  if (!opts->use_fd)
+    origin_open_direct (o);
   origin_identify (o);
   r = -ENOMEM;
   if (!o->basename)
@@ -262,7 +278,35 @@ fssnap_origin_read (struct fssnap_origin *o, void *buf, size_t len,
 {
   if (!origin_range_ok (o, off, len))
     return -EINVAL;
-  return staging_read (o, buf, len, off);
+  return staging_read (o, o->fd, buf, len, off);
+}
+
+static bool
+origin_direct_ok (const struct fssnap_origin *o, const void *buf, size_t len,
+                  uint64_t off)
+{
+  return o->direct_fd >= 0 && !atomic_load (&o->direct_off)
+    && (uintptr_t) buf % FSSNAP_DIRECT_ALIGN == 0
+    && len % FSSNAP_DIRECT_ALIGN == 0 && off % FSSNAP_DIRECT_ALIGN == 0;
+}
+
+/* The volume, read past the page cache where alignment allows; a refusal
+ * (EINVAL: the device's logical blocks are larger) turns it off and the
+ * read goes through the cache.
+ */
+int
+fssnap_origin_read_direct (struct fssnap_origin *o, void *buf, size_t len,
+                           uint64_t off)
+{
+  if (!origin_range_ok (o, off, len))
+    return -EINVAL;
+  if (!origin_direct_ok (o, buf, len, off))
+    return staging_read (o, o->fd, buf, len, off);
+  int r = staging_read (o, o->direct_fd, buf, len, off);
+  if (r != -EINVAL)
+    return r;
+  atomic_store (&o->direct_off, true);
+  return staging_read (o, o->fd, buf, len, off);
 }
 
 /* Write zeros over the range: it stays allocated, whatever the device. */

@@ -772,21 +772,22 @@ staging_overlay (const struct srec *rec, unsigned char *buf, size_t len,
 }
 
 int
-staging_read (struct fssnap_origin *o, void *buf, size_t len, uint64_t off)
+staging_read (struct fssnap_origin *o, int fd, void *buf, size_t len,
+              uint64_t off)
 {
   struct staging *st = o->staging;
   int r;
   if (atomic_load (&st->count) == 0)
-    r = io_pread_full (o->io, o->fd, buf, len, off);
+    r = io_pread_full (o->io, fd, buf, len, off);
   else {
     /* Under the lock: a record leaves only once it is on the origin. */
     pthread_mutex_lock (&st->lock);
-    r = io_pread_full (o->io, o->fd, buf, len, off);
+    r = io_pread_full (o->io, fd, buf, len, off);
     for (struct srec *rec = st->head; r == 0 && rec; rec = rec->next)
       staging_overlay (rec, buf, len, off);
     pthread_mutex_unlock (&st->lock);
   }
-  if (r < 0)
+  if (r < 0 && !(r == -EINVAL && fd != o->fd))  /* O_DIRECT refused */
     origin_read_failed (o, off, len, r);
   return r;
 }

@@ -58,8 +58,10 @@ int staging_wait (struct fssnap_origin *o, uint64_t seq);
  * no change already on the origin is replayed over later ones.
  */
 int staging_sync_marker (struct fssnap_origin *o);
-/* Read the origin with staged changes laid over it. */
-int staging_read (struct fssnap_origin *o, void *buf, size_t len,
+/* Read the origin through fd (the origin's, or its O_DIRECT twin) with
+ * staged changes laid over it.
+ */
+int staging_read (struct fssnap_origin *o, int fd, void *buf, size_t len,
                   uint64_t off);
 void staging_stats (struct fssnap_origin *o, struct fssnap_stats *st);
 

@@ -128,6 +128,17 @@ FSSNAP_API const char *fssnap_origin_path (const struct fssnap_origin *origin);
 
 FSSNAP_API int fssnap_origin_read (struct fssnap_origin *origin, void *buf, size_t len,
                         uint64_t off);
+/* The same bytes as fssnap_origin_read, but read from the origin with
+ * O_DIRECT, past the page cache, when buf, off and len are multiples of
+ * FSSNAP_DIRECT_ALIGN and the origin takes it (through the cache
+ * otherwise).  For frontends whose clients cache above us (a block device's
+ * page cache, the file system on it): large reads are then not copied
+ * through a second cache.  Dirty cached data of the range is written back
+ * first by the kernel, so nothing written is missed.
+ */
+#define FSSNAP_DIRECT_ALIGN 4096u
+FSSNAP_API int fssnap_origin_read_direct (struct fssnap_origin *origin, void *buf,
+                               size_t len, uint64_t off);
 
 #define FSSNAP_FUA 1u   /* write: make this request durable before returning */
 FSSNAP_API int fssnap_origin_write (struct fssnap_origin *origin, const void *buf,

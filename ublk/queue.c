@@ -17,6 +17,12 @@
  * cold read, a write that must copy a chunk for a snapshot, flushes) go
  * to the workers.
  *
+ * Reads of the volume larger than UBLK_QUICK_MAX bypass fssnapd's page
+ * cache (fssnap_origin_read_direct): the kernel caches above the device
+ * already, and a second copy through our cache halved what sequential
+ * reads gave (bench/results-guest.md).  Smaller reads stay cached, and
+ * quick.
+ *
  * The thread leaves when every tag has come back aborted (STOP_DEV) or
  * when ublk_queue_leave writes to its eventfd (polled in the same ring),
  * after answering what the workers still had;
@@ -184,8 +190,12 @@ ublk_queue_run (struct ublk_dev *dev, const struct ublksrv_io_desc *iod,
   if (dev->clone)
     return ublk_queue_run_clone (dev->clone, op, buf, len, off, flags);
   if (op == UBLK_IO_OP_READ) {
-    r = dev->snap ? fssnap_snapshot_read (dev->snap, buf, len, off)
-                  : fssnap_origin_read (dev->origin, buf, len, off);
+    if (dev->snap)
+      r = fssnap_snapshot_read (dev->snap, buf, len, off);
+    else if (len > UBLK_QUICK_MAX)    /* the page cache above us has it */
+      r = fssnap_origin_read_direct (dev->origin, buf, len, off);
+    else
+      r = fssnap_origin_read (dev->origin, buf, len, off);
     return r < 0 ? r : (int) len;
   }
   if (dev->snap)                /* read-only: the kernel should not ask */

@@ -7,6 +7,8 @@
  *   - the volume reads every acknowledged write at once (overlapping and
  *     partial writes, zeroes and trims, in order), and the snapshot its
  *     creation image;
+ *   - reads past the page cache (fssnap_origin_read_direct) see the same,
+ *     aligned or not, before and after a flush;
  *   - FLUSH and FUA put what they cover on the origin file;
  *   - a snapshot holds the writes acknowledged before its creation;
  *   - staged bytes stay under their bound;
@@ -112,6 +114,54 @@ test_reads_see_staged_writes (void **state)
   free (file);
   free (image1);
   free (before);
+  free (model);
+  harness_free (h);
+}
+
+/* The volume through fssnap_origin_read_direct: whole and aligned (past
+ * the page cache), then at an odd buffer and an odd offset (through it).
+ */
+static void
+assert_direct_reads (struct fssnap_origin *o, const char *expect)
+{
+  char *buf = aligned_alloc (FSSNAP_DIRECT_ALIGN, SIZE + FSSNAP_DIRECT_ALIGN);
+  assert_non_null (buf);
+  assert_int_equal (fssnap_origin_read_direct (o, buf, SIZE, 0), 0);
+  assert_memory_equal (buf, expect, SIZE);
+  assert_int_equal (fssnap_origin_read_direct (o, buf + 1, 2 * CHUNK,
+                                               CHUNK), 0);
+  assert_memory_equal (buf + 1, expect + CHUNK, 2 * CHUNK);
+  assert_int_equal (fssnap_origin_read_direct (o, buf, CHUNK, 512 + 3), 0);
+  assert_memory_equal (buf, expect + 512 + 3, CHUNK);
+  assert_int_equal (fssnap_origin_read_direct (o, buf, 2 * CHUNK,
+                                               SIZE - CHUNK), -EINVAL);
+  free (buf);
+}
+
+static void
+test_direct_reads_see_everything (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (SIZE);
+  struct fssnap_origin *o = slow_origin (h, 0);
+  char *model = harness_image (h);
+  harness_snap (o, NULL);
+  staged_workload (o, model, 44);
+  struct fssnap_stats st;
+  fssnap_origin_stats (o, &st);
+  assert_true (st.staged_writes > 0);
+  assert_direct_reads (o, model);       /* staged writes laid over */
+  assert_int_equal (fssnap_origin_flush (o), 0);
+  /* applied at once, dirty in the page cache: the kernel writes it back
+   * before an O_DIRECT read of it */
+  char buf[CHUNK];
+  memset (buf, 'd', sizeof buf);
+  assert_int_equal (fssnap_origin_write (o, buf, sizeof buf, 3 * CHUNK, 0),
+                    0);
+  memcpy (model + 3 * CHUNK, buf, sizeof buf);
+  assert_direct_reads (o, model);
+  assert_reads (o, -1, model);
+  fssnap_origin_close (o);
   free (model);
   harness_free (h);
 }
@@ -301,6 +351,7 @@ main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_reads_see_staged_writes),
+    cmocka_unit_test (test_direct_reads_see_everything),
     cmocka_unit_test (test_fua_reaches_origin),
     cmocka_unit_test (test_staged_bytes_bounded),
     cmocka_unit_test (test_kill_loses_no_acknowledged_write),
