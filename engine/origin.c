@@ -101,14 +101,27 @@ origin_sync_state_dir (struct fssnap_origin *o)
 }
 
 /* The O_DIRECT twin of the origin's descriptor, for fssnap_origin_read_direct;
- * without it (a file system that refuses O_DIRECT), those reads go
- * through the page cache.
+ * without it, those reads go through the page cache.  An image file handed
+ * over as a descriptor gets none: its owner may hold a lease on it, which a
+ * second open of the file would break (or deny).  A block device is held
+ * with O_EXCL instead, and a plain open beside it is fine; the twin must be
+ * the same device.
  */
 static void
-origin_open_direct (struct fssnap_origin *o)
+origin_open_direct (struct fssnap_origin *o, bool given_fd)
 {
+  struct stat st, twin;
+  bool blockdev = fstat (o->fd, &st) == 0 && S_ISBLK (st.st_mode);
+  if (given_fd && !blockdev)
+    return;
   int fd = o->io->open (o->io->opaque, o->path, O_RDONLY | O_DIRECT, 0);
-  o->direct_fd = fd >= 0 ? fd : -1;
+  if (fd < 0)
+    return;
+  if (blockdev && (fstat (fd, &twin) < 0 || twin.st_rdev != st.st_rdev)) {
+    o->io->close (o->io->opaque, fd);
+    return;
+  }
+  o->direct_fd = fd;
 }
 
 /* What metadata files remember of the origin, to notice another one. */
@@ -175,8 +188,7 @@ fssnap_origin_open (const struct fssnap_origin_opts *opts,
     r = o->fd = o->io->open (o->io->opaque, o->path, O_RDWR, 0);
   if (o->fd < 0)
     goto fail;
-  if (!opts->use_fd)
-    origin_open_direct (o);
+  origin_open_direct (o, opts->use_fd);
   origin_identify (o);
   r = -ENOMEM;
   if (!o->basename)

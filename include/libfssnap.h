@@ -131,7 +131,8 @@ FSSNAP_API int fssnap_origin_read (struct fssnap_origin *origin, void *buf, size
 /* The same bytes as fssnap_origin_read, but read from the origin with
  * O_DIRECT, past the page cache, when buf, off and len are multiples of
  * FSSNAP_DIRECT_ALIGN and the origin takes it (through the cache
- * otherwise).  For frontends whose clients cache above us (a block device's
+ * otherwise, and always for an image file handed over as a descriptor:
+ * a second open of it would break its owner's lease).  For frontends whose clients cache above us (a block device's
  * page cache, the file system on it): large reads are then not copied
  * through a second cache.  Dirty cached data of the range is written back
  * first by the kernel, so nothing written is missed.

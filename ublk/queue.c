@@ -19,9 +19,9 @@
  *
  * Reads of the volume larger than UBLK_QUICK_MAX bypass fssnapd's page
  * cache (fssnap_origin_read_direct): the kernel caches above the device
- * already, and a second copy through our cache halved what sequential
- * reads gave (bench/results-guest.md).  Smaller reads stay cached, and
- * quick.
+ * already, and a second copy through our cache cut 1 MiB sequential
+ * reads to a third or a quarter (ublk/README.md).  Smaller reads stay
+ * cached, and quick.
  *
  * The thread leaves when every tag has come back aborted (STOP_DEV) or
  * when ublk_queue_leave writes to its eventfd (polled in the same ring),
