@@ -175,7 +175,8 @@ cow_copy_locked (struct fssnap_origin *o, uint64_t c, struct snap **set,
 }
 
 /* Make sure chunk c may be overwritten, once *epochp is committed.
- * Caller holds io_lock shared.
+ * Returns 1 if it copied c, 0 if no copy was needed.  Caller holds
+ * io_lock shared.
  */
 static int
 cow_chunk (struct fssnap_origin *o, uint64_t c, uint64_t *epochp)
@@ -208,7 +209,7 @@ cow_chunk (struct fssnap_origin *o, uint64_t c, uint64_t *epochp)
     throttle_release (o);
   if (reap)
     snap_reap (o);
-  return r < 0 ? r : 0;
+  return r;
 }
 
 int
@@ -221,21 +222,23 @@ cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len,
   uint64_t first = off >> o->chunk_shift;
   uint64_t last = (off + len - 1) >> o->chunk_shift;
   uint64_t wait_for = 0;
+  bool copied = false;
   int r = 0;
-  for (uint64_t c = first; r == 0 && c <= last
+  for (uint64_t c = first; r >= 0 && c <= last
        && atomic_load (&o->valid_snaps) > 0; c++) {
     uint64_t epoch = 0;
     r = cow_chunk (o, c, &epoch);
+    copied |= r == 1;
     if (epoch > wait_for)
       wait_for = epoch;
   }
-  if (r == 0) {
+  if (r >= 0) {
     uint64_t epoch = changes_track (o, off, len);
     if (epoch > wait_for)
       wait_for = epoch;
   }
   *epochp = wait_for;
-  return r;
+  return r < 0 ? r : copied;
 }
 
 /* A hint for frontends that choose which thread runs a write (ublk's

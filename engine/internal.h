@@ -311,8 +311,9 @@ int origin_change_now (struct fssnap_origin *o, enum staging_kind kind,
 
 /* cow.c: the copy-on-write path and the owner rule.  cow_range makes the
  * copies [off, off+len) needs and sets *epochp to the commit epoch the
- * change must wait for before it reaches the origin (0: none).  Caller
- * holds io_lock shared.
+ * change must wait for before it reaches the origin (0: none); returns 1
+ * if it copied a chunk, 0 if none needed a copy, or a negative errno.
+ * Caller holds io_lock shared.
  */
 int cow_range (struct fssnap_origin *o, uint64_t off, uint64_t len,
                uint64_t *epochp);

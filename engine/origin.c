@@ -407,7 +407,10 @@ origin_stage (struct fssnap_origin *o, enum staging_kind kind,
 
 /* Check the range, run the copy-on-write path over it, then stage the
  * change or apply it (after what is staged and its commit epoch); sync it
- * for FUA.  Takes io_lock shared.
+ * for FUA.  A change that waits for a commit is staged, and so is one
+ * that made a copy even when nothing waits (transient snapshots): the
+ * first write into a chunk is the slow one, and staging takes its origin
+ * write off the writer's path.  Takes io_lock shared.
  */
 static int
 origin_modify (struct fssnap_origin *o, enum staging_kind kind,
@@ -417,11 +420,17 @@ origin_modify (struct fssnap_origin *o, enum staging_kind kind,
   if (!origin_range_ok (o, off, len))
     return -EINVAL;
   uint64_t epoch = 0;
+  bool copied = false;
   pthread_rwlock_rdlock (&o->io_lock);
   int r = snap_mark_missed (o);
   if (r == 0)
     r = cow_range (o, off, len, &epoch);
-  if (r == 0 && len > 0 && may_stage && staging_needed (o, epoch))
+  if (r == 1) {
+    copied = true;
+    r = 0;
+  }
+  if (r == 0 && len > 0 && may_stage
+      && (copied || staging_needed (o, epoch)))
     r = origin_stage (o, kind, buf, len, off, epoch, flags);
   else if (r == 0)
     r = 1;

@@ -20,6 +20,10 @@
  *      the origin, then fsync the log (so nothing on the origin is ever
  *      replayed over a later write they covered).
  *
+ * A write that made a copy but waits for no epoch (transient snapshots)
+ * is staged too: after the copy, its origin write is the slow part of a
+ * first touch, and the applier takes it off the writer's path.
+ *
  * While changes are staged, every later change is staged too, behind them,
  * so changes reach the origin in the order they were acknowledged; reads
  * of the volume see the origin with the staged changes laid over it, in

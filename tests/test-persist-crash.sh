@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # fssnapd killed with SIGKILL at random moments, 50 times, while a client
-# writes verified data through NBD and creates and deletes snapshots.
+# writes verified data through NBD and creates and deletes snapshots
+# (a third of them transient).
 # After each restart: every snapshot that comes back is valid and reads
-# exactly the image it was created from; none acknowledged is lost, none
-# whose delete was acknowledged comes back; the volume holds every
-# acknowledged write (tests/lib/crashload.py keeps the model).
+# exactly the image it was created from; none acknowledged is lost (but
+# every transient one is), none whose delete was acknowledged comes back;
+# the volume holds every acknowledged write (tests/lib/crashload.py keeps
+# the model).
 . "$(dirname "$0")/functions.sh"
 requires sha256sum
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || { echo "skipped: python3-libnbd is not installed"; exit 77; }

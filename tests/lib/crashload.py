@@ -5,7 +5,9 @@ The volume is a sequence of 4 KiB blocks; block b at version v holds bytes
 derived from (b, v), version 0 being zeros.  The model (a JSON file) keeps
 the acknowledged version of each block, the one write possibly in flight,
 and every snapshot with the SHA-256 the volume had when it was created
-(computed from the model, not read back).
+(computed from the model, not read back).  A third of the snapshots are
+transient: they must be gone after a restart, and the writes acknowledged
+while they stood must not.
 
   crashload.py run STATE SOCK FSSNAP RUNDIR     write, flush, create and
         delete snapshots until fssnapd goes away, saving the model as it goes
@@ -87,12 +89,16 @@ def run(m, path, sock, fssnap, rundir):
             elif p < 0.90:
                 h.flush()
             elif p < 0.96 and sum(1 for s in m["snaps"] if not s["deleting"]) < 5:
+                transient = rng.random() < 0.33
                 m["pending_create"] = image_sha(m["versions"])
+                m["pending_transient"] = transient
                 save_model(path, m)
-                num = int(os.path.basename(cli(fssnap, rundir, "create").strip()))
+                args = ["create", "-o", "transient"] if transient else ["create"]
+                num = int(os.path.basename(cli(fssnap, rundir, *args).strip()))
                 info = json.loads(cli(fssnap, rundir, "info", str(num), "--json"))
                 m["snaps"].append({"uuid": info["uuid"], "number": num,
-                                   "sha": m["pending_create"], "deleting": False})
+                                   "sha": m["pending_create"], "deleting": False,
+                                   "transient": transient})
                 m["pending_create"] = None
             elif m["snaps"]:
                 s = rng.choice(m["snaps"])
@@ -139,7 +145,13 @@ def verify(m, path, sock, fssnap, rundir):
             print("snapshot %d came back %s" % (s["number"], s["state"]))
             return 1
         rec = by_uuid.pop(s["uuid"], None)
+        if rec is not None and rec.get("transient"):
+            print("transient snapshot %d came back" % s["number"])
+            return 1
         if rec is None:                        # its create was cut short
+            if m.get("pending_transient"):
+                print("transient snapshot %d came back" % s["number"])
+                return 1
             if m["pending_create"] is None:
                 print("unknown snapshot %d (%s)" % (s["number"], s["uuid"]))
                 return 1
@@ -152,12 +164,16 @@ def verify(m, path, sock, fssnap, rundir):
             return 1
         m["checked"] += 1
         kept.append(rec)
-    lost = [s for s in by_uuid.values() if not s["deleting"]]
+    lost = [s for s in by_uuid.values()
+            if not s["deleting"] and not s.get("transient")]
+    m["transient_gone"] = m.get("transient_gone", 0) + sum(
+        1 for s in by_uuid.values() if s.get("transient"))
     if lost:
         print("snapshots lost: %s" % [s["number"] for s in lost])
         return 1
     m["snaps"] = kept
     m["pending_create"] = None
+    m["pending_transient"] = False
     save_model(path, m)
     return 0
 
@@ -171,7 +187,8 @@ def main():
     if cmd == "verify":
         return verify(m, path, sock, fssnap, rundir)
     print("crash rounds: %d, acknowledged writes: %d, snapshot images verified "
-          "after restarts: %d" % (m["rounds"], m["writes"], m["checked"]))
+          "after restarts: %d, transient snapshots gone after restarts: %d"
+          % (m["rounds"], m["writes"], m["checked"], m.get("transient_gone", 0)))
     return 0
 
 
