@@ -35,6 +35,12 @@
  * boot_id differs, FSSNAP_TEST_BOOT_ID): it comes back, holds every byte
  * as of its last acknowledged flush except bytes written after it, and
  * its base snapshot is unchanged.
+ * And for a rollback (engine/rollback.c) to the older of two snapshots,
+ * cut at random (or after the n-th write to the staging log or the
+ * origin): both snapshots come back exact; with the intent on disk, the
+ * rollback run again ends with the volume as its target; without it,
+ * the volume is as before (never begun) or, with the record of a
+ * finished rollback, as the target.
  * FSSNAP_CRASH_POINTS sets how many cuts of each (default 300).
  * FSSNAP_POWERLOSS_TRACE=DIR logs every open, write, fsync, rename, unlink
  * and close the engine made, the cut, and what the rebuild applied, to
@@ -892,6 +898,198 @@ test_clone_power_loss (void **state)
   printf ("clone power loss: %u crash points checked\n", points);
 }
 
+/* ---- Rollback ----------------------------------------------------------- */
+
+struct rbrun {
+  uint64_t rng;
+  struct recorder *rec;
+  struct fssnap_origin *o;
+  unsigned char model[SIZE];
+  unsigned nums[2];                     /* A (the target), then B */
+  char uuids[2][FSSNAP_UUID_STRLEN];
+  char *images[2];
+  unsigned cut_us;
+};
+
+/* A few random writes over the volume, kept in the model. */
+static void
+rbrun_scribble (struct rbrun *w, int writes)
+{
+  unsigned char buf[3 * CHUNK];
+  for (int k = 0; k < writes; k++) {
+    uint64_t off = rng_next (&w->rng) % SIZE;
+    uint64_t len = 1 + rng_next (&w->rng) % (3 * CHUNK);
+    if (len > SIZE - off)
+      len = SIZE - off;
+    bool zero = rng_next (&w->rng) % 5 == 0;
+    for (uint64_t i = 0; i < len; i++)
+      buf[i] = zero ? 0 : (unsigned char) rng_next (&w->rng);
+    int r = zero ? fssnap_origin_zero (w->o, len, off, 0)
+                 : fssnap_origin_write (w->o, buf, len, off, 0);
+    assert_int_equal (r, 0);
+    memcpy (w->model + off, buf, len);
+  }
+}
+
+/* Snapshot i of the run, from the model as it is now. */
+static void
+rbrun_snapshot (struct rbrun *w, int i)
+{
+  struct fssnap_create_opts opts = { 0 };
+  struct fssnap_snapshot_info info;
+  char err[256];
+  assert_int_equal (fssnap_snapshot_create (w->o, &opts, &w->nums[i], err,
+                                            sizeof err), 0);
+  assert_int_equal (fssnap_snapshot_info (w->o, w->nums[i], &info), 0);
+  memcpy (w->uuids[i], info.uuid, sizeof w->uuids[i]);
+  w->images[i] = malloc (SIZE);
+  memcpy (w->images[i], w->model, SIZE);
+}
+
+static void *
+rbrun_crasher (void *arg)
+{
+  struct rbrun *w = arg;
+  struct timespec ts = { w->cut_us / 1000000,
+                         (long) (w->cut_us % 1000000) * 1000 };
+  nanosleep (&ts, NULL);
+  rec_cut (w->rec);
+  return NULL;
+}
+
+/* Both snapshots back, idle, and exact; the volume reads as want (NULL:
+ * not checked).
+ */
+static void
+rbrun_check (struct rbrun *w, struct fssnap_origin *o, const char *want,
+             const char *what, uint64_t seed)
+{
+  for (int i = 0; i < 2; i++) {
+    struct fssnap_snapshot_info info;
+    int r;
+    if (fssnap_snapshot_info (o, w->nums[i], &info) < 0
+        || strcmp (info.uuid, w->uuids[i]) != 0)
+      fail_msg ("seed %llu: %s: snapshot %u was lost",
+                (unsigned long long) seed, what, w->nums[i]);
+    if (info.state != FSSNAP_STATE_IDLE)
+      fail_msg ("seed %llu: %s: snapshot %u is %s: %s",
+                (unsigned long long) seed, what, w->nums[i],
+                fssnap_state_name (info.state), info.reason);
+    char *got = harness_read_all (o, (int) w->nums[i], &r);
+    assert_int_equal (r, 0);
+    if (memcmp (got, w->images[i], SIZE) != 0)
+      fail_msg ("seed %llu: %s: snapshot %u differs from its creation image",
+                (unsigned long long) seed, what, w->nums[i]);
+    free (got);
+  }
+  if (!want)
+    return;
+  unsigned char *img = malloc (SIZE);
+  assert_int_equal (fssnap_origin_read (o, img, SIZE, 0), 0);
+  if (memcmp (img, want, SIZE) != 0)
+    fail_msg ("seed %llu: %s: the volume is neither as before the rollback "
+              "nor as its target", (unsigned long long) seed, what);
+  free (img);
+}
+
+/* After the cut: with the intent recorded, running the rollback again
+ * ends it; without it, the volume is as before the rollback (it never
+ * began) or, with the record of a finished one, as the target.  Returns
+ * which of these it was.
+ */
+enum rb_outcome { RB_NOT_BEGUN, RB_RESUMED, RB_FINISHED };
+
+static enum rb_outcome
+rbrun_check_after_crash (struct rbrun *w, struct fssnap_origin *o,
+                         const char *dir, const char *before, uint64_t seed)
+{
+  unsigned num;
+  char uuid[FSSNAP_UUID_STRLEN], err[256];
+  int pending = fssnap_rollback_pending (o, dir, &num, uuid);
+  if (pending < 0)
+    fail_msg ("seed %llu: the rollback's intent cannot be read: %s",
+              (unsigned long long) seed, strerror (-pending));
+  if (pending == 1) {
+    if (num != w->nums[0] || strcmp (uuid, w->uuids[0]) != 0)
+      fail_msg ("seed %llu: the intent names snapshot %u, not %u",
+                (unsigned long long) seed, num, w->nums[0]);
+    rbrun_check (w, o, NULL, "mid-way", seed);
+    int r = fssnap_rollback (o, dir, num, NULL, NULL, NULL, err, sizeof err);
+    if (r < 0)
+      fail_msg ("seed %llu: resuming the rollback failed: %s",
+                (unsigned long long) seed, err);
+    rbrun_check (w, o, w->images[0], "resumed", seed);
+    return RB_RESUMED;
+  }
+  int done = fssnap_rollback_last (o, dir, &num, uuid);
+  if (done == 1 && (num != w->nums[0] || strcmp (uuid, w->uuids[0]) != 0))
+    fail_msg ("seed %llu: the finished rollback names snapshot %u",
+              (unsigned long long) seed, num);
+  rbrun_check (w, o, done == 1 ? w->images[0] : before,
+               done == 1 ? "finished" : "not begun", seed);
+  return done == 1 ? RB_FINISHED : RB_NOT_BEGUN;
+}
+
+static void
+test_rollback_power_loss (void **state)
+{
+  (void) state;
+  unsigned points = crash_points (), outcomes[3] = { 0, 0, 0 };
+  for (unsigned k = 0; k < points; k++) {
+    uint64_t seed = 90000 + k;
+    struct harness *h = harness_new (SIZE);
+    struct rbrun *w = calloc (1, sizeof *w);
+    char err[256];
+    w->rng = seed * 0x9E3779B97F4A7C15ull | 1;
+    w->rec = rec_new (h);
+    memcpy (w->model, w->rec->files[0].durable, SIZE);
+    struct fssnap_origin_opts oo = {
+      .path = h->origin_path, .state_dir = h->dir, .chunksize = CHUNK,
+      .max_mem = 8 * CHUNK, .io = &w->rec->io, .log = harness_quiet_log,
+    };
+    assert_int_equal (fssnap_origin_open (&oo, &w->o), 0);
+    rbrun_scribble (w, 20);
+    rbrun_snapshot (w, 0);
+    rbrun_scribble (w, 40);
+    rbrun_snapshot (w, 1);
+    rbrun_scribble (w, 40);
+    assert_int_equal (fssnap_origin_flush (w->o), 0);
+    char *before = malloc (SIZE);
+    memcpy (before, w->model, SIZE);
+    if (k % 3 == 1)             /* a cut inside the rollback's writes */
+      w->rec->cut_at_log_write = 1 + rng_next (&w->rng) % 60;
+    else if (k % 3 == 2)
+      w->rec->cut_at_origin_write = 1 + rng_next (&w->rng) % 60;
+    /* the cut: early (before the intent is durable) and later */
+    w->cut_us = rng_next (&w->rng) % (k % 4 ? 500 + k % 20 * 1000 : 50);
+    pthread_t t;
+    pthread_create (&t, NULL, rbrun_crasher, w);
+    int r = fssnap_rollback (w->o, h->dir, w->nums[0], NULL, NULL, NULL, err,
+                             sizeof err);
+    if (r < 0)
+      fail_msg ("seed %llu: rollback: %s", (unsigned long long) seed, err);
+    pthread_join (t, NULL);
+    fssnap_origin_close (w->o);
+    rec_rebuild (w->rec, h->dir, &w->rng);
+
+    oo.io = NULL;
+    struct fssnap_origin *o;
+    assert_int_equal (fssnap_origin_open (&oo, &o), 0);
+    outcomes[rbrun_check_after_crash (w, o, h->dir, before, seed)]++;
+    fssnap_origin_close (o);
+    free (before);
+    for (int i = 0; i < 2; i++)
+      free (w->images[i]);
+    rec_free (w->rec);
+    free (w);
+    harness_free (h);
+  }
+  printf ("rollback power loss: %u crash points checked: %u rollbacks not "
+          "begun, %u resumed from their intent, %u finished\n", points,
+          outcomes[RB_NOT_BEGUN], outcomes[RB_RESUMED], outcomes[RB_FINISHED]);
+  assert_true (outcomes[RB_RESUMED] > 0);
+}
+
 int
 main (void)
 {
@@ -899,6 +1097,7 @@ main (void)
     cmocka_unit_test (test_recorder_names_need_dir_sync),
     cmocka_unit_test (test_power_loss),
     cmocka_unit_test (test_clone_power_loss),
+    cmocka_unit_test (test_rollback_power_loss),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
