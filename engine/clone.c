@@ -16,7 +16,12 @@
  *                                 the whole chunk; then set W[c] and
  *                                 append c to the journal
  *   read chunk c:   W[c] ? overlay : snapshot N
- *   zero/trim:      a write of zeros
+ *   zero:           a write of zeros; without FSSNAP_ZERO_NO_HOLE a
+ *                   whole chunk (or part of a written one) is a hole
+ *                   punched in the overlay instead, W[c] set
+ *   trim:           as a zero that may leave holes, except that a partial
+ *                   chunk the clone never wrote is left alone (a discard
+ *                   promises nothing about what is read back)
  *   flush:          fdatasync the overlay, append a commit record (the
  *                   journal up to here names only durable chunks) and
  *                   fdatasync the journal: the chunks first written since
@@ -925,47 +930,95 @@ fssnap_clone_read (struct fssnap_clone *c, void *buf, size_t len,
   return 0;
 }
 
-/* Write [off, off+n) inside one chunk; data NULL: zeros.  Takes the
- * chunk's lock, then c->lock (clone_mark).
+/* What a request puts into the chunks it covers. */
+enum clone_fill {
+  CLONE_FILL_DATA,              /* the caller's bytes */
+  CLONE_FILL_ZEROS,             /* zeros, allocated */
+  CLONE_FILL_HOLE,              /* zeros, a hole where the overlay can */
+  CLONE_FILL_TRIM,              /* a hole, or nothing in an unwritten part */
+};
+
+/* Punch [off, off+n) out of the overlay: a regular file, where a hole
+ * reads as zeros.  -EOPNOTSUPP where its file system cannot punch.
  */
 static int
-clone_write_chunk (struct fssnap_clone *c, const void *data, size_t n,
-                   uint64_t off, unsigned char *scratch)
+clone_punch (struct fssnap_clone *c, uint64_t off, size_t n)
 {
-  uint64_t chunk = off >> c->shift, start = chunk << c->shift;
+  const struct fssnap_io *io = c->set->io;
+  return io->discard (io->opaque, c->data_fd, (off_t) off, (off_t) n);
+}
+
+/* Write [off, off+n) inside one chunk, its chunk lock held: into the
+ * overlay if W[chunk] is set, else as a copy up (the base chunk merged
+ * with the new bytes, then W[chunk]).  data NULL: zeros.
+ */
+static int
+clone_fill_bytes (struct fssnap_clone *c, uint64_t chunk, const void *data,
+                  size_t n, uint64_t off, unsigned char *scratch)
+{
+  uint64_t start = chunk << c->shift;
   size_t whole = c->size - start < c->chunksize ? c->size - start
                                                 : c->chunksize;
-  pthread_mutex_t *lock = clone_chunk_lock (c, chunk);
   int r;
 
-  pthread_mutex_lock (lock);
   if (bitmap_test (&c->written, chunk)) {
     if (!data) {
       memset (scratch, 0, n);
       data = scratch;
     }
-    r = io_pwrite_full (c->set->io, c->data_fd, data, n, off);
-  } else {
-    /* Copy up: the base chunk merged with the new data, then W[c]. */
-    r = n == whole ? 0 : fssnap_snapshot_read (c->snap, scratch, whole,
-                                               start);
-    if (r == 0) {
-      if (data)
-        memcpy (scratch + (off - start), data, n);
-      else
-        memset (scratch + (off - start), 0, n);
-      r = io_pwrite_full (c->set->io, c->data_fd, scratch, whole, start);
-    }
-    if (r == 0)
+    return io_pwrite_full (c->set->io, c->data_fd, data, n, off);
+  }
+  r = n == whole ? 0 : fssnap_snapshot_read (c->snap, scratch, whole, start);
+  if (r < 0)
+    return r;
+  if (data)
+    memcpy (scratch + (off - start), data, n);
+  else
+    memset (scratch + (off - start), 0, n);
+  r = io_pwrite_full (c->set->io, c->data_fd, scratch, whole, start);
+  return r < 0 ? r : clone_mark (c, chunk);
+}
+
+/* Fill [off, off+n) inside one chunk.  A hole is punched where the
+ * overlay decides what is read: a written chunk, or a whole one (then
+ * W[chunk] is set after the punch, so that it never reads stale bytes);
+ * where the file system cannot punch, zeros are written.  Takes the
+ * chunk's lock, then c->lock (clone_mark).
+ */
+static int
+clone_fill_chunk (struct fssnap_clone *c, enum clone_fill fill,
+                  const void *data, size_t n, uint64_t off,
+                  unsigned char *scratch)
+{
+  uint64_t chunk = off >> c->shift, start = chunk << c->shift;
+  size_t whole = c->size - start < c->chunksize ? c->size - start
+                                                : c->chunksize;
+  pthread_mutex_t *lock = clone_chunk_lock (c, chunk);
+  bool written;
+  int r = -EOPNOTSUPP;
+
+  pthread_mutex_lock (lock);
+  written = bitmap_test (&c->written, chunk);
+  if (fill == CLONE_FILL_TRIM && !written && n != whole) {
+    pthread_mutex_unlock (lock);
+    return 0;
+  }
+  if ((fill == CLONE_FILL_HOLE || fill == CLONE_FILL_TRIM)
+      && (written || n == whole)) {
+    r = clone_punch (c, off, n);
+    if (r == 0 && !written)
       r = clone_mark (c, chunk);
   }
+  if (r == -EOPNOTSUPP)
+    r = clone_fill_bytes (c, chunk, fill == CLONE_FILL_DATA ? data : NULL,
+                          n, off, scratch);
   pthread_mutex_unlock (lock);
   return r;
 }
 
 static int
-clone_modify (struct fssnap_clone *c, const void *buf, size_t len,
-              uint64_t off, unsigned flags)
+clone_modify (struct fssnap_clone *c, enum clone_fill fill, const void *buf,
+              size_t len, uint64_t off, unsigned flags)
 {
   unsigned char *scratch;
   int r = 0;
@@ -979,7 +1032,7 @@ clone_modify (struct fssnap_clone *c, const void *buf, size_t len,
     size_t n = c->chunksize - (off & (c->chunksize - 1));
     if (n > len)
       n = len;
-    r = clone_write_chunk (c, buf, n, off, scratch);
+    r = clone_fill_chunk (c, fill, buf, n, off, scratch);
     if (buf)
       buf = (const char *) buf + n;
     off += n;
@@ -995,14 +1048,23 @@ int
 fssnap_clone_write (struct fssnap_clone *c, const void *buf, size_t len,
                     uint64_t off, unsigned flags)
 {
-  return clone_modify (c, buf, len, off, flags);
+  return clone_modify (c, CLONE_FILL_DATA, buf, len, off, flags);
 }
 
 int
 fssnap_clone_zero (struct fssnap_clone *c, size_t len, uint64_t off,
                    unsigned flags)
 {
-  return clone_modify (c, NULL, len, off, flags);
+  return clone_modify (c, flags & FSSNAP_ZERO_NO_HOLE ? CLONE_FILL_ZEROS
+                                                      : CLONE_FILL_HOLE,
+                       NULL, len, off, flags);
+}
+
+int
+fssnap_clone_trim (struct fssnap_clone *c, size_t len, uint64_t off,
+                   unsigned flags)
+{
+  return clone_modify (c, CLONE_FILL_TRIM, NULL, len, off, flags);
 }
 
 /* The overlay durable, then a commit record covering every chunk

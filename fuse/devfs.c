@@ -687,7 +687,7 @@ devfs_fallocate (fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
   if (n > 0 && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
     flags = mode & FALLOC_FL_ZERO_RANGE ? FSSNAP_ZERO_NO_HOLE : 0;
     if (devfs_clone_of (fi))
-      rc = fssnap_clone_zero (devfs_clone_of (fi), n, off, 0);
+      rc = fssnap_clone_zero (devfs_clone_of (fi), n, off, flags);
     else
       rc = fssnap_origin_zero (d->origin, n, off, flags);
   }

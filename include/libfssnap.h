@@ -76,7 +76,9 @@ struct fssnap_io {
    * may leave a hole (FSSNAP_ZERO_NO_HOLE requests are written as zeros).
    */
   int (*zero) (void *opaque, int fd, off_t off, off_t len);
-  /* Tell the device [off, off+len) is unused; may return -EOPNOTSUPP. */
+  /* Tell the device [off, off+len) is unused; may return -EOPNOTSUPP.  On
+   * a regular file the range is then a hole that reads as zeros.
+   */
   int (*discard) (void *opaque, int fd, off_t off, off_t len);
   int (*unlink) (void *opaque, const char *path);
   int (*rename) (void *opaque, const char *from, const char *to);
@@ -387,7 +389,16 @@ FSSNAP_API int fssnap_clone_read (struct fssnap_clone *clone, void *buf, size_t 
 /* flags: FSSNAP_FUA. */
 FSSNAP_API int fssnap_clone_write (struct fssnap_clone *clone, const void *buf,
                         size_t len, uint64_t off, unsigned flags);
+/* flags: FSSNAP_FUA, FSSNAP_ZERO_NO_HOLE (without it, the overlay's space
+ * under the range is freed where it can be).
+ */
 FSSNAP_API int fssnap_clone_zero (struct fssnap_clone *clone, size_t len, uint64_t off,
+                       unsigned flags);
+/* Discard: frees the overlay's space under the range; afterwards the range
+ * reads as zeros, except in a chunk the clone never wrote and the range
+ * covers only in part, which keeps the snapshot's bytes.  flags: FSSNAP_FUA.
+ */
+FSSNAP_API int fssnap_clone_trim (struct fssnap_clone *clone, size_t len, uint64_t off,
                        unsigned flags);
 /* Overlay data durable, then the map of written chunks. */
 FSSNAP_API int fssnap_clone_flush (struct fssnap_clone *clone);

@@ -216,13 +216,13 @@ int
 nbd_export_zero (struct nbd_export *exp, uint32_t len, uint64_t off,
                  bool fua, bool no_hole)
 {
+  unsigned flags = (fua ? FSSNAP_FUA : 0) | (no_hole ? FSSNAP_ZERO_NO_HOLE : 0);
+
   if (nbd_export_readonly (exp))
     return -EPERM;
   if (exp->clone)
-    return fssnap_clone_zero (exp->clone, len, off, fua ? FSSNAP_FUA : 0);
-  return fssnap_origin_zero (exp->origin, len, off,
-                             (fua ? FSSNAP_FUA : 0)
-                             | (no_hole ? FSSNAP_ZERO_NO_HOLE : 0));
+    return fssnap_clone_zero (exp->clone, len, off, flags);
+  return fssnap_origin_zero (exp->origin, len, off, flags);
 }
 
 int
@@ -233,8 +233,8 @@ nbd_export_trim (struct nbd_export *exp, uint32_t len, uint64_t off,
 
   if (nbd_export_readonly (exp))
     return -EPERM;
-  if (exp->clone)               /* reads as zeros afterwards, as on files */
-    return fssnap_clone_zero (exp->clone, len, off, fua ? FSSNAP_FUA : 0);
+  if (exp->clone)
+    return fssnap_clone_trim (exp->clone, len, off, fua ? FSSNAP_FUA : 0);
   r = fssnap_origin_trim (exp->origin, len, off, fua ? FSSNAP_FUA : 0);
   /* Trim is a hint: a device that cannot discard has done nothing wrong. */
   return r == -EOPNOTSUPP ? 0 : r;

@@ -4,7 +4,8 @@
 # (a python model), the snapshot stays byte-exact, volume writes do not
 # reach the clone; the base snapshot cannot be deleted while the clone
 # exists; the clone survives a clean restart and a kill -9 (unflushed
-# writes included); list and info show it; delete clone/K drops it and
+# writes included); trims and punched holes free the overlay's space and
+# read as zeros; list and info show it; delete clone/K drops it and
 # its files.
 . "$(dirname "$0")/functions.sh"
 requires nbdcopy
@@ -93,6 +94,39 @@ writes "$(nbd_uri clone/0)" "$model" 12 100          # no flush
 kill -9 "$FSSNAPD_PID"; wait "$FSSNAPD_PID" 2>/dev/null; FSSNAPD_PID=
 start_fssnapd "$img"
 checkclone "after kill -9"
+
+# Trim through NBD and a punched hole through the FUSE file: the range
+# reads as zeros and the overlay no longer holds any of it.
+overlay=$(ls "$STATE_DIR"/*.clone0.data) || fail "no overlay file"
+blocks=$(stat -c %b "$overlay")
+/usr/bin/python3 - "$(nbd_uri clone/0)" "$dev" "$model" <<'PY' || fail "trims"
+import fcntl, nbd, os, sys
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+h.trim(3 << 20, 1 << 20); h.flush(); h.shutdown()
+fd = os.open(sys.argv[2], os.O_RDWR)
+import ctypes  # fallocate(PUNCH_HOLE | KEEP_SIZE): os has no punch
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+if libc.fallocate(fd, 3, 4 << 20, 1 << 20) != 0:
+    sys.exit("fallocate: " + os.strerror(ctypes.get_errno()))
+os.fsync(fd); os.close(fd)
+with open(sys.argv[3], "r+b") as m:
+    m.seek(1 << 20); m.write(bytes(4 << 20))
+PY
+checkclone "after trims"
+[ "$(stat -c %b "$overlay")" -lt "$blocks" ] || fail "trims freed nothing in $overlay"
+/usr/bin/python3 - "$overlay" <<'PY' || fail "the overlay still holds data in the trimmed range"
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+try:
+    at = os.lseek(fd, 1 << 20, os.SEEK_DATA)
+except OSError as e:
+    at = 1 << 62 if e.errno == errno.ENXIO else 0
+sys.exit(0 if at >= 5 << 20 else "data at %d" % at)
+PY
+stop_fssnapd
+start_fssnapd "$img"
+checkclone "after trims and a restart"
 
 # A second clone of the same snapshot is independent.
 [ "$(fssnap clone 0)" = "$RUN_DIR/dev/clone/1" ] || fail "second clone"

@@ -147,9 +147,8 @@ ublk_queue_own_mounts (struct ublk_queue *q)
 
 /* ---- Requests ---------------------------------------------------------- */
 
-/* One request to a writable clone: READ, WRITE (FUA), FLUSH and
- * WRITE_ZEROES to the clone's calls; DISCARD is a hint the overlay does
- * not take (nothing was promised).
+/* One request to a writable clone: each to the clone's call (DISCARD
+ * frees the overlay's space, WRITE_ZEROES may unless NOUNMAP).
  */
 static int
 ublk_queue_run_clone (struct fssnap_clone *clone, unsigned op, void *buf,
@@ -167,7 +166,7 @@ ublk_queue_run_clone (struct fssnap_clone *clone, unsigned op, void *buf,
   case UBLK_IO_OP_FLUSH:
     return fssnap_clone_flush (clone);
   case UBLK_IO_OP_DISCARD:
-    return 0;
+    return fssnap_clone_trim (clone, len, off, flags);
   case UBLK_IO_OP_WRITE_ZEROES:
     return fssnap_clone_zero (clone, len, off, flags);
   default:
@@ -187,6 +186,8 @@ ublk_queue_run (struct ublk_dev *dev, const struct ublksrv_io_desc *iod,
   unsigned flags = fua ? FSSNAP_FUA : 0;
   int r;
 
+  if (op == UBLK_IO_OP_WRITE_ZEROES && (iod->op_flags & UBLK_IO_F_NOUNMAP))
+    flags |= FSSNAP_ZERO_NO_HOLE;
   if (dev->clone)
     return ublk_queue_run_clone (dev->clone, op, buf, len, off, flags);
   if (op == UBLK_IO_OP_READ) {
@@ -210,8 +211,6 @@ ublk_queue_run (struct ublk_dev *dev, const struct ublksrv_io_desc *iod,
     r = fssnap_origin_trim (dev->origin, len, off, flags);
     return r == -EOPNOTSUPP ? 0 : r;    /* a hint: nothing was promised */
   case UBLK_IO_OP_WRITE_ZEROES:
-    if (iod->op_flags & UBLK_IO_F_NOUNMAP)
-      flags |= FSSNAP_ZERO_NO_HOLE;
     return fssnap_origin_zero (dev->origin, len, off, flags);
   default:
     return -EOPNOTSUPP;

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Writable clones and rollback, through the public API only.  Clones:
- * random unaligned writes and zeroes read back as snapshot + writes (a
- * model), the snapshot stays exact, the clone comes back after the set is
+ * random unaligned writes, zeroes and trims read back as snapshot +
+ * writes (a model), zeroes and trims free the overlay's space, the snapshot stays exact, the clone comes back after the set is
  * closed and reopened (flushed) and after a journal-only reopen (not
  * flushed), a damaged map keeps the clone offline, two threads copying up
  * the same chunks never lose a write.  A flush writes the journal, not
@@ -35,21 +35,59 @@ clone_check (struct fssnap_clone *c, const char *model)
   free (buf);
 }
 
+/* The model of a clone: its bytes and the chunks its overlay holds (a
+ * trim leaves a partial chunk the clone never wrote as it was).
+ */
+struct clone_model {
+  char *bytes;
+  bool written[SIZE / CS];
+};
+
 static void
-random_writes (struct fssnap_clone *c, char *model, uint64_t seed, int n)
+model_fill (struct clone_model *m, const char *buf, size_t len, uint64_t off,
+            bool trim)
+{
+  for (uint64_t c = off / CS; c <= (off + len - 1) / CS; c++) {
+    uint64_t lo = c * CS > off ? c * CS : off;
+    uint64_t hi = (c + 1) * CS < off + len ? (c + 1) * CS : off + len;
+    if (trim && !m->written[c] && hi - lo < CS)
+      continue;
+    if (buf)
+      memcpy (m->bytes + lo, buf + (lo - off), hi - lo);
+    else
+      memset (m->bytes + lo, 0, hi - lo);
+    m->written[c] = true;
+  }
+}
+
+/* n random unaligned writes, zeroes (with and without holes) and trims. */
+static void
+random_writes (struct fssnap_clone *c, struct clone_model *m, uint64_t seed,
+               int n)
 {
   char *buf = malloc (64 * KiB);
   for (int i = 0; i < n; i++) {
     size_t len = 1 + rng_next (&seed) % (40 * KiB);
     uint64_t off = rng_next (&seed) % (SIZE - len);
-    if (rng_next (&seed) % 5 == 0) {
+    switch (rng_next (&seed) % 8) {
+    case 0:
       assert_int_equal (fssnap_clone_zero (c, len, off, 0), 0);
-      memset (model + off, 0, len);
-    } else {
+      model_fill (m, NULL, len, off, false);
+      break;
+    case 1:
+      assert_int_equal (fssnap_clone_zero (c, len, off,
+                                           FSSNAP_ZERO_NO_HOLE), 0);
+      model_fill (m, NULL, len, off, false);
+      break;
+    case 2:
+      assert_int_equal (fssnap_clone_trim (c, len, off, 0), 0);
+      model_fill (m, NULL, len, off, true);
+      break;
+    default:
       for (size_t k = 0; k < len; k++)
         buf[k] = (char) rng_next (&seed);
       assert_int_equal (fssnap_clone_write (c, buf, len, off, 0), 0);
-      memcpy (model + off, buf, len);
+      model_fill (m, buf, len, off, false);
     }
   }
   free (buf);
@@ -72,7 +110,9 @@ test_clone_model_and_reopen (void **state)
   struct fssnap_origin *o = harness_origin (h, CS, 0);
   unsigned snap = harness_snap (o, NULL), k;
   int err;
-  char *base = harness_read_all (o, (int) snap, &err), *model = malloc (SIZE);
+  char *base = harness_read_all (o, (int) snap, &err);
+  struct clone_model m = { .bytes = malloc (SIZE) };
+  char *model = m.bytes;
   char msg[256];
   struct fssnap_clones *set = clones_open (h, o);
   struct fssnap_clone *c;
@@ -83,21 +123,21 @@ test_clone_model_and_reopen (void **state)
   assert_int_equal (fssnap_clones_create (set, 9, &k, msg, sizeof msg),
                     -ENOENT);
   assert_int_equal (fssnap_clone_get (set, 0, &c), 0);
-  random_writes (c, model, 1, 300);
+  random_writes (c, &m, 1, 300);
   clone_check (c, model);
   /* The snapshot and the volume are untouched. */
   char *now = harness_read_all (o, (int) snap, &err);
   assert_memory_equal (now, base, SIZE);
   free (now);
   assert_int_equal (fssnap_clone_flush (c), 0);
-  random_writes (c, model, 2, 50);     /* journalled, not flushed */
+  random_writes (c, &m, 2, 50);     /* journalled, not flushed */
   fssnap_clone_put (c);
   fssnap_clones_close (set);            /* flushes */
 
   set = clones_open (h, o);
   assert_int_equal (fssnap_clone_get (set, 0, &c), 0);
   clone_check (c, model);
-  random_writes (c, model, 3, 50);
+  random_writes (c, &m, 3, 50);
   fssnap_clone_put (c);
   /* Reopen from the journal alone: copy the files before the flush of
    * close, then put them back.
@@ -383,6 +423,78 @@ test_rollback (void **state)
   harness_free (h);
 }
 
+/* Zero without FSSNAP_ZERO_NO_HOLE and trim free the overlay's space
+ * under whole chunks and written ones; zero with it keeps the space; a
+ * trim of part of a chunk the clone never wrote leaves the snapshot's
+ * bytes.  All of it read back after a reopen.
+ */
+static void
+test_clone_trim_frees_space (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (SIZE);
+  struct fssnap_origin *o = harness_origin (h, CS, 0);
+  unsigned snap = harness_snap (o, NULL), k;
+  int err;
+  char *base = harness_read_all (o, (int) snap, &err), msg[256];
+  struct clone_model m = { .bytes = malloc (SIZE) };
+  struct fssnap_clones *set = clones_open (h, o);
+  struct fssnap_clone *c;
+  struct fssnap_clone_info info;
+  struct stat st;
+  char *buf = malloc (SIZE);
+  uint64_t seed = 7;
+
+  memcpy (m.bytes, base, SIZE);
+  assert_int_equal (fssnap_clones_create (set, snap, &k, msg, sizeof msg), 0);
+  assert_int_equal (fssnap_clone_get (set, k, &c), 0);
+  /* Nothing written yet: a trim inside one chunk changes nothing. */
+  assert_int_equal (fssnap_clone_trim (c, CS / 2, CS + 100, 0), 0);
+  fssnap_clone_info (c, &info);
+  assert_int_equal (info.written_chunks, 0);
+  clone_check (c, m.bytes);
+  /* The second half written, then trimmed: space back, zeros read. */
+  for (size_t i = 0; i < SIZE / 2; i++)
+    buf[i] = (char) (rng_next (&seed) | 1);
+  assert_int_equal (fssnap_clone_write (c, buf, SIZE / 2, SIZE / 2, 0), 0);
+  model_fill (&m, buf, SIZE / 2, SIZE / 2, false);
+  file_stat (h, "data", &st);
+  assert_true ((uint64_t) st.st_blocks * 512 >= SIZE / 2);
+  assert_int_equal (fssnap_clone_trim (c, SIZE / 4 + 1000, SIZE / 2 - 500,
+                                       FSSNAP_FUA), 0);
+  model_fill (&m, NULL, SIZE / 4 + 1000, SIZE / 2 - 500, true);
+  /* A whole chunk of the first half, never written, zeroed as a hole. */
+  assert_int_equal (fssnap_clone_zero (c, CS, 0, 0), 0);
+  model_fill (&m, NULL, CS, 0, false);
+  /* The last chunk zeroed with its space kept. */
+  assert_int_equal (fssnap_clone_zero (c, CS, SIZE - CS,
+                                       FSSNAP_ZERO_NO_HOLE), 0);
+  model_fill (&m, NULL, CS, SIZE - CS, false);
+  clone_check (c, m.bytes);
+  file_stat (h, "data", &st);
+  assert_true ((uint64_t) st.st_blocks * 512 <= SIZE / 4);
+  assert_true ((uint64_t) st.st_blocks * 512 >= SIZE / 4 - CS);
+  fssnap_clone_info (c, &info);
+  assert_int_equal (info.written_chunks, SIZE / CS / 2 + 1);
+  fssnap_clone_put (c);
+  fssnap_clones_close (set);
+
+  set = clones_open (h, o);
+  assert_int_equal (fssnap_clone_get (set, k, &c), 0);
+  clone_check (c, m.bytes);
+  fssnap_clone_put (c);
+  /* The snapshot never changed. */
+  char *now = harness_read_all (o, (int) snap, &err);
+  assert_memory_equal (now, base, SIZE);
+  free (now);
+  fssnap_clones_close (set);
+  free (buf);
+  free (m.bytes);
+  free (base);
+  fssnap_origin_close (o);
+  harness_free (h);
+}
+
 int
 main (void)
 {
@@ -390,6 +502,7 @@ main (void)
     cmocka_unit_test (test_clone_model_and_reopen),
     cmocka_unit_test (test_clone_flush_and_power_cut),
     cmocka_unit_test (test_clone_damaged_map),
+    cmocka_unit_test (test_clone_trim_frees_space),
     cmocka_unit_test (test_clone_concurrent_copy_up),
     cmocka_unit_test (test_rollback),
   };

@@ -6,6 +6,7 @@
 # same clone, while the snapshot stays byte for byte what it was.  A kill
 # -9 of fssnapd with the clone mounted and being written is a pause: the
 # restarted daemon takes the clone's device over and the writes carry on.
+# fstrim frees the overlay's space under a deleted file.
 # delete-clone is refused while the clone is mounted (even with --force)
 # and while a process holds it open (unless --force), and removes the
 # device; fssnap scrub checks its clone on the clone's ublk device; no
@@ -69,6 +70,15 @@ if dmesg | grep -Ei 'I/O error|EXT4-fs (error|warning)|remount.*read-only|Buffer
   fail "the kernel logged errors"
 fi
 [ "$(cat "$CMNT/file")" = clone ] || fail "clone file after the restart: $(cat "$CMNT/file")"
+# fstrim: the clone's DISCARDs free the overlay's space under the
+# deleted blob (4 MiB).
+overlay=$(ls "$STATE_DIR"/*.clone0.data) || fail "no overlay file"
+rm "$CMNT/blob"
+sync -f "$CMNT"
+blocks=$(stat -c %b "$overlay")
+fstrim "$CMNT" || fail "fstrim the clone"
+freed=$(( (blocks - $(stat -c %b "$overlay")) * 512 ))
+(( freed >= 3 << 20 )) || fail "fstrim freed $freed bytes of the overlay, not the blob's 4 MiB"
 umount "$CMNT" || fail "umount the clone"
 e2fsck -fn "$DIR/clone/0" >"$TESTDIR/fsck" 2>&1 || { cat "$TESTDIR/fsck" >&2; fail "e2fsck of the clone"; }
 
