@@ -2,7 +2,7 @@
 #   requires CMD...        skip the test (exit 77) unless each command exists
 #   requires_root          skip unless running as root
 #   cleanup_fn CMD...      run CMD at exit, in reverse order of registration
-#   fail MSG               print MSG and exit 1
+#   fail MSG               print MSG (and the end of FSSNAPD_LOG) and exit 1
 #   TESTDIR                a fresh scratch directory, removed at exit
 #   FSSNAPD, FSSNAP        the binaries under test
 #   start_fssnapd ORIGIN [ARGS...]   run fssnapd in the background with
@@ -43,7 +43,16 @@ _run_cleanups() {
 }
 trap _run_cleanups EXIT
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+# A failure shows the end of the daemon's log too: TESTDIR goes at exit,
+# and a guest's console is all a CI run keeps of a guest test.
+fail() {
+  echo "FAIL: $*" >&2
+  if [ -s "${FSSNAPD_LOG:-}" ]; then
+    echo "--- the last lines of $FSSNAPD_LOG:" >&2
+    tail -n 30 "$FSSNAPD_LOG" >&2
+  fi
+  exit 1
+}
 
 requires() {
   local c
