@@ -11,9 +11,9 @@
  * its old name (or not at all, or still there) after the cut, each choice
  * made at random.
  *
- * A crasher thread cuts at a random moment while a random workload runs
- * (writes, zeroes, flushes, creates and deletes of snapshots).  After the
- * cut nothing more is recorded; the engine is closed, and every file is
+ * A timer thread (cut_timer) cuts at a random moment while a random
+ * workload runs (writes, zeroes, flushes, creates and deletes of
+ * snapshots).  After the cut nothing more is recorded; the engine is closed, and every file is
  * rebuilt in place as the disk could hold it after a power loss at the cut:
  * what was durable, plus a random subset of the pending writes.  Files
  * created after the cut are removed.  Then the engine opens the rebuilt
@@ -352,6 +352,39 @@ rec_cut (struct recorder *r)
   pthread_mutex_unlock (&r->lock);
 }
 
+/* A timed cut: rec stops recording us microseconds after the start, from
+ * its own thread, while the test's workload runs.
+ */
+struct cut_timer {
+  struct recorder *rec;
+  unsigned us;
+  pthread_t thread;
+};
+
+static void *
+cut_timer_run (void *arg)
+{
+  struct cut_timer *t = arg;
+  struct timespec ts = { t->us / 1000000, (long) (t->us % 1000000) * 1000 };
+  nanosleep (&ts, NULL);
+  rec_cut (t->rec);
+  return NULL;
+}
+
+static void
+cut_timer_start (struct cut_timer *t, struct recorder *rec, unsigned us)
+{
+  t->rec = rec;
+  t->us = us;
+  pthread_create (&t->thread, NULL, cut_timer_run, t);
+}
+
+static void
+cut_timer_join (struct cut_timer *t)
+{
+  pthread_join (t->thread, NULL);
+}
+
 static struct recorder *
 rec_new (struct harness *h)
 {
@@ -475,7 +508,7 @@ struct run {
   struct msnap snaps[MAX_SNAPS];
   int nsnaps;
   unsigned max_cut_us;
-  unsigned cut_us;                      /* chosen before the crasher starts */
+  unsigned cut_us;                      /* chosen before the cut timer starts */
 };
 
 /* A write (or write-zeroes), with FUA or not. */
@@ -545,23 +578,12 @@ run_delete (struct run *w)
   w->snaps[i].delete_acked = rec_still_recording (w->rec);
 }
 
-static void *
-crasher (void *arg)
-{
-  struct run *w = arg;
-  unsigned us = w->cut_us;
-  struct timespec ts = { us / 1000000, (long) (us % 1000000) * 1000 };
-  nanosleep (&ts, NULL);
-  rec_cut (w->rec);
-  return NULL;
-}
-
 static void
 run_workload (struct run *w)
 {
-  pthread_t t;
+  struct cut_timer t;
   w->cut_us = rng_next (&w->rng) % w->max_cut_us;
-  pthread_create (&t, NULL, crasher, w);
+  cut_timer_start (&t, w->rec, w->cut_us);
   while (rec_still_recording (w->rec)) {
     unsigned p = rng_next (&w->rng) % 100;
     if (p < 56) run_write (w, false, false);
@@ -571,7 +593,7 @@ run_workload (struct run *w)
     else if (p < 92) run_create (w);
     else run_delete (w);
   }
-  pthread_join (t, NULL);
+  cut_timer_join (&t);
 }
 
 /* ---- Checking the state after the crash ------------------------------- */
@@ -795,17 +817,6 @@ crun_flush (struct crun *w)
   }
 }
 
-static void *
-clone_crasher (void *arg)
-{
-  struct crun *w = arg;
-  struct timespec ts = { w->cut_us / 1000000,
-                         (long) (w->cut_us % 1000000) * 1000 };
-  nanosleep (&ts, NULL);
-  rec_cut (w->rec);
-  return NULL;
-}
-
 /* Clone 0 of the rebuilt state against the model. */
 static void
 check_clone_after_crash (struct crun *w, struct fssnap_origin *o,
@@ -872,15 +883,15 @@ test_clone_power_loss (void **state)
                                             sizeof err), 0);
     assert_int_equal (fssnap_clone_get (set, num, &w->c), 0);
     w->cut_us = rng_next (&w->rng) % (2000 + k % 40 * 500);
-    pthread_t t;
-    pthread_create (&t, NULL, clone_crasher, w);
+    struct cut_timer t;
+    cut_timer_start (&t, w->rec, w->cut_us);
     while (rec_still_recording (w->rec)) {
       unsigned p = rng_next (&w->rng) % 100;
       if (p < 70) crun_write (w, false);
       else if (p < 80) crun_write (w, true);
       else crun_flush (w);
     }
-    pthread_join (t, NULL);
+    cut_timer_join (&t);
     fssnap_clone_put (w->c);
     fssnap_clones_close (set);
     fssnap_origin_close (o);
@@ -944,17 +955,6 @@ rbrun_snapshot (struct rbrun *w, int i)
   memcpy (w->uuids[i], info.uuid, sizeof w->uuids[i]);
   w->images[i] = malloc (SIZE);
   memcpy (w->images[i], w->model, SIZE);
-}
-
-static void *
-rbrun_crasher (void *arg)
-{
-  struct rbrun *w = arg;
-  struct timespec ts = { w->cut_us / 1000000,
-                         (long) (w->cut_us % 1000000) * 1000 };
-  nanosleep (&ts, NULL);
-  rec_cut (w->rec);
-  return NULL;
 }
 
 /* Both snapshots back, idle, and exact; the volume reads as want (NULL:
@@ -1062,13 +1062,13 @@ test_rollback_power_loss (void **state)
       w->rec->cut_at_origin_write = 1 + rng_next (&w->rng) % 60;
     /* the cut: early (before the intent is durable) and later */
     w->cut_us = rng_next (&w->rng) % (k % 4 ? 500 + k % 20 * 1000 : 50);
-    pthread_t t;
-    pthread_create (&t, NULL, rbrun_crasher, w);
+    struct cut_timer t;
+    cut_timer_start (&t, w->rec, w->cut_us);
     int r = fssnap_rollback (w->o, h->dir, w->nums[0], NULL, NULL, NULL, err,
                              sizeof err);
     if (r < 0)
       fail_msg ("seed %llu: rollback: %s", (unsigned long long) seed, err);
-    pthread_join (t, NULL);
+    cut_timer_join (&t);
     fssnap_origin_close (w->o);
     rec_rebuild (w->rec, h->dir, &w->rng);
 
