@@ -938,6 +938,14 @@ enum clone_fill {
   CLONE_FILL_TRIM,              /* a hole, or nothing in an unwritten part */
 };
 
+/* The bytes of chunk: chunksize, less for the last one. */
+static size_t
+clone_chunk_bytes (const struct fssnap_clone *c, uint64_t chunk)
+{
+  uint64_t start = chunk << c->shift;
+  return c->size - start < c->chunksize ? c->size - start : c->chunksize;
+}
+
 /* Punch [off, off+n) out of the overlay: a regular file, where a hole
  * reads as zeros.  -EOPNOTSUPP where its file system cannot punch.
  */
@@ -957,8 +965,7 @@ clone_fill_bytes (struct fssnap_clone *c, uint64_t chunk, const void *data,
                   size_t n, uint64_t off, unsigned char *scratch)
 {
   uint64_t start = chunk << c->shift;
-  size_t whole = c->size - start < c->chunksize ? c->size - start
-                                                : c->chunksize;
+  size_t whole = clone_chunk_bytes (c, chunk);
   int r;
 
   if (bitmap_test (&c->written, chunk)) {
@@ -990,9 +997,8 @@ clone_fill_chunk (struct fssnap_clone *c, enum clone_fill fill,
                   const void *data, size_t n, uint64_t off,
                   unsigned char *scratch)
 {
-  uint64_t chunk = off >> c->shift, start = chunk << c->shift;
-  size_t whole = c->size - start < c->chunksize ? c->size - start
-                                                : c->chunksize;
+  uint64_t chunk = off >> c->shift;
+  size_t whole = clone_chunk_bytes (c, chunk);
   pthread_mutex_t *lock = clone_chunk_lock (c, chunk);
   bool written;
   int r = -EOPNOTSUPP;
