@@ -21,10 +21,15 @@
  * pair stays comparable.  Into the next one, the merged map is written
  * holding snap_lock only shared (writers go on), and set in memory after,
  * under exclusive, as S leaves the list: meanwhile S is still listed, so
- * every comparison ORs both maps.  Into X, writers must not run: they log
- * bits of X as A bits of the newest snapshot, which S still is.  If neither the merged map nor the record that
- * it is lost can be written, S stays (retained, its files kept), and the
- * merge is tried again at the next reap or restart.
+ * every comparison ORs both maps.  Into X (S the newest, P the one
+ * before): D_S is OR'ed into X under exclusive, then X is written as P's
+ * map A holding snap_lock only shared; meanwhile writers log the bits they
+ * add to X as A bits of S, still the newest, so as S leaves the list
+ * (exclusive again) those bits are logged as A bits of P in the open
+ * commit epoch, and S's files stay until it commits.  If neither the
+ * merged map nor the record that it is lost can be written, S stays
+ * (retained, its files kept), and the merge is tried again at the next
+ * reap or restart.
  *
  * Exact across crashes: the first write to a chunk since the newest
  * snapshot logs bit A of that snapshot in the commit epoch it waits for
@@ -37,7 +42,8 @@
  * Locks: writers set X bits under snap_lock shared (bits are atomic); the
  * hand-over at create runs under io_lock exclusive; merges and flag
  * changes under snap_lock exclusive, but the write of a merge into the
- * next snapshot, under snap_lock shared and reap_lock.
+ * next snapshot, and of a merge into X, under snap_lock shared and
+ * reap_lock.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -163,26 +169,6 @@ changes_log_write_failed (struct fssnap_origin *o, struct snap *s, int err)
               s->number, strerror (-err));
 }
 
-/* Write X as into's map A; if that fails, X is marked lost, in memory and
- * durably.  Returns 0 once the map or its loss is durable, else the
- * error: then what the map should hold is on disk nowhere else than in
- * the files the caller was about to remove.  Caller holds snap_lock
- * exclusive.
- */
-static int
-changes_write_after (struct fssnap_origin *o, struct snap *into)
-{
-  if (!into->meta || into->untrusted)
-    return 0;
-  int r = meta_write_map (into->meta, META_MAP_AFTER, &o->changed,
-                          snap_persistent (into));
-  if (r == 0)
-    return 0;
-  changes_log_write_failed (o, into, r);
-  o->changed_lost = true;
-  return changes_persist_flags_as (o, into, true);
-}
-
 struct snap *
 changes_merge_next_locked (struct fssnap_origin *o, size_t i)
 {
@@ -223,22 +209,60 @@ changes_merge_apply_locked (struct snap *s, struct snap *next, bool lost)
 }
 
 int
-changes_merge_into_volume_locked (struct fssnap_origin *o, size_t i)
+changes_volume_absorb_locked (struct fssnap_origin *o, size_t i,
+                              struct snap **intop)
 {
   struct snap *s = o->snaps[i];
   struct snap *into = i > 0 ? o->snaps[i - 1] : NULL;
+  *intop = into;
   if (into && atomic_load (&into->state) == SNAP_OFFLINE)
     return -EAGAIN;             /* its maps cannot be written now */
   /* The volume's changes now count from the one before. */
   bitmap_or (&o->changed, &s->changed);
   o->changed_lost |= s->changed_lost;
-  if (i == 0) {                 /* nothing older: nothing to compare with */
+  if (!into) {                  /* nothing older: nothing to compare with */
     bitmap_zero (&o->changed);
     o->changed_lost = false;
-    return 0;
   }
-  int r = changes_write_after (o, into);
+  return 0;
+}
+
+int
+changes_volume_write (struct fssnap_origin *o, struct snap *into,
+                      struct bitmap *written)
+{
+  bitmap_copy (written, &o->changed);
+  if (!into->meta || into->untrusted)
+    return 0;
+  int r = meta_write_map (into->meta, META_MAP_AFTER, written,
+                          snap_persistent (into));
   return r < 0 ? r : changes_persist_flags_as (o, into, true);
+}
+
+int
+changes_volume_catch_up_locked (struct fssnap_origin *o, struct snap *into,
+                                const struct bitmap *written, int wr,
+                                uint64_t *epochp)
+{
+  *epochp = 0;
+  if (!into->meta || into->untrusted)
+    return 0;
+  if (wr < 0) {
+    changes_log_write_failed (o, into, wr);
+    o->changed_lost = true;
+    return changes_persist_flags_as (o, into, true);
+  }
+  for (uint64_t w = 0; w < (o->changed.nbits + 63) / 64; w++) {
+    uint64_t late = atomic_load (&o->changed.words[w])
+                    & ~atomic_load (&written->words[w]);
+    for (; late; late &= late - 1) {
+      uint64_t e = commit_add_change (o, into,
+                                      w * 64 + (uint64_t) __builtin_ctzll (late));
+      if (e > *epochp)
+        *epochp = e;
+    }
+  }
+  return 0;
 }
 
 /* ---- Comparing ---------------------------------------------------------- */

@@ -352,13 +352,28 @@ void changes_hand_over (struct fssnap_origin *o, struct snap *s);
  * (-EAGAIN: the snapshot that would take the merge is offline; or neither
  * the map nor its loss could be written) means s must stay.
  * changes_merge_next_locked: the next snapshot to merge into, or NULL
- * (then changes_merge_into_volume_locked, under snap_lock exclusive);
+ * (then the merge is into the volume's, below);
  * changes_merge_write, holding snap_lock shared and reap_lock, writes
  * next's D with s's OR'ed in, and its trust (*lostp), durably;
  * changes_merge_apply_locked, under snap_lock exclusive as s leaves the
  * list, sets them in memory.
+ * Into the volume's: changes_volume_absorb_locked (exclusive, no I/O)
+ * ORs s's D into X and sets *intop to the snapshot before s, whose map A
+ * X becomes (NULL: none, and X starts afresh; nothing more to do);
+ * changes_volume_write (snap_lock shared and reap_lock) writes X as its
+ * A, durably, keeping in 'written' what it wrote, and returns the error;
+ * changes_volume_catch_up_locked (exclusive, as s leaves the list) takes
+ * that error (wr: then X is marked lost, durably; an error from that means
+ * s stays), or else logs the bits writers added to X since as A bits of
+ * into, setting *epochp to the epoch s's files must wait for.
  */
-int changes_merge_into_volume_locked (struct fssnap_origin *o, size_t i);
+int changes_volume_absorb_locked (struct fssnap_origin *o, size_t i,
+                                  struct snap **intop);
+int changes_volume_write (struct fssnap_origin *o, struct snap *into,
+                          struct bitmap *written);
+int changes_volume_catch_up_locked (struct fssnap_origin *o, struct snap *into,
+                                    const struct bitmap *written, int wr,
+                                    uint64_t *epochp);
 struct snap *changes_merge_next_locked (struct fssnap_origin *o, size_t i);
 int changes_merge_write (struct fssnap_origin *o, struct snap *s,
                          struct snap *next, bool *lostp);

@@ -298,11 +298,54 @@ snap_reap_into_next (struct fssnap_origin *o, struct snap *s,
   return 0;
 }
 
+/* Whether a snapshot newer than s has been published: then s's D goes
+ * into that one's, not into the volume's.  Caller holds snap_lock.
+ */
+static bool
+snap_published_after_locked (struct fssnap_origin *o, struct snap *s)
+{
+  for (size_t i = o->nsnaps; i-- > 0 && o->snaps[i] != s;)
+    if (atomic_load (&o->snaps[i]->state) != SNAP_CREATING)
+      return true;
+  return false;
+}
+
+/* s, the newest, had its D OR'ed into the volume's (X): write X as into's
+ * map A holding snap_lock shared, then, exclusive, log what writers added
+ * to X meanwhile as A bits of into and take s out of the list; its files
+ * wait for that epoch.  0, 1 if a snapshot was published meanwhile (reap
+ * s again: into the next), or the error that keeps s (retained).  Caller
+ * holds reap_lock and no snap_lock; takes snap_lock shared, then
+ * exclusive.
+ */
+static int
+snap_reap_into_volume (struct fssnap_origin *o, struct snap *s,
+                       struct snap *into)
+{
+  struct bitmap written;
+  if (bitmap_init (&written, o->changed.nbits) < 0)
+    return -ENOMEM;
+  pthread_rwlock_rdlock (&o->snap_lock);
+  int wr = changes_volume_write (o, into, &written);
+  pthread_rwlock_unlock (&o->snap_lock);
+  uint64_t epoch = 0;
+  int r = 1;
+  pthread_rwlock_wrlock (&o->snap_lock);
+  if (!snap_published_after_locked (o, s)
+      && (r = changes_volume_catch_up_locked (o, into, &written, wr,
+                                              &epoch)) == 0)
+    snap_unlist_locked (o, s);
+  pthread_rwlock_unlock (&o->snap_lock);
+  bitmap_free (&written);
+  commit_wait (o, epoch);       /* before s's files go */
+  return r;
+}
+
 /* Free every deleted snap nothing needs any more, merging its change map
  * into its neighbour's first.  Only reaps remove snaps from the list but
  * for a create's abandon (of the newest, never published), and reap_lock
- * serialises them, so s and its next stay listed while the lock is down.
- * Takes reap_lock, then snap_lock.
+ * serialises them, so s and its neighbours stay listed while the lock is
+ * down.  Takes reap_lock, then snap_lock.
  */
 void
 snap_reap (struct fssnap_origin *o)
@@ -314,12 +357,18 @@ snap_reap (struct fssnap_origin *o)
     ssize_t i = snap_reapable_locked (o, from);
     struct snap *s = i >= 0 ? o->snaps[i] : NULL;
     struct snap *next = s ? changes_merge_next_locked (o, (size_t) i) : NULL;
+    struct snap *into = NULL;
     int r = 0;
     if (s && !next
-        && (r = changes_merge_into_volume_locked (o, (size_t) i)) == 0)
+        && (r = changes_volume_absorb_locked (o, (size_t) i, &into)) == 0
+        && !into)
       snap_unlist_locked (o, s);
     if (next)
       snap_ref (next);
+    if (into && r == 0)
+      snap_ref (into);
+    else
+      into = NULL;
     pthread_rwlock_unlock (&o->snap_lock);
     if (!s)
       break;
@@ -327,9 +376,13 @@ snap_reap (struct fssnap_origin *o)
       r = snap_reap_into_next (o, s, next);
       snap_unref (next);
     }
+    else if (into) {
+      r = snap_reap_into_volume (o, s, into);
+      snap_unref (into);
+    }
     if (r < 0)
       from = (size_t) i + 1;    /* retained: its D cannot be merged now */
-    else
+    else if (r == 0)
       snap_unref (s);           /* the store goes with the last reference */
   }
   pthread_mutex_unlock (&o->reap_lock);

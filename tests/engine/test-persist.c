@@ -430,15 +430,17 @@ test_changes_after_middle_delete (void **state)
 
 struct merge_run {
   struct world *w;
+  unsigned num;                 /* the snapshot to delete */
+  uint64_t off;                 /* where to write */
   int r;
   _Atomic bool done;
 };
 
 static void *
-merge_delete_oldest (void *arg)
+merge_delete (void *arg)
 {
   struct merge_run *m = arg;
-  m->r = fssnap_snapshot_delete (m->w->o, 0);
+  m->r = fssnap_snapshot_delete (m->w->o, m->num);
   atomic_store (&m->done, true);
   return NULL;
 }
@@ -447,7 +449,7 @@ static void *
 merge_write (void *arg)
 {
   struct merge_run *m = arg;
-  write_pattern (m->w, 110 * KiB, 4 * KiB, 'w');
+  write_pattern (m->w, m->off, 4 * KiB, 'w');
   atomic_store (&m->done, true);
   return NULL;
 }
@@ -486,9 +488,10 @@ test_merge_leaves_writers_running (void **state)
   write_pattern (&w, 100 * KiB, 40 * KiB, 'b');
   assert_int_equal (fssnap_origin_flush (w.o), 0);
   harness_fault (h, HOP_SYNC, ".snap1.1.meta", HARNESS_HOLD, 1);
-  struct merge_run del = { .w = &w }, wr = { .w = &w };
+  struct merge_run del = { .w = &w, .num = 0 },
+                   wr = { .w = &w, .off = 110 * KiB };
   pthread_t td, tw;
-  assert_int_equal (pthread_create (&td, NULL, merge_delete_oldest, &del), 0);
+  assert_int_equal (pthread_create (&td, NULL, merge_delete, &del), 0);
   assert_true (merge_wait (NULL, &h->fault.hits));     /* the merge syncs */
   assert_false (atomic_load (&del.done));
   assert_int_equal (pthread_create (&tw, NULL, merge_write, &wr), 0);
@@ -505,6 +508,51 @@ test_merge_leaves_writers_running (void **state)
   fssnap_origin_close (w.o);
   for (int i = 0; i < 2; i++)
     free (w.img[i]);
+  free (w.model);
+  harness_free (h);
+}
+
+/* Freeing the newest snapshot merges its change map into the volume's,
+ * written as the map A of the one before: that write holds writers no
+ * more either.  A write meanwhile to a chunk neither map holds logs its
+ * bit as A of the snapshot being freed, still the newest; the bit must
+ * reach the older one's map before the freed one's files go, or after a
+ * restart the volume's changes miss that write.
+ */
+static void
+test_merge_into_volume_leaves_writers_running (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (512 * KiB);
+  struct world w = { .h = h, .o = harness_origin (h, 16 * KiB, 0) };
+  w.model = harness_image (h);
+  w.img[0] = harness_image (h);
+  assert_int_equal (harness_snap (w.o, NULL), 0);
+  write_pattern (&w, 10 * KiB, 40 * KiB, 'a');
+  /* 1 owns no copies (else it stays while 0 is there to read them) */
+  assert_int_equal (harness_snap (w.o, NULL), 1);
+  assert_int_equal (fssnap_origin_flush (w.o), 0);
+  harness_fault (h, HOP_SYNC, ".snap0.0.meta", HARNESS_HOLD, 1);
+  struct merge_run del = { .w = &w, .num = 1 },
+                   wr = { .w = &w, .off = 200 * KiB };
+  pthread_t td, tw;
+  assert_int_equal (pthread_create (&td, NULL, merge_delete, &del), 0);
+  assert_true (merge_wait (NULL, &h->fault.hits));     /* the merge syncs */
+  assert_false (atomic_load (&del.done));
+  assert_int_equal (pthread_create (&tw, NULL, merge_write, &wr), 0);
+  bool written = merge_wait (&wr.done, NULL);
+  harness_release (h);
+  pthread_join (tw, NULL);
+  pthread_join (td, NULL);
+  assert_true (written);
+  assert_int_equal (del.r, 0);
+  assert_int_equal (fssnap_origin_flush (w.o), 0);
+  assert_changes_cover (&w, 0, FSSNAP_VOLUME, w.img[0], w.model);
+  world_reopen (&w);
+  assert_changes_cover (&w, 0, FSSNAP_VOLUME, w.img[0], w.model);
+  assert_reads (&w, 0, w.img[0]);
+  fssnap_origin_close (w.o);
+  free (w.img[0]);
   free (w.model);
   harness_free (h);
 }
@@ -526,6 +574,7 @@ main (void)
     cmocka_unit_test (test_changes_across_restart),
     cmocka_unit_test (test_changes_after_middle_delete),
     cmocka_unit_test (test_merge_leaves_writers_running),
+    cmocka_unit_test (test_merge_into_volume_leaves_writers_running),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
