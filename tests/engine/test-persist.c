@@ -466,6 +466,29 @@ merge_wait (_Atomic bool *flag, _Atomic unsigned *count)
   return false;
 }
 
+/* Delete snapshot num with the fsync of the metadata file matching held
+ * stopped, and while it is, write 4 KiB at off: the write completes, then
+ * the delete does.
+ */
+static void
+merge_race (struct world *w, const char *held, unsigned num, uint64_t off)
+{
+  struct harness *h = w->h;
+  harness_fault (h, HOP_SYNC, held, HARNESS_HOLD, 1);
+  struct merge_run del = { .w = w, .num = num }, wr = { .w = w, .off = off };
+  pthread_t td, tw;
+  assert_int_equal (pthread_create (&td, NULL, merge_delete, &del), 0);
+  assert_true (merge_wait (NULL, &h->fault.hits));     /* the merge syncs */
+  assert_false (atomic_load (&del.done));
+  assert_int_equal (pthread_create (&tw, NULL, merge_write, &wr), 0);
+  bool written = merge_wait (&wr.done, NULL);
+  harness_release (h);
+  pthread_join (tw, NULL);
+  pthread_join (td, NULL);
+  assert_true (written);
+  assert_int_equal (del.r, 0);
+}
+
 /* Freeing the oldest snapshot merges its change map into the next one's:
  * the write of the merged map holds writers no more (before, snap_lock
  * exclusive held them for its fsync).  With that fsync stopped, a write
@@ -487,20 +510,7 @@ test_merge_leaves_writers_running (void **state)
   assert_int_equal (harness_snap (w.o, NULL), 1);
   write_pattern (&w, 100 * KiB, 40 * KiB, 'b');
   assert_int_equal (fssnap_origin_flush (w.o), 0);
-  harness_fault (h, HOP_SYNC, ".snap1.1.meta", HARNESS_HOLD, 1);
-  struct merge_run del = { .w = &w, .num = 0 },
-                   wr = { .w = &w, .off = 110 * KiB };
-  pthread_t td, tw;
-  assert_int_equal (pthread_create (&td, NULL, merge_delete, &del), 0);
-  assert_true (merge_wait (NULL, &h->fault.hits));     /* the merge syncs */
-  assert_false (atomic_load (&del.done));
-  assert_int_equal (pthread_create (&tw, NULL, merge_write, &wr), 0);
-  bool written = merge_wait (&wr.done, NULL);
-  harness_release (h);
-  pthread_join (tw, NULL);
-  pthread_join (td, NULL);
-  assert_true (written);
-  assert_int_equal (del.r, 0);
+  merge_race (&w, ".snap1.1.meta", 0, 110 * KiB);
   assert_changes_cover (&w, 1, FSSNAP_VOLUME, w.img[1], w.model);
   world_reopen (&w);
   assert_changes_cover (&w, 1, FSSNAP_VOLUME, w.img[1], w.model);
@@ -532,20 +542,7 @@ test_merge_into_volume_leaves_writers_running (void **state)
   /* 1 owns no copies (else it stays while 0 is there to read them) */
   assert_int_equal (harness_snap (w.o, NULL), 1);
   assert_int_equal (fssnap_origin_flush (w.o), 0);
-  harness_fault (h, HOP_SYNC, ".snap0.0.meta", HARNESS_HOLD, 1);
-  struct merge_run del = { .w = &w, .num = 1 },
-                   wr = { .w = &w, .off = 200 * KiB };
-  pthread_t td, tw;
-  assert_int_equal (pthread_create (&td, NULL, merge_delete, &del), 0);
-  assert_true (merge_wait (NULL, &h->fault.hits));     /* the merge syncs */
-  assert_false (atomic_load (&del.done));
-  assert_int_equal (pthread_create (&tw, NULL, merge_write, &wr), 0);
-  bool written = merge_wait (&wr.done, NULL);
-  harness_release (h);
-  pthread_join (tw, NULL);
-  pthread_join (td, NULL);
-  assert_true (written);
-  assert_int_equal (del.r, 0);
+  merge_race (&w, ".snap0.0.meta", 1, 200 * KiB);
   assert_int_equal (fssnap_origin_flush (w.o), 0);
   assert_changes_cover (&w, 0, FSSNAP_VOLUME, w.img[0], w.model);
   world_reopen (&w);
