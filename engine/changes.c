@@ -214,9 +214,9 @@ changes_volume_absorb_locked (struct fssnap_origin *o, size_t i,
 {
   struct snap *s = o->snaps[i];
   struct snap *into = i > 0 ? o->snaps[i - 1] : NULL;
-  *intop = into;
   if (into && atomic_load (&into->state) == SNAP_OFFLINE)
     return -EAGAIN;             /* its maps cannot be written now */
+  *intop = into;
   /* The volume's changes now count from the one before. */
   bitmap_or (&o->changed, &s->changed);
   o->changed_lost |= s->changed_lost;

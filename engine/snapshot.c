@@ -365,10 +365,8 @@ snap_reap (struct fssnap_origin *o)
       snap_unlist_locked (o, s);
     if (next)
       snap_ref (next);
-    if (into && r == 0)
+    if (into)
       snap_ref (into);
-    else
-      into = NULL;
     pthread_rwlock_unlock (&o->snap_lock);
     if (!s)
       break;
