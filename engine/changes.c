@@ -39,11 +39,17 @@
  * marked lost, and comparisons that need it fail with -ESTALE: the user
  * takes a full copy instead of a wrong incremental one.
  *
+ * The newest snapshot, deleted while a newer one is being created, is
+ * freed only once that one is published (or given up): the new one's
+ * metadata file takes X as its D before the publish, so a D merged into X
+ * meanwhile would be missing from that map on disk.  The create reaps
+ * again when it is done.
+ *
  * Locks: writers set X bits under snap_lock shared (bits are atomic); the
- * hand-over at create runs under io_lock exclusive; merges and flag
- * changes under snap_lock exclusive, but the write of a merge into the
- * next snapshot, and of a merge into X, under snap_lock shared and
- * reap_lock.
+ * hand-over at create runs under io_lock and snap_lock exclusive, with the
+ * publish; merges and flag changes under snap_lock exclusive, but the
+ * write of a merge into the next snapshot, and of a merge into X, under
+ * snap_lock shared and reap_lock.
  */
 #include <errno.h>
 #include <stdio.h>

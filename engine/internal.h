@@ -344,7 +344,7 @@ void commit_stop (struct fssnap_origin *o);
  */
 uint64_t changes_track (struct fssnap_origin *o, uint64_t off, uint64_t len);
 /* A new snapshot s takes the volume's changes as its D and the volume
- * starts afresh.  Caller holds io_lock exclusive.
+ * starts afresh.  Caller holds io_lock and snap_lock exclusive.
  */
 void changes_hand_over (struct fssnap_origin *o, struct snap *s);
 /* snaps[i] is being freed: its D merges into the next snapshot's, or

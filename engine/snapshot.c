@@ -341,6 +341,19 @@ snap_reap_into_volume (struct fssnap_origin *o, struct snap *s,
   return r;
 }
 
+/* Whether the snap after i is still being created.  Its create takes the
+ * volume's change map (X) as its own D, writing it to its metadata file
+ * first: so a D merged into X meanwhile could reach its map in memory but
+ * not on disk.  The create reaps again once the snap is published (then
+ * the D goes into its map) or given up.  Caller holds snap_lock.
+ */
+static bool
+snap_creating_after_locked (struct fssnap_origin *o, size_t i)
+{
+  return i + 1 < o->nsnaps
+         && atomic_load (&o->snaps[i + 1]->state) == SNAP_CREATING;
+}
+
 /* Free every deleted snap nothing needs any more, merging its change map
  * into its neighbour's first.  Only reaps remove snaps from the list but
  * for a create's abandon (of the newest, never published), and reap_lock
@@ -359,9 +372,11 @@ snap_reap (struct fssnap_origin *o)
     struct snap *next = s ? changes_merge_next_locked (o, (size_t) i) : NULL;
     struct snap *into = NULL;
     int r = 0;
-    if (s && !next
-        && (r = changes_volume_absorb_locked (o, (size_t) i, &into)) == 0
-        && !into)
+    if (s && !next && snap_creating_after_locked (o, (size_t) i))
+      r = -EBUSY;               /* kept until the create reaps again */
+    else if (s && !next
+             && (r = changes_volume_absorb_locked (o, (size_t) i, &into)) == 0
+             && !into)
       snap_unlist_locked (o, s);
     if (next)
       snap_ref (next);
@@ -798,9 +813,9 @@ snap_fill_and_publish (struct fssnap_origin *o, struct snap *s,
   r = snap_write_meta (o, s, err, errlen);
   if (r < 0)
     return r;
-  changes_hand_over (o, s);
-
+  /* With the publish, so that no reap sees X handed over but s unpublished. */
   pthread_rwlock_wrlock (&o->snap_lock);
+  changes_hand_over (o, s);
   atomic_store (&s->state, SNAP_VALID);
   atomic_fetch_add (&o->valid_snaps, 1);
   pthread_rwlock_unlock (&o->snap_lock);
@@ -827,6 +842,7 @@ fssnap_snapshot_create (struct fssnap_origin *o,
 
   unsigned num;
   uint64_t seq;
+  bool listed = false;
   pthread_mutex_lock (&o->create_lock);
   int r = snap_reserve (o, opts, cs, &num, &seq, errmsg, errlen);
   if (r < 0)
@@ -846,6 +862,7 @@ fssnap_snapshot_create (struct fssnap_origin *o,
     goto out;
   }
 
+  listed = true;
   pthread_rwlock_wrlock (&o->io_lock);
   r = snap_fill_and_publish (o, s, opts, errmsg, errlen);
   pthread_rwlock_unlock (&o->io_lock);
@@ -861,6 +878,8 @@ fssnap_snapshot_create (struct fssnap_origin *o,
               (unsigned long long) s->nchunks, s->store->path);
 out:
   pthread_mutex_unlock (&o->create_lock);
+  if (listed)
+    snap_reap (o);              /* what a delete left while s was creating */
   return r;
 }
 

@@ -554,6 +554,63 @@ test_merge_into_volume_leaves_writers_running (void **state)
   harness_free (h);
 }
 
+struct create_run {
+  struct fssnap_origin *o;
+  unsigned num;
+  _Atomic bool done;
+};
+
+static void *
+create_snap (void *arg)
+{
+  struct create_run *c = arg;
+  c->num = harness_snap (c->o, NULL);
+  atomic_store (&c->done, true);
+  return NULL;
+}
+
+/* The newest snapshot is deleted while a new one is being created, after
+ * the new one's metadata file took the volume's change map: the freed
+ * one's changes must reach the new one's map on disk, or after a restart
+ * the changes between the one before and the new one miss them.  (The
+ * reap used to merge them into the volume's map, which the create then
+ * handed over in memory only.)
+ */
+static void
+test_delete_during_create_keeps_changes (void **state)
+{
+  (void) state;
+  struct harness *h = harness_new (512 * KiB);
+  struct world w = { .h = h, .o = harness_origin (h, 16 * KiB, 0) };
+  w.model = harness_image (h);
+  w.img[0] = harness_image (h);
+  assert_int_equal (harness_snap (w.o, NULL), 0);
+  write_pattern (&w, 10 * KiB, 40 * KiB, 'a');
+  /* 1 owns no copies (else it stays while 0 is there to read them) */
+  assert_int_equal (harness_snap (w.o, NULL), 1);
+  w.img[2] = harness_image (h);
+  harness_fault (h, HOP_SYNC, ".snap2.2.", HARNESS_HOLD, 1);
+  struct create_run cr = { .o = w.o };
+  pthread_t tc;
+  assert_int_equal (pthread_create (&tc, NULL, create_snap, &cr), 0);
+  assert_true (merge_wait (NULL, &h->fault.hits));     /* 2's files sync */
+  assert_int_equal (fssnap_snapshot_delete (w.o, 1), 0);
+  assert_false (atomic_load (&cr.done));
+  harness_release (h);
+  pthread_join (tc, NULL);
+  assert_int_equal (cr.num, 2);
+  assert_changes_cover (&w, 0, 2, w.img[0], w.img[2]);
+  world_reopen (&w);
+  assert_changes_cover (&w, 0, 2, w.img[0], w.img[2]);
+  assert_reads (&w, 0, w.img[0]);
+  assert_reads (&w, 2, w.img[2]);
+  fssnap_origin_close (w.o);
+  free (w.img[0]);
+  free (w.img[2]);
+  free (w.model);
+  harness_free (h);
+}
+
 int
 main (void)
 {
@@ -572,6 +629,7 @@ main (void)
     cmocka_unit_test (test_changes_after_middle_delete),
     cmocka_unit_test (test_merge_leaves_writers_running),
     cmocka_unit_test (test_merge_into_volume_leaves_writers_running),
+    cmocka_unit_test (test_delete_during_create_keeps_changes),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
