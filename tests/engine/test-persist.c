@@ -588,7 +588,8 @@ test_delete_during_create_keeps_changes (void **state)
   write_pattern (&w, 10 * KiB, 40 * KiB, 'a');
   /* 1 owns no copies (else it stays while 0 is there to read them) */
   assert_int_equal (harness_snap (w.o, NULL), 1);
-  w.img[2] = harness_image (h);
+  w.img[2] = malloc (h->size);
+  memcpy (w.img[2], w.model, h->size);
   harness_fault (h, HOP_SYNC, ".snap2.2.", HARNESS_HOLD, 1);
   struct create_run cr = { .o = w.o };
   pthread_t tc;
@@ -607,6 +608,80 @@ test_delete_during_create_keeps_changes (void **state)
   fssnap_origin_close (w.o);
   free (w.img[0]);
   free (w.img[2]);
+  free (w.model);
+  harness_free (h);
+}
+
+/* Every snapshot left reads the volume as it was at its creation, and
+ * each one's changes to the next (the newest's: to the volume) are exact.
+ */
+static void
+assert_chain (struct world *w, const unsigned *order, size_t n, char **imgs)
+{
+  for (size_t i = 0; i < n; i++) {
+    assert_reads (w, order[i], imgs[order[i]]);
+    if (i + 1 < n)
+      assert_changes_cover (w, (int) order[i], (int) order[i + 1],
+                            imgs[order[i]], imgs[order[i + 1]]);
+    else
+      assert_changes_cover (w, (int) order[i], FSSNAP_VOLUME,
+                            imgs[order[i]], w->model);
+  }
+}
+
+/* Creates racing deletes of older snapshots (often the newest), with or
+ * without writes between rounds, then a restart: the chain of snapshots
+ * left still reads and compares exactly.
+ */
+static void
+test_create_delete_churn (void **state)
+{
+  (void) state;
+  enum { ROUNDS = 60, KEEP = 3 };
+  struct harness *h = harness_new (512 * KiB);
+  struct world w = { .h = h, .o = harness_origin (h, 16 * KiB, 0) };
+  w.model = harness_image (h);
+  char *imgs[FSSNAP_MAX_SNAPSHOTS] = { 0 };
+  unsigned order[KEEP + 1];
+  size_t n = 0;
+  unsigned seed = 20261204;
+  for (int round = 0; round < ROUNDS; round++) {
+    /* Without writes since it, the newest owns no copies and is freed at
+     * once when deleted (its changes merged into the volume's).
+     */
+    for (int k = rand_r (&seed) % 2 ? 3 : 0; k > 0; k--)
+      write_pattern (&w, rand_r (&seed) % (h->size - 8 * KiB), 8 * KiB,
+                     (char) ('a' + round % 26));
+    size_t victim = n;                  /* none */
+    if (n > 0 && rand_r (&seed) % 2)
+      victim = n - 1;
+    else if (n >= KEEP)
+      victim = (size_t) rand_r (&seed) % n;
+    char *img = malloc (h->size);       /* the volume as acknowledged */
+    memcpy (img, w.model, h->size);
+    struct create_run cr = { .o = w.o };
+    pthread_t tc;
+    assert_int_equal (pthread_create (&tc, NULL, create_snap, &cr), 0);
+    usleep ((useconds_t) (rand_r (&seed) % 400));   /* any phase of it */
+    if (victim < n)
+      assert_int_equal (fssnap_snapshot_delete (w.o, order[victim]), 0);
+    pthread_join (tc, NULL);
+    if (victim < n) {
+      free (imgs[order[victim]]);
+      imgs[order[victim]] = NULL;
+      memmove (&order[victim], &order[victim + 1],
+               (n - victim - 1) * sizeof *order);
+      n--;
+    }
+    imgs[cr.num] = img;
+    order[n++] = cr.num;
+  }
+  assert_chain (&w, order, n, imgs);
+  world_reopen (&w);
+  assert_chain (&w, order, n, imgs);
+  fssnap_origin_close (w.o);
+  for (size_t i = 0; i < n; i++)
+    free (imgs[order[i]]);
   free (w.model);
   harness_free (h);
 }
@@ -630,6 +705,7 @@ main (void)
     cmocka_unit_test (test_merge_leaves_writers_running),
     cmocka_unit_test (test_merge_into_volume_leaves_writers_running),
     cmocka_unit_test (test_delete_during_create_keeps_changes),
+    cmocka_unit_test (test_create_delete_churn),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
