@@ -59,14 +59,21 @@ world_reopen (struct world *w)
   w->o = harness_origin (w->h, 0, 0);
 }
 
+/* Close the origin and free what w holds (not w). */
 static void
-world_free (struct world *w)
+world_release (struct world *w)
 {
   fssnap_origin_close (w->o);
   for (int i = 0; i < 3; i++)
     free (w->img[i]);
   free (w->model);
   harness_free (w->h);
+}
+
+static void
+world_free (struct world *w)
+{
+  world_release (w);
   free (w);
 }
 
@@ -421,11 +428,7 @@ test_changes_after_middle_delete (void **state)
   assert_changes_cover (&w, 0, FSSNAP_VOLUME, w.img[0], w.model);
   assert_int_equal (fssnap_changes (w.o, 1, 2, 0, h->size, harness_changes_cb,
                                     &hc, NULL, 0), -ENOENT);
-  fssnap_origin_close (w.o);
-  for (int i = 0; i < 3; i++)
-    free (w.img[i]);
-  free (w.model);
-  harness_free (h);
+  world_release (&w);
 }
 
 struct merge_run {
@@ -515,11 +518,23 @@ test_merge_leaves_writers_running (void **state)
   world_reopen (&w);
   assert_changes_cover (&w, 1, FSSNAP_VOLUME, w.img[1], w.model);
   assert_reads (&w, 1, w.img[1]);
-  fssnap_origin_close (w.o);
-  for (int i = 0; i < 2; i++)
-    free (w.img[i]);
-  free (w.model);
-  harness_free (h);
+  world_release (&w);
+}
+
+/* Snapshot 0, a write, then snapshot 1, which owns no copies (else it
+ * would stay while 0 is there to read them): freeing 1 merges its change
+ * map into the volume's.
+ */
+static void
+world_two_snaps (struct world *w)
+{
+  struct harness *h = harness_new (512 * KiB);
+  *w = (struct world) { .h = h, .o = harness_origin (h, 16 * KiB, 0) };
+  w->model = harness_image (h);
+  w->img[0] = harness_image (h);
+  assert_int_equal (harness_snap (w->o, NULL), 0);
+  write_pattern (w, 10 * KiB, 40 * KiB, 'a');
+  assert_int_equal (harness_snap (w->o, NULL), 1);
 }
 
 /* Freeing the newest snapshot merges its change map into the volume's,
@@ -533,14 +548,8 @@ static void
 test_merge_into_volume_leaves_writers_running (void **state)
 {
   (void) state;
-  struct harness *h = harness_new (512 * KiB);
-  struct world w = { .h = h, .o = harness_origin (h, 16 * KiB, 0) };
-  w.model = harness_image (h);
-  w.img[0] = harness_image (h);
-  assert_int_equal (harness_snap (w.o, NULL), 0);
-  write_pattern (&w, 10 * KiB, 40 * KiB, 'a');
-  /* 1 owns no copies (else it stays while 0 is there to read them) */
-  assert_int_equal (harness_snap (w.o, NULL), 1);
+  struct world w;
+  world_two_snaps (&w);
   assert_int_equal (fssnap_origin_flush (w.o), 0);
   merge_race (&w, ".snap0.0.meta", 1, 200 * KiB);
   assert_int_equal (fssnap_origin_flush (w.o), 0);
@@ -548,10 +557,7 @@ test_merge_into_volume_leaves_writers_running (void **state)
   world_reopen (&w);
   assert_changes_cover (&w, 0, FSSNAP_VOLUME, w.img[0], w.model);
   assert_reads (&w, 0, w.img[0]);
-  fssnap_origin_close (w.o);
-  free (w.img[0]);
-  free (w.model);
-  harness_free (h);
+  world_release (&w);
 }
 
 struct create_run {
@@ -580,14 +586,9 @@ static void
 test_delete_during_create_keeps_changes (void **state)
 {
   (void) state;
-  struct harness *h = harness_new (512 * KiB);
-  struct world w = { .h = h, .o = harness_origin (h, 16 * KiB, 0) };
-  w.model = harness_image (h);
-  w.img[0] = harness_image (h);
-  assert_int_equal (harness_snap (w.o, NULL), 0);
-  write_pattern (&w, 10 * KiB, 40 * KiB, 'a');
-  /* 1 owns no copies (else it stays while 0 is there to read them) */
-  assert_int_equal (harness_snap (w.o, NULL), 1);
+  struct world w;
+  world_two_snaps (&w);
+  struct harness *h = w.h;
   w.img[2] = malloc (h->size);
   memcpy (w.img[2], w.model, h->size);
   harness_fault (h, HOP_SYNC, ".snap2.2.", HARNESS_HOLD, 1);
@@ -605,11 +606,7 @@ test_delete_during_create_keeps_changes (void **state)
   assert_changes_cover (&w, 0, 2, w.img[0], w.img[2]);
   assert_reads (&w, 0, w.img[0]);
   assert_reads (&w, 2, w.img[2]);
-  fssnap_origin_close (w.o);
-  free (w.img[0]);
-  free (w.img[2]);
-  free (w.model);
-  harness_free (h);
+  world_release (&w);
 }
 
 /* Every snapshot left reads the volume as it was at its creation, and
