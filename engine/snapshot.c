@@ -237,6 +237,19 @@ snap_list_remove_locked (struct fssnap_origin *o, size_t i)
   o->nsnaps--;
 }
 
+/* Whether the snap after i is still being created.  Its create takes the
+ * volume's change map (X) as its own D, writing it to its metadata file
+ * first: so a D merged into X meanwhile could reach its map in memory but
+ * not on disk.  The create reaps again once the snap is published (then
+ * the D goes into its map) or given up.  Caller holds snap_lock.
+ */
+static bool
+snap_creating_after_locked (struct fssnap_origin *o, size_t i)
+{
+  return i + 1 < o->nsnaps
+         && atomic_load (&o->snaps[i + 1]->state) == SNAP_CREATING;
+}
+
 /* The index of the first deleted snap from 'from' on that nothing needs
  * (its number released if no handle is open), or -1.  Caller holds
  * snap_lock exclusive.
@@ -256,6 +269,8 @@ snap_reapable_locked (struct fssnap_origin *o, size_t from)
       continue;
     if (atomic_load (&s->owned_count) > 0 && snap_has_older_valid (o, i))
       continue;                 /* retained: older snapshots read its copies */
+    if (snap_creating_after_locked (o, i))
+      continue;                 /* until the create reaps again */
     return (ssize_t) i;
   }
   return -1;
@@ -341,19 +356,6 @@ snap_reap_into_volume (struct fssnap_origin *o, struct snap *s,
   return r;
 }
 
-/* Whether the snap after i is still being created.  Its create takes the
- * volume's change map (X) as its own D, writing it to its metadata file
- * first: so a D merged into X meanwhile could reach its map in memory but
- * not on disk.  The create reaps again once the snap is published (then
- * the D goes into its map) or given up.  Caller holds snap_lock.
- */
-static bool
-snap_creating_after_locked (struct fssnap_origin *o, size_t i)
-{
-  return i + 1 < o->nsnaps
-         && atomic_load (&o->snaps[i + 1]->state) == SNAP_CREATING;
-}
-
 /* Free every deleted snap nothing needs any more, merging its change map
  * into its neighbour's first.  Only reaps remove snaps from the list but
  * for a create's abandon (of the newest, never published), and reap_lock
@@ -372,11 +374,9 @@ snap_reap (struct fssnap_origin *o)
     struct snap *next = s ? changes_merge_next_locked (o, (size_t) i) : NULL;
     struct snap *into = NULL;
     int r = 0;
-    if (s && !next && snap_creating_after_locked (o, (size_t) i))
-      r = -EBUSY;               /* kept until the create reaps again */
-    else if (s && !next
-             && (r = changes_volume_absorb_locked (o, (size_t) i, &into)) == 0
-             && !into)
+    if (s && !next
+        && (r = changes_volume_absorb_locked (o, (size_t) i, &into)) == 0
+        && !into)
       snap_unlist_locked (o, s);
     if (next)
       snap_ref (next);
