@@ -332,6 +332,9 @@ def aggregate(raw, out):
         f.write(markdown(result, chunk_kib))
 
 
+CEILING = "disk ceiling: O_DIRECT write bandwidth / chunk size"  # bench/run's CEILING_PEER
+
+
 def first_touch_headline(sm):
     """Durable and transient first touch against the better peer, with the
     goals of issue 12 (1.0x and 1.5x)."""
@@ -349,6 +352,18 @@ def first_touch_headline(sm):
                        "goal >= %.1fx %s." % (
                            ours, fmt(sm.med(w, case, ours, "iops")), fmt_ratio(r), best,
                            fmt(best_med), goal, "met" if r["median"] >= goal else "not met"))
+    ceiling = sm.get(w, case, CEILING, "iops")
+    if ceiling and best_med:
+        out.append("The scratch disk's ceiling for a server that writes every copied chunk to it "
+                   "(O_DIRECT write bandwidth / chunk size) is %s first touches a second: "
+                   "fssnapd durable reaches %s of it, transient %s; 1.5x the better peer would be "
+                   "%s the ceiling." % (
+                       fmt(sm.med(w, case, CEILING, "iops")),
+                       fmt_ratio(paired_ratio(sm.get(w, case, "fssnapd, 1 snapshot", "iops"), ceiling)),
+                       fmt_ratio(paired_ratio(sm.get(w, case, "fssnapd, 1 snapshot, transient", "iops"),
+                                              ceiling)),
+                       fmt_ratio(paired_ratio({r: 1.5 * v for r, v in sm.get(w, case, best, "iops").items()},
+                                              ceiling))))
     return out
 
 

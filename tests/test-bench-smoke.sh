@@ -37,6 +37,13 @@ for k in ("engine", "w1_randwrite_4k", "w2_seqwrite_1m", "w3_snapshot_reads",
     rows = [x for x in r["workloads"][k]["rows"] if "median" in x]
     assert rows, "%s has no measurement" % k
     assert all(x["median"] > 0 for x in rows), "%s has a zero figure" % k
+ft = [x for x in r["workloads"]["first_touch"]["rows"] if "median" in x]
+assert {x["peer"] for x in ft} >= {"fssnapd, 1 snapshot", "fssnapd, 1 snapshot, transient",
+                                   "nbdkit --filter=cow file",
+                                   "disk ceiling: O_DIRECT write bandwidth / chunk size"}, \
+    "first_touch lacks a server: %s" % sorted(x["peer"] for x in ft)
+assert all(x["median"] > 0 for x in ft), "first_touch has a zero figure"
+assert any("ceiling" in h for h in r["headline"]), "no disk ceiling in the headline"
 for k in ("machine", "versions", "config", "headline", "commands"):
     assert r[k], "empty %s" % k
 print("results.json: %d workloads, %d headline lines" % (len(keys), len(r["headline"])))
