@@ -17,11 +17,15 @@
 #   qemu-raw     qemu-nbd -f raw --cache=writeback --aio=threads
 #   qemu-qcow2   a fresh qcow2 overlay (cluster 64 KiB) backed by the raw
 #                image, served by qemu-nbd with the same options
+#   ID@SIZE      a copy-on-write peer (fssnapd-K, fssnapd-K-t, nbdkit-cow,
+#                qemu-qcow2) with SIZE instead of 64K as its chunk, block or
+#                cluster size (fssnap create -o chunksize=SIZE,
+#                cow-block-size=SIZE, cluster_size=SIZE); labelled as ID
 
 PEER_ID= PEER_PID= PEER_URI= PEER_DIR= PEER_LOG= FSSNAPD_RUN=
 
 peer_label() {
-  case $1 in
+  case ${1%@*} in
     fssnapd) echo "fssnapd volume" ;;
     fssnapd-1) echo "fssnapd, 1 snapshot" ;;
     fssnapd-1-t) echo "fssnapd, 1 snapshot, transient" ;;
@@ -60,7 +64,8 @@ fssnapd_create() {
 }
 
 peer_start() {
-  local id=$1 img=$2 k i sock
+  local id=${1%@*} img=$2 k i sock bs=64K
+  [ "$1" != "$id" ] && bs=${1#*@}
   PEER_ID=$id
   PEER_DIR=$S/peer
   rm -rf "$PEER_DIR"
@@ -75,6 +80,7 @@ peer_start() {
       if [ "$id" != fssnapd ]; then
         k=${id#fssnapd-}
         local opts=${BENCH_SNAP_OPTS:-}
+        [ "$bs" != 64K ] && opts=${opts:+$opts,}chunksize=$bs
         if [ "${k%-t}" != "$k" ]; then
           k=${k%-t}
           opts=${opts:+$opts,}transient
@@ -86,7 +92,7 @@ peer_start() {
       ;;
     nbdkit|nbdkit-cow)
       local filt=() args=()
-      [ "$id" = nbdkit-cow ] && filt=(--filter=cow) args=(cow-block-size=64K)
+      [ "$id" = nbdkit-cow ] && filt=(--filter=cow) args=(cow-block-size=$bs)
       cmdlog "TMPDIR=\$S/peer nbdkit --unix $sock --foreground ${filt[*]} file $img ${args[*]}"
       PEER_LOG=nbdkit
       start_bg nbdkit env TMPDIR="$PEER_DIR" nbdkit --unix "$sock" --foreground \
@@ -98,8 +104,8 @@ peer_start() {
       local fmt=raw file=$img
       if [ "$id" = qemu-qcow2 ]; then
         fmt=qcow2 file=$PEER_DIR/overlay.qcow2
-        cmdlog "qemu-img create -f qcow2 -o cluster_size=64k -b $img -F raw $file"
-        qemu-img create -q -f qcow2 -o cluster_size=64k -b "$img" -F raw "$file" \
+        cmdlog "qemu-img create -f qcow2 -o cluster_size=$bs -b $img -F raw $file"
+        qemu-img create -q -f qcow2 -o cluster_size="$bs" -b "$img" -F raw "$file" \
           >>"$S/logs/qemu.log" 2>&1 || die "qemu-img create failed"
       fi
       cmdlog "qemu-nbd --socket=$sock -t -f $fmt --cache=writeback --aio=threads -x volume $file"

@@ -43,6 +43,9 @@ assert {x["peer"] for x in ft} >= {"fssnapd, 1 snapshot", "fssnapd, 1 snapshot, 
                                    "disk ceiling: O_DIRECT write bandwidth / chunk size"}, \
     "first_touch lacks a server: %s" % sorted(x["peer"] for x in ft)
 assert all(x["median"] > 0 for x in ft), "first_touch has a zero figure"
+ft4k = {x["peer"] for x in ft if x["case"].startswith("random order, 4 KiB chunks")}
+assert ft4k == {"fssnapd, 1 snapshot", "fssnapd, 1 snapshot, transient",
+                "nbdkit --filter=cow file"}, "first_touch 4 KiB rows: %s" % sorted(ft4k)
 assert any("ceiling" in h for h in r["headline"]), "no disk ceiling in the headline"
 for k in ("machine", "versions", "config", "headline", "commands"):
     assert r[k], "empty %s" % k
