@@ -55,14 +55,9 @@
  * The log (format in docs/format.md): a 512-byte header at offset 0
  * (applied marker, offset of the first record after it), then records in
  * a ring from offset 4096, each 512-byte aligned, never overwriting a
- * record the header does not yet mark as applied.  While writes stream,
- * records go over the space of applied ones, whose pages are still in
- * the page cache: punching each batch out, as this file once did, made
- * every record a write into fresh pages and cost a third of the 4 KiB
- * first touches a second.  Once nothing has been staged for IDLE_PUNCH_MS
- * the applier punches the whole ring out and the next record starts at
- * its beginning, so the log takes at most its ring (twice max_mem) in the
- * state dir while busy, and a header when idle.
+ * record the header does not yet mark as applied; the space of records
+ * it marks applied is punched out, so the file holds about what is
+ * staged (at most max_mem) in the state dir.
  *
  * Memory: staged records (header and data) take at most max_mem bytes (the
  * same bound as copies in memory, so copies and staged data together stay
@@ -93,7 +88,6 @@
 #define REC_ALIGN 512
 #define APPLY_BATCH 256
 #define RETRY_MS 20                     /* after a failed apply */
-#define IDLE_PUNCH_MS 1000              /* idle this long: punch the ring */
 static const char log_magic[8] = "FSSNAPSL";
 static const char rec_magic[8] = "FSSNAPSR";
 
@@ -119,7 +113,6 @@ struct staging {
   uint64_t bytes, bytes_peak, max_bytes;
   uint64_t ring_end;            /* records lie in [LOG_START, ring_end) */
   uint64_t write_off;           /* where the next record goes */
-  bool ring_used;               /* applied records not punched out yet */
   uint64_t staged_total;
   uint64_t waits;               /* writers that waited for room */
   int fd;                       /* the log; -1 until first needed */
@@ -418,39 +411,16 @@ staging_replay (struct fssnap_origin *o)
 
 /* ---- The applier ------------------------------------------------------- */
 
-/* Wait on st->work for ms milliseconds at most: ETIMEDOUT if nothing
- * signalled.  Caller holds staging->lock.
- */
-static int
-staging_timedwait_locked (struct staging *st, long ms)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_REALTIME, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (ms % 1000) * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
-  return pthread_cond_timedwait (&st->work, &st->lock, &ts);
-}
-
-/* Nothing is staged and nothing came for IDLE_PUNCH_MS: give the ring's
- * space back (only advice: a failure leaves it used) and start the next
- * record at the ring's beginning, with the header saying so first (a
- * replay then finds it there at once; without the header it would still
- * find it, trying the ring's start).  Holding the lock keeps writers from
- * appending into the range being punched.  Caller holds staging->lock.
+/* Free the log's space in [from, to), records the header marks applied:
+ * the log takes about as much room in the state dir as is staged, not
+ * its whole ring.  Only advice: a failure leaves the space used.  Caller
+ * holds staging->lock.
  */
 static void
-staging_punch_ring_locked (struct fssnap_origin *o)
+staging_punch (struct fssnap_origin *o, uint64_t from, uint64_t to)
 {
-  struct staging *st = o->staging;
-  if (staging_write_header (o, st->applied_seq, LOG_START) < 0)
-    return;                     /* tried again after another idle spell */
-  o->io->discard (o->io->opaque, st->fd, LOG_START, st->ring_end - LOG_START);
-  st->write_off = LOG_START;
-  st->ring_used = false;
+  if (to > from)
+    o->io->discard (o->io->opaque, o->staging->fd, from, to - from);
 }
 
 /* Mark records up to 'last' applied in the log header, then drop them;
@@ -471,15 +441,21 @@ staging_retire_locked (struct fssnap_origin *o, struct srec *last)
   if (!st->head)
     st->tail = NULL;
   st->applied_seq = last->seq;
-  st->ring_used = true;
+  uint64_t run_off = p->log_off, run_end = p->log_off;
   while (p != st->head) {
     struct srec *next = p->next;
+    if (p->log_off != run_end) {        /* the ring wrapped */
+      staging_punch (o, run_off, run_end);
+      run_off = p->log_off;
+    }
+    run_end = p->log_off + p->log_size;
     st->bytes -= p->log_size;
     atomic_fetch_sub (&st->count, 1);
     free (p->buf);
     free (p);
     p = next;
   }
+  staging_punch (o, run_off, run_end);
   pthread_cond_broadcast (&st->room);
   pthread_cond_broadcast (&st->applied_cond);
   return 0;
@@ -505,24 +481,16 @@ staging_note_locked (struct fssnap_origin *o, int r)
   if (r == 0)
     return;
   pthread_cond_broadcast (&st->applied_cond);
-  if (!st->stopping)
-    staging_timedwait_locked (st, RETRY_MS);
-}
-
-/* Wait for a record (or stop); after IDLE_PUNCH_MS with none, punch the
- * ring.  Caller holds staging->lock.
- */
-static void
-staging_idle_locked (struct fssnap_origin *o)
-{
-  struct staging *st = o->staging;
-  while (!st->head && !st->stopping) {
-    if (!st->ring_used)
-      pthread_cond_wait (&st->work, &st->lock);
-    else if (staging_timedwait_locked (st, IDLE_PUNCH_MS) == ETIMEDOUT
-             && !st->head && !st->stopping)
-      staging_punch_ring_locked (o);
+  if (st->stopping)
+    return;
+  struct timespec ts;
+  clock_gettime (CLOCK_REALTIME, &ts);
+  ts.tv_nsec += RETRY_MS * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
   }
+  pthread_cond_timedwait (&st->work, &st->lock, &ts);
 }
 
 static void *
@@ -532,7 +500,8 @@ staging_main (void *arg)
   struct staging *st = o->staging;
   pthread_mutex_lock (&st->lock);
   for (;;) {
-    staging_idle_locked (o);
+    while (!st->head && !st->stopping)
+      pthread_cond_wait (&st->work, &st->lock);
     if (!st->head || (st->stopping && st->failing))
       break;                    /* what failed stays in the log */
     struct srec *rec = st->head, *last = NULL;

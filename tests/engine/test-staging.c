@@ -17,10 +17,7 @@
  *     the parent reopens and checks);
  *   - a fault on the log during that replay (each operation, each kind of
  *     fault) refuses the open or replays it, and loses nothing;
- *   - a log with a damaged header is removed, nothing replayed;
- *   - the log keeps the space of applied records while writes stream,
- *     gives it back once idle, and a record staged after that (at the
- *     ring's start again) is replayed after a kill.
+ *   - a log with a damaged header is removed, nothing replayed.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -276,86 +273,6 @@ test_kill_loses_no_acknowledged_write (void **state)
   harness_free (h);
 }
 
-/* Bytes the staging log takes on disk (0 if it is not there). */
-static uint64_t
-log_bytes (struct harness *h)
-{
-  char log[160];
-  struct stat sb;
-  snprintf (log, sizeof log, "%s/origin.img.staging", h->dir);
-  return stat (log, &sb) == 0 ? (uint64_t) sb.st_blocks * 512 : 0;
-}
-
-/* Wait (up to 10 s) until the log takes no more than its header block. */
-static bool
-log_punched (struct harness *h)
-{
-  for (int i = 0; i < 1000; i++) {
-    if (log_bytes (h) <= 4096)
-      return true;
-    usleep (10000);
-  }
-  return false;
-}
-
-/* The child: stage, flush and wait for the idle log to be punched, then
- * take a second snapshot and stage again with nothing committing, and die.
- */
-static void
-punched_child (struct harness *h)
-{
-  struct fssnap_origin *o = slow_origin (h, 0);
-  char *model = harness_image (h);
-  harness_snap (o, NULL);
-  staged_workload (o, model, 7);
-  if (fssnap_origin_flush (o) != 0 || log_bytes (h) < 64 * KiB
-      || !log_punched (h))
-    _exit (2);                  /* kept while busy, punched once idle */
-  harness_snap (o, NULL);
-  atomic_store (&h->store_delay_us, 200000);   /* nothing commits now */
-  staged_workload (o, model, 8);
-  int r;
-  char *got = harness_read_all (o, -1, &r);
-  struct fssnap_stats st;
-  fssnap_origin_stats (o, &st);
-  if (r == 0 && memcmp (got, model, SIZE) == 0 && st.staged_bytes > 0)
-    kill (getpid (), SIGKILL);
-  _exit (1);
-}
-
-static void
-test_idle_log_punched_then_replayed (void **state)
-{
-  (void) state;
-  struct harness *h = harness_new (SIZE);
-  char *before = harness_image (h);
-  char *model = harness_image (h);
-  pid_t pid = fork ();
-  assert_true (pid >= 0);
-  if (pid == 0)
-    punched_child (h);
-  int status;
-  assert_int_equal (waitpid (pid, &status, 0), pid);
-  if (WIFEXITED (status))
-    fail_msg ("child exited %d (2: the log was not kept while busy or "
-              "not punched once idle)", WEXITSTATUS (status));
-  assert_true (WIFSIGNALED (status) && WTERMSIG (status) == SIGKILL);
-  staged_workload (NULL, model, 7);
-  char *image1 = malloc (SIZE);
-  memcpy (image1, model, SIZE);
-  staged_workload (NULL, model, 8);
-
-  struct fssnap_origin *o = harness_origin (h, 0, 0);
-  assert_reads (o, -1, model);
-  assert_reads (o, 0, before);
-  assert_reads (o, 1, image1);
-  fssnap_origin_close (o);
-  free (image1);
-  free (model);
-  free (before);
-  harness_free (h);
-}
-
 /* A log whose header is damaged holds nothing acknowledged (the header
  * is durable before the first record): nothing is replayed, it goes.
  */
@@ -440,7 +357,6 @@ main (void)
     cmocka_unit_test (test_kill_loses_no_acknowledged_write),
     cmocka_unit_test (test_replay_under_faults),
     cmocka_unit_test (test_log_without_header_is_removed),
-    cmocka_unit_test (test_idle_log_punched_then_replayed),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
